@@ -1,0 +1,31 @@
+"""Train one configured network, or a sweep of them with `-m`, logging to MLflow.
+
+    python experiments/train.py model.depth=56 model.residual=false
+    python experiments/train.py -m model.depth=8,20,56 model.residual=true,false
+    python experiments/train.py -m experiment=depth_sweep
+"""
+
+from __future__ import annotations
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from resnet_exp.cli import validate_or_exit
+from resnet_exp.config import register_configs
+from resnet_exp.job import JobOutcome, run_job
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> JobOutcome:
+    hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    return run_job(cfg, overrides=list(hydra_cfg.overrides.task), raise_errors=not in_sweep)
+
+
+if __name__ == "__main__":
+    validate_or_exit()
+    main()

@@ -1,0 +1,85 @@
+"""Depth rules for every model family, free of TensorFlow.
+
+The config validator and the model builders share these rules, so a depth that
+the schema accepts is exactly a depth the builders can build, and a bad depth
+is reported before TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+FAMILIES = ("resnet_cifar", "resnet_basic", "mlp")
+
+# The seed article's named ResNets (basic blocks, four stages).
+BASIC_LAYOUTS: dict[int, tuple[int, int, int, int]] = {
+    10: (1, 1, 1, 1),
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+}
+
+
+class DepthError(ValueError):
+    """A depth that the chosen family cannot build; the message is one line."""
+
+
+def _examples(values: Sequence[int]) -> str:
+    return ", ".join(str(v) for v in values) + ", ..."
+
+
+def cifar_blocks_per_stage(depth: int) -> int:
+    """He et al. 2016's CIFAR family: depth = 6n + 2, n blocks in each of 3 stages."""
+    if depth < 8 or (depth - 2) % 6:
+        raise DepthError(
+            f"resnet_cifar depth must be 6n+2 with n >= 1, got {depth}; "
+            f"valid depths: {_examples([6 * n + 2 for n in range(1, 10)] + [110])}"
+        )
+    return (depth - 2) // 6
+
+
+def basic_blocks_per_stage(depth: int, blocks_per_stage: Sequence[int] | None = None) -> list[int]:
+    """Basic-block ResNet: depth = 2 * sum(blocks) + 2 (stem conv and classifier)."""
+    if blocks_per_stage:
+        blocks = [int(b) for b in blocks_per_stage]
+        if len(blocks) != 4 or min(blocks) < 1:
+            raise DepthError(
+                f"resnet_basic blocks_per_stage must be 4 positive integers, got {blocks}"
+            )
+        implied = 2 * sum(blocks) + 2
+        if depth != implied:
+            raise DepthError(
+                f"resnet_basic depth must equal 2*sum(blocks_per_stage)+2 = {implied} "
+                f"for blocks_per_stage={blocks}, got {depth}"
+            )
+        return blocks
+    if depth in BASIC_LAYOUTS:
+        return list(BASIC_LAYOUTS[depth])
+    if depth >= 10 and (depth - 2) % 8 == 0:
+        return [(depth - 2) // 8] * 4
+    valid = sorted(set(BASIC_LAYOUTS) | {8 * n + 2 for n in range(1, 6)})
+    raise DepthError(
+        f"resnet_basic depth must be 18, 34 or 8n+2 (or set model.blocks_per_stage), "
+        f"got {depth}; valid depths: {_examples(valid)}"
+    )
+
+
+def mlp_blocks(depth: int) -> int:
+    """MLP: a stem layer, n two-layer blocks and a classifier, so depth = 2n + 2."""
+    if depth < 4 or depth % 2:
+        raise DepthError(
+            f"mlp depth must be 2n+2 with n >= 1 (an even number >= 4), got {depth}; "
+            f"valid depths: {_examples([4, 6, 8, 10, 20, 50, 100, 200])}"
+        )
+    return (depth - 2) // 2
+
+
+def check_depth(family: str, depth: int, blocks_per_stage: Sequence[int] | None = None) -> None:
+    """Raise DepthError (one-line message) unless `family` can be built at `depth`."""
+    if family == "resnet_cifar":
+        cifar_blocks_per_stage(depth)
+    elif family == "resnet_basic":
+        basic_blocks_per_stage(depth, blocks_per_stage)
+    elif family == "mlp":
+        mlp_blocks(depth)
+    else:
+        raise DepthError(f"unknown model family {family!r}; choose from {', '.join(FAMILIES)}")

@@ -1,0 +1,133 @@
+"""Check every job of a command line before anything runs.
+
+Hydra reports a bad override with a multi-line message, and a bad value that
+only a sweep produces surfaces when that job starts, after others have run.
+Here every combination a command line (or a preset's sweep) would launch is
+composed and checked up front, in a fraction of a second and without
+TensorFlow, and the first problem is printed as one line naming the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from resnet_exp.config import ConfigError, check_config, flatten, register_configs
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+_VALUE_FLAGS = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"}
+_SKIP_FLAGS = {"-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "--shell-completion"}
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], str | None]:
+    """The overrides in a Hydra command line, and the config name if one is given."""
+    overrides: list[str] = []
+    config_name = None
+    args = iter(argv)
+    for arg in args:
+        if arg in _VALUE_FLAGS:
+            value = next(args, None)
+            if arg in ("-cn", "--config-name"):
+                config_name = value
+        elif arg.startswith("-"):
+            continue
+        else:
+            overrides.append(arg)
+    return overrides, config_name
+
+
+def expand_sweeps(overrides: list[str]) -> list[list[str]]:
+    """Every job's override list, as Hydra's basic sweeper would form them."""
+    parser = OverridesParser.create()
+    choices = []
+    for override in parser.parse_overrides(overrides):
+        if override.is_sweep_override():
+            key = override.get_key_element()
+            choices.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+        else:
+            choices.append([override.input_line])
+    return [list(combo) for combo in itertools.product(*choices)]
+
+
+def _preset_sweeps(cfg: DictConfig, given: list[str]) -> list[str]:
+    """A preset's `hydra.sweeper.params`, less the keys the command line already sets."""
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    given_keys = {o.split("=", 1)[0].lstrip("+~") for o in given}
+    return [f"{k}={v}" for k, v in params.items() if k not in given_keys]
+
+
+def explain(err: Exception, overrides: list[str]) -> str:
+    """One line for a composition error: the key, and what is allowed."""
+    if isinstance(err, MissingConfigException):
+        group = (err.missing_cfg_file or "").split("/")[0]
+        given = next((o for o in overrides if o.split("=")[0] == group), group)
+        options = ", ".join(o for o in err.options or [] if not o.endswith("_schema"))
+        return f"{given}: no such option" + (f"; choose from {options}" if options else "")
+    cause = err.__cause__ or err.__context__ or err
+    if isinstance(cause, OmegaConfBaseException):
+        key = getattr(cause, "full_key", None) or ""
+        msg = str(getattr(cause, "msg", cause)).splitlines()[0]
+        if "not in" in msg and key:
+            return f"{key}: unknown key{_suggest(key)}"
+        value = next((o.split("=", 1)[1] for o in overrides if o.split("=")[0] == key), None)
+        return f"{key}={value}: {msg}" if value is not None else f"{key}: {msg}"
+    return " ".join(str(err).split())
+
+
+def _suggest(key: str) -> str:
+    try:
+        register_configs()
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            known = list(flatten(compose("config")))
+    except Exception:
+        return ""
+    finally:
+        GlobalHydra.instance().clear()
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def validate(argv: list[str]) -> str | None:
+    """None if every job the command line would launch is valid, else a one-line reason."""
+    if any(a in _SKIP_FLAGS or a.startswith("--cfg") for a in argv):
+        return None
+    overrides, config_name = split_argv(argv)
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            name = config_name or "config"
+            jobs = expand_sweeps(overrides)
+            first = compose(name, overrides=jobs[0], return_hydra_config=True)
+            preset = _preset_sweeps(first, overrides)
+            if preset:
+                jobs = [job + extra for job in jobs for extra in expand_sweeps(preset)]
+            for job in jobs:
+                try:
+                    check_config(compose(name, overrides=job))
+                except ConfigError as err:
+                    return str(err)
+                except (HydraException, OmegaConfBaseException) as err:
+                    return explain(err, job)
+    except (HydraException, OmegaConfBaseException) as err:
+        return explain(err, overrides)
+    finally:
+        GlobalHydra.instance().clear()
+    return None
+
+
+def validate_or_exit(argv: list[str] | None = None) -> None:
+    """Print `config error: ...` on one line and exit 2 if the command line cannot run."""
+    problem = validate(sys.argv[1:] if argv is None else argv)
+    if problem:
+        print(f"config error: {problem}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,149 @@
+"""The life of one job: validate, skip if already done, open a run, train, close the run.
+
+Whatever happens inside, the MLflow run ends FINISHED, FAILED or KILLED, never
+RUNNING. In a multirun a failed job reports FAILED and returns, so the sweep
+goes on; the sweep callback counts failures and sets the exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass
+from types import FrameType
+
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from resnet_exp.config import check_config, flatten
+from resnet_exp.tracking import (
+    config_hash,
+    ensure_experiment,
+    git_commit,
+    log_batch,
+    resolve_tracking_uri,
+    with_retry,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Terminated(BaseException):
+    """SIGTERM (cluster pre-emption), raised where the job is so the run can close."""
+
+
+@dataclass
+class JobOutcome:
+    status: str  # FINISHED, FAILED, KILLED or SKIPPED
+    run_id: str | None
+    diverged: bool = False
+    error: str | None = None
+
+
+def run_name(cfg: DictConfig) -> str:
+    m = cfg.model
+    kind = "residual" if m.residual else "plain"
+    bn = "bn" if m.batch_norm else "nobn"
+    return f"{_s(m.name)}{m.depth}-{kind}-{bn}-seed{cfg.seed}"
+
+
+def _s(value) -> str:
+    return str(getattr(value, "value", value))
+
+
+def find_finished_run(client: MlflowClient, experiment_id: str, digest: str) -> str | None:
+    runs = with_retry(
+        client.search_runs,
+        [experiment_id],
+        filter_string=f"tags.config_hash = '{digest}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: bool = True):
+    """Run one configured job end to end; see the module docstring for the guarantees."""
+    check_config(cfg)
+    flat = flatten(cfg)
+    digest = config_hash(flat)
+    client = MlflowClient(resolve_tracking_uri(cfg.tracking.uri))
+    experiment_id = ensure_experiment(client, cfg.tracking.experiment)
+
+    if cfg.tracking.resume:
+        done = find_finished_run(client, experiment_id, digest)
+        if done:
+            log.info("skipping %s: FINISHED run %s has the same configuration", run_name(cfg), done)
+            return JobOutcome("SKIPPED", done)
+
+    tags = {
+        "run_kind": "train",
+        "config_hash": digest,
+        "overrides": " ".join(overrides or []),
+        "diverged": "false",
+    }
+    commit = git_commit()
+    if commit:
+        tags["git_commit"] = commit
+        tags["mlflow.source.git.commit"] = commit
+    if cfg.tracking.parent_run_id:
+        tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
+    if cfg.tracking.sweep_id:
+        tags["sweep_id"] = cfg.tracking.sweep_id
+    run = with_retry(client.create_run, experiment_id, run_name=run_name(cfg), tags=tags)
+    run_id = run.info.run_id
+    previous = signal.getsignal(signal.SIGTERM)
+    _install_sigterm()
+    try:
+        log_batch(client, run_id, params=flat)
+        from resnet_exp import training  # TensorFlow loads only once the config is valid
+
+        training.log_config_artifact(client, run_id, cfg)
+        result = training.train(cfg, client, run_id)
+        training.log_frame_artifact(client, run_id, result.history, "history.csv")
+        if result.profile is not None:
+            training.log_frame_artifact(client, run_id, result.profile, "grad_profile.csv")
+        end_tags = {"diverged": str(result.diverged).lower()}
+        if result.diverged:
+            end_tags["diverged_epoch"] = str(result.diverged_epoch)
+            log.warning("%s diverged at epoch %s", run_name(cfg), result.diverged_epoch)
+        log_batch(client, run_id, tags=end_tags)
+        with_retry(client.set_terminated, run_id, RunStatus.to_string(RunStatus.FINISHED))
+        return JobOutcome("FINISHED", run_id, diverged=result.diverged)
+    except (KeyboardInterrupt, Terminated):
+        _close(client, run_id, RunStatus.KILLED, "killed by signal")
+        raise
+    except Exception as err:
+        message = f"{type(err).__name__}: {err}"
+        _close(client, run_id, RunStatus.FAILED, message)
+        if raise_errors:
+            raise
+        log.exception("job %s failed", run_name(cfg))
+        return JobOutcome("FAILED", run_id, error=message)
+    finally:
+        _restore_sigterm(previous)
+
+
+def _close(client: MlflowClient, run_id: str, status: int, reason: str) -> None:
+    try:
+        log_batch(client, run_id, tags={"error": reason[:5000]})
+    finally:
+        with_retry(client.set_terminated, run_id, RunStatus.to_string(status))
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+def _install_sigterm() -> None:
+    try:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave the default handler
+        pass
+
+
+def _restore_sigterm(previous) -> None:
+    try:
+        signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
+    except (ValueError, TypeError):
+        pass

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from resnet_exp.cli import validate_or_exit
 from resnet_exp.config import register_configs
 from resnet_exp.job import JobOutcome, run_job
+from resnet_exp.sweep import INJECTED
 
 register_configs()
 
@@ -23,7 +24,8 @@ register_configs()
 def main(cfg: DictConfig) -> JobOutcome:
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    return run_job(cfg, overrides=list(hydra_cfg.overrides.task), raise_errors=not in_sweep)
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(INJECTED)]
+    return run_job(cfg, overrides=overrides, raise_errors=not in_sweep)
 
 
 if __name__ == "__main__":

@@ -129,6 +129,7 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
         validation_data=val_ds,
         epochs=int(cfg.trainer.epochs),
         callbacks=callbacks,
+        shuffle=False,  # the pipeline shuffles, seeded
         verbose=0,
     )
     history = pd.DataFrame(fit.history)

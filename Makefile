@@ -1,0 +1,41 @@
+# Every target creates (once) and reuses the virtual environment in .venv.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+MLFLOW_DB ?= $(CURDIR)/mlflow.db
+UI_PORT ?= 5000
+SERVER_PORT ?= 5001
+
+.DEFAULT_GOAL := help
+.PHONY: help demo test test-fast lint ui server clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+demo: $(VENV)/.installed ## the default study (depth_sweep on digits, in parallel), then its figures
+	$(PY) experiments/train.py -m experiment=depth_sweep hydra/launcher=joblib
+	$(PY) scripts/make_figures.py --experiment depth_sweep
+
+test: $(VENV)/.installed ## the whole test suite, slow end-to-end tests included
+	$(PY) -m pytest
+
+test-fast: $(VENV)/.installed ## the tests not marked slow
+	$(PY) -m pytest -m "not slow"
+
+lint: $(VENV)/.installed ## ruff lint and format check
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+ui: $(VENV)/.installed ## the MLflow UI on http://127.0.0.1:$(UI_PORT) over ./mlflow.db
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(UI_PORT)
+
+server: $(VENV)/.installed ## a tracking server on http://127.0.0.1:$(SERVER_PORT) (SQLite + served artifacts)
+	$(PY) scripts/tracking_server.py --port $(SERVER_PORT)
+
+clean: ## remove Hydra outputs and caches (keeps mlflow.db and the venv)
+	rm -rf outputs multirun .pytest_cache .ruff_cache

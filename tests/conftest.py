@@ -1,0 +1,73 @@
+"""Shared fixtures: a real SQLite MLflow store per test, and tiny composed configs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from mlflow.tracking import MlflowClient
+
+from resnet_exp.config import register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "experiments" / "train.py"
+
+# Settings that make any run tiny: a few epochs on small synthetic data.
+TINY = [
+    "data=synthetic",
+    "data.num_samples=96",
+    "trainer.epochs=2",
+    "trainer.batch_size=32",
+    "gradients.probe_size=16",
+    "model.depth=8",
+]
+
+
+@pytest.fixture
+def tracking_uri(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite store in a temp dir, picked up by every run through the env."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture
+def client(tracking_uri) -> MlflowClient:
+    return MlflowClient(tracking_uri)
+
+
+@pytest.fixture
+def make_cfg():
+    """Compose the project's config in-process, as Hydra would for a run."""
+    register_configs()
+
+    def _make(*overrides: str):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+
+    yield _make
+    GlobalHydra.instance().clear()
+
+
+def run_train(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600):
+    """Run the entry point as a user would, in a subprocess."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(TRAIN), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+    )
+
+
+def runs_of(client: MlflowClient, experiment: str = "resnet-exp"):
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id])

@@ -1,0 +1,111 @@
+"""A run logged end to end to a real SQLite MLflow store: the metric contract."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import TINY, run_train, runs_of
+from resnet_exp.job import run_job
+
+GRAD_METRICS = [
+    "grad_first_norm",
+    "grad_last_norm",
+    "grad_first_rel",
+    "grad_last_rel",
+    "grad_first_last_ratio",
+]
+EPOCH_METRICS = ["train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s"]
+ARTIFACTS = {"config.yaml", "grad_profile.csv", "history.csv", "model_summary.txt"}
+
+
+def _artifact_text(client, run_id: str, name: str) -> str:
+    import mlflow
+
+    return mlflow.artifacts.load_text(f"{client.get_run(run_id).info.artifact_uri}/{name}")
+
+
+def test_run_logs_every_param_metric_and_artifact(make_cfg, client):
+    cfg = make_cfg(*TINY, "model.residual=false")
+    outcome = run_job(cfg, overrides=TINY)
+    assert outcome.status == "FINISHED"
+    run = client.get_run(outcome.run_id)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["model.depth"] == "8"
+    assert params["model.residual"] == "False"
+    assert params["model.batch_norm"] == "True"
+    assert params["data.name"] == "synthetic"
+    assert params["optim.lr"] == "0.1"
+    assert params["seed"] == "0"
+    assert run.data.tags["diverged"] == "false"
+    assert run.data.tags["run_kind"] == "train"
+    assert len(run.data.tags["config_hash"]) == 16
+    for key in GRAD_METRICS:
+        steps = [m.step for m in client.get_metric_history(outcome.run_id, key)]
+        assert sorted(steps) == [0, 1, 2], key
+    for key in EPOCH_METRICS:
+        steps = [m.step for m in client.get_metric_history(outcome.run_id, key)]
+        assert sorted(steps) == [1, 2], key
+    assert {a.path for a in client.list_artifacts(outcome.run_id)} >= ARTIFACTS
+
+    profile = pd.read_csv(io.StringIO(_artifact_text(client, outcome.run_id, "grad_profile.csv")))
+    assert list(profile.columns) == ["epoch", "layer_index", "layer_name", "grad_norm", "weight_norm"]
+    assert sorted(profile.epoch.unique()) == [0, 1, 2]
+    assert profile.layer_name.iloc[0] == "stem_conv"
+    assert profile.layer_name.iloc[-1] == "classifier"
+    first = profile[(profile.epoch == 0) & (profile.layer_index == 0)].grad_norm.item()
+    init_first = [m for m in client.get_metric_history(outcome.run_id, "grad_first_norm") if m.step == 0]
+    assert first == pytest.approx(init_first[0].value, rel=1e-5)
+
+    config = yaml.safe_load(_artifact_text(client, outcome.run_id, "config.yaml"))
+    assert config["model"]["depth"] == 8 and config["model"]["residual"] is False
+    history = pd.read_csv(io.StringIO(_artifact_text(client, outcome.run_id, "history.csv")))
+    assert len(history) == 2 and "val_accuracy" in history
+
+
+def test_gradients_disabled_logs_no_gradient_metrics(make_cfg, client):
+    outcome = run_job(make_cfg(*TINY, "gradients.enabled=false"))
+    run = client.get_run(outcome.run_id)
+    assert run.info.status == "FINISHED"
+    assert not set(GRAD_METRICS) & set(run.data.metrics)
+    assert "grad_profile.csv" not in {a.path for a in client.list_artifacts(outcome.run_id)}
+
+
+def test_a_run_that_raises_ends_failed_not_running(make_cfg, client, monkeypatch):
+    from resnet_exp import training
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(training, "train", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        run_job(make_cfg(*TINY))
+    (run,) = runs_of(client)
+    assert run.info.status == "FAILED"
+    assert "boom" in run.data.tags["error"]
+
+
+def test_relaunching_the_same_config_trains_nothing(make_cfg, client):
+    first = run_job(make_cfg(*TINY))
+    again = run_job(make_cfg(*TINY))
+    assert again.status == "SKIPPED" and again.run_id == first.run_id
+    forced = run_job(make_cfg(*TINY, "tracking.resume=false"))
+    assert forced.status == "FINISHED" and forced.run_id != first.run_id
+    assert len(runs_of(client)) == 2
+
+
+@pytest.mark.slow
+def test_command_line_run_as_in_the_issue(tracking_uri, client, tmp_path):
+    result = run_train(
+        "model=resnet_cifar", "model.depth=8", "trainer.epochs=2", "data.num_samples=64", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = runs_of(client)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data.name"] == "digits"
+    for key in GRAD_METRICS:
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 1, 2]

@@ -1,0 +1,173 @@
+"""Real Hydra multiruns as a user launches them: parents, parallelism, failures, resume."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TINY, TRAIN, run_train, runs_of
+
+pytestmark = pytest.mark.slow
+
+EPOCH_KEYS = ["train_loss", "val_accuracy", "grad_first_norm", "grad_last_norm"]
+
+
+def _children(client, parent_id: str):
+    return [r for r in runs_of(client) if r.data.tags.get("mlflow.parentRunId") == parent_id]
+
+
+def _parent(client):
+    parents = [r for r in runs_of(client) if r.data.tags.get("run_kind") == "sweep"]
+    assert len(parents) == 1
+    return parents[0]
+
+
+def _assert_complete(client, run, epochs: int = 2) -> None:
+    assert run.info.status == "FINISHED"
+    for key in EPOCH_KEYS:
+        steps = {m.step for m in client.get_metric_history(run.info.run_id, key)}
+        assert set(range(1, epochs + 1)) <= steps, key
+
+
+def test_two_job_sweep_is_one_parent_with_two_children(tracking_uri, client, tmp_path):
+    result = run_train("-m", *TINY, "model.residual=true,false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent = _parent(client)
+    children = _children(client, parent.info.run_id)
+    assert sorted(c.data.params["model.residual"] for c in children) == ["False", "True"]
+    for child in children:
+        _assert_complete(client, child)
+        assert child.data.tags["sweep_id"] == parent.data.tags["sweep_id"]
+        assert "tracking.parent_run_id" not in child.data.tags["overrides"]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["jobs_finished"] == 2
+    assert parent.data.metrics["jobs_failed"] == 0
+
+    again = run_train("-m", *TINY, "model.residual=true,false", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(runs_of(client)) == 3  # the same parent, reopened; no new training run
+    assert _parent(client).info.run_id == parent.info.run_id
+
+
+def test_four_parallel_jobs_on_a_fresh_store_lose_nothing(tracking_uri, client, tmp_path):
+    result = run_train(
+        "-m",
+        *TINY,
+        "model.depth=8,14",
+        "model.residual=true,false",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=4",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent = _parent(client)
+    children = _children(client, parent.info.run_id)
+    assert len(children) == 4
+    for child in children:
+        _assert_complete(client, child)
+        assert child.data.params["trainer.threads"] == "1"  # 2 cores shared by 4 jobs
+
+
+def test_a_diverged_and_a_failing_job_do_not_cost_their_neighbours(tracking_uri, client, tmp_path):
+    # lr=1e4 without batch norm overflows within the first epoch: a result, tagged.
+    # data.num_samples=4 cannot be split into 10 stratified classes: the job raises.
+    result = run_train(
+        "-m",
+        *TINY,
+        "model.batch_norm=false",
+        "optim.lr=0.05,10000",
+        "data.num_samples=4,96",
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "failed jobs" in result.stderr
+    children = _children(client, _parent(client).info.run_id)
+    by_case = {(c.data.params["optim.lr"], c.data.params["data.num_samples"]): c for c in children}
+    healthy = by_case[("0.05", "96")]
+    _assert_complete(client, healthy)
+    assert healthy.data.tags["diverged"] == "false"
+    diverged = by_case[("10000.0", "96")]
+    assert diverged.info.status == "FINISHED"
+    assert diverged.data.tags["diverged"] == "true"
+    assert int(diverged.data.tags["diverged_epoch"]) >= 1
+    for case in [("0.05", "4"), ("10000.0", "4")]:
+        assert by_case[case].info.status == "FAILED"
+        assert "test_size" in by_case[case].data.tags["error"]
+    parent = _parent(client)
+    assert parent.data.metrics["jobs_failed"] == 2
+    assert parent.data.metrics["jobs_diverged"] == 1
+
+
+def test_sigterm_marks_the_run_killed(tracking_uri, client, tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, str(TRAIN), *TINY, "trainer.epochs=500"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        runs = runs_of(client)
+        if runs and client.get_metric_history(runs[0].info.run_id, "train_loss"):
+            break
+        time.sleep(1)
+    else:
+        process.kill()
+        pytest.fail("the run never logged an epoch")
+    process.terminate()
+    process.wait(timeout=120)
+    (run,) = runs_of(client)
+    assert run.info.status == "KILLED"
+    assert client.get_metric_history(run.info.run_id, "train_loss")  # kept what it logged
+
+
+def test_submitit_local_runs_jobs_as_separate_processes(tracking_uri, client, tmp_path):
+    result = run_train(
+        "-m", *TINY, "model.residual=true,false", "hydra/launcher=submitit_local", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    children = _children(client, _parent(client).info.run_id)
+    assert len(children) == 2
+    for child in children:
+        _assert_complete(client, child)
+    assert list(Path(tmp_path, "multirun").rglob(".submitit"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_sweep_against_a_real_tracking_server(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from tracking_server import start_server
+
+    from mlflow.tracking import MlflowClient
+
+    port = _free_port()
+    with open(tmp_path / "server.log", "w") as log:
+        server = start_server(tmp_path / "server", port, log=log)
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        result = run_train(
+            "-m", *TINY, "model.residual=true,false", env={"MLFLOW_TRACKING_URI": uri}, cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        client = MlflowClient(uri)
+        children = _children(client, _parent(client).info.run_id)
+        assert len(children) == 2
+        for child in children:
+            _assert_complete(client, child)
+            names = {a.path for a in client.list_artifacts(child.info.run_id)}
+            assert {"grad_profile.csv", "history.csv", "config.yaml"} <= names
+        assert any((tmp_path / "server" / "mlartifacts").rglob("grad_profile.csv"))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

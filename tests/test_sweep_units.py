@@ -1,0 +1,58 @@
+"""The sweep callback's pure parts: thread shares, sweep identity, sweep expansion."""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from resnet_exp.cli import expand_sweeps
+from resnet_exp.sweep import job_threads, sweep_key, sweep_overrides, thread_share
+from resnet_exp.tracking import config_hash
+
+
+def _config(launcher: dict, threads: int = 0):
+    return OmegaConf.create(
+        {
+            "trainer": {"threads": threads},
+            "hydra": {
+                "launcher": launcher,
+                "sweeper": {"params": {"model.depth": "8,20"}},
+                "overrides": {"task": ["seed=0,1", "tracking.parent_run_id=abc"]},
+            },
+        }
+    )
+
+
+def test_thread_share_never_oversubscribes():
+    assert thread_share(2, cores=2) == 1
+    assert thread_share(4, cores=2) == 1
+    assert thread_share(1, cores=8) == 8
+    assert thread_share(3, cores=8) == 2
+
+
+def test_job_threads_per_launcher():
+    joblib = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"}
+    assert job_threads(_config({**joblib, "n_jobs": 4})) == thread_share(4)
+    slurm = {"_target_": "x.SlurmLauncher", "cpus_per_task": 6}
+    assert job_threads(_config(slurm)) == 6
+    assert job_threads(_config({"_target_": "x.BasicLauncher"})) is None
+    assert job_threads(_config({**joblib, "n_jobs": 4}, threads=3)) is None  # the user chose
+
+
+def test_sweep_identity_ignores_injected_overrides_and_order():
+    config = _config({"_target_": "x.BasicLauncher"})
+    overrides = sweep_overrides(config)
+    assert overrides == ["model.depth=8,20", "seed=0,1"]
+    assert sweep_key("e", overrides) == sweep_key("e", list(reversed(overrides)))
+    assert sweep_key("e", overrides) != sweep_key("other", overrides)
+
+
+def test_expand_sweeps_is_the_cartesian_product():
+    jobs = expand_sweeps(["model.depth=8,20", "model.residual=true,false", "seed=1"])
+    assert len(jobs) == 4
+    assert ["model.depth=8", "model.residual=True", "seed=1"] in jobs
+
+
+def test_config_hash_ignores_where_a_run_is_logged_but_not_what_it_computes():
+    base = {"model.depth": 8, "seed": 0, "tracking.uri": "a", "trainer.threads": 1}
+    assert config_hash(base) == config_hash({**base, "tracking.uri": "b", "trainer.threads": 2})
+    assert config_hash(base) != config_hash({**base, "seed": 1})

@@ -1,8 +1,8 @@
 """Train one configured network, or a sweep of them with `-m`, logging to MLflow.
 
-    python experiments/train.py model.depth=56 model.residual=false
-    python experiments/train.py -m model.depth=8,20,56 model.residual=true,false
-    python experiments/train.py -m experiment=depth_sweep
+python experiments/train.py model.depth=56 model.residual=false
+python experiments/train.py -m model.depth=8,20,56 model.residual=true,false
+python experiments/train.py -m experiment=depth_sweep
 """
 
 from __future__ import annotations

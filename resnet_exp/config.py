@@ -9,7 +9,7 @@ here imports TensorFlow, so a bad config fails in well under a second.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -18,34 +18,34 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from resnet_exp.architecture import DepthError, check_depth
 
 
-class ModelFamily(str, Enum):
+class ModelFamily(StrEnum):
     resnet_cifar = "resnet_cifar"
     resnet_basic = "resnet_basic"
     mlp = "mlp"
 
 
-class Activation(str, Enum):
+class Activation(StrEnum):
     relu = "relu"
     tanh = "tanh"
     sigmoid = "sigmoid"
 
 
-class Shortcut(str, Enum):
+class Shortcut(StrEnum):
     A = "A"  # identity, zero-padded channels: no parameters, plain and residual twins match
     B = "B"  # 1x1 projection where the shape changes
 
 
-class DatasetName(str, Enum):
+class DatasetName(StrEnum):
     digits = "digits"
     synthetic = "synthetic"
 
 
-class OptimizerName(str, Enum):
+class OptimizerName(StrEnum):
     sgd = "sgd"
     adam = "adam"
 
 
-class ScheduleName(str, Enum):
+class ScheduleName(StrEnum):
     constant = "constant"
     step = "step"
     cosine = "cosine"
@@ -174,9 +174,15 @@ def check_config(cfg: DictConfig | Any) -> None:
         raise ConfigError(
             f"optim.schedule.milestones={milestones}: must be increasing fractions in (0, 1)"
         )
-    if len(data.input_shape) not in (1, 3) or min(data.input_shape) <= 0:
+    shape = list(data.input_shape)
+    if len(shape) not in (1, 3) or min(shape) <= 0:
         raise ConfigError(
-            f"data.input_shape={list(data.input_shape)}: must be [features] or [height, width, channels]"
+            f"data.input_shape={shape}: must be [features] or [height, width, channels]"
+        )
+    if len(shape) != 3 and str(model.name) != "mlp":
+        raise ConfigError(
+            f"data.input_shape={shape}: {model.name} needs [height, width, channels]; "
+            "only model=mlp takes flat features"
         )
 
 
@@ -186,9 +192,11 @@ def _value(x: Any) -> Any:
 
 def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
     """Dotted-key view of a config (`model.depth`), the form MLflow params take."""
-    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True) if isinstance(
-        cfg, DictConfig
-    ) else cfg
+    container = (
+        OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        if isinstance(cfg, DictConfig)
+        else cfg
+    )
     flat: dict[str, Any] = {}
     for key, value in container.items():
         dotted = f"{prefix}{key}"

@@ -7,6 +7,7 @@ goes on; the sweep callback counts failures and sets the exit code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from dataclasses import dataclass
@@ -136,14 +137,10 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 
 
 def _install_sigterm() -> None:
-    try:
+    with contextlib.suppress(ValueError):  # not the main thread: keep the default handler
         signal.signal(signal.SIGTERM, _raise_terminated)
-    except ValueError:  # not the main thread: leave the default handler
-        pass
 
 
 def _restore_sigterm(previous) -> None:
-    try:
+    with contextlib.suppress(ValueError, TypeError):
         signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
-    except (ValueError, TypeError):
-        pass

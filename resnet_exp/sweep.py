@@ -13,6 +13,7 @@ command exit non-zero if any configuration failed.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import logging
@@ -107,7 +108,9 @@ def summarise_children(client: MlflowClient, experiment_id: str, parent_id: str)
         counts[key] += 1
         if key != "running":
             reason = latest.data.tags.get("error", status)
-            failed.append(f"{latest.info.run_name} ({latest.data.tags.get('overrides', '')}): {reason}")
+            failed.append(
+                f"{latest.info.run_name} ({latest.data.tags.get('overrides', '')}): {reason}"
+            )
     counts["configs"] = len(by_config)
     return {"counts": counts, "failed": failed}
 
@@ -135,8 +138,11 @@ class MlflowSweepCallback(Callback):
             config.hydra.overrides.task.extend(injected)
         atexit.register(self._close_if_interrupted)
         _raise_on_sigterm()
-        print(f"[resnet-exp] sweep {key}: parent run {self.parent_id} in experiment "
-              f"'{config.tracking.experiment}' at {uri}", file=sys.stderr)
+        print(
+            f"[resnet-exp] sweep {key}: parent run {self.parent_id} in experiment "
+            f"'{config.tracking.experiment}' at {uri}",
+            file=sys.stderr,
+        )
 
     def _open_parent(self, key: str, overrides: list[str], config: DictConfig) -> str:
         assert self.client is not None and self.experiment_id is not None
@@ -203,7 +209,5 @@ def _raise_on_sigterm() -> None:
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    try:
+    with contextlib.suppress(ValueError):  # not the main thread
         signal.signal(signal.SIGTERM, handler)
-    except ValueError:
-        pass

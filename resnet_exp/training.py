@@ -106,9 +106,7 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
         gamma=float(o.schedule.gamma),
     )
     model = model_from_config(cfg, data.input_shape, data.num_classes)
-    model.compile(
-        optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     _log_text_artifact(client, run_id, _summary(model), "model_summary.txt")
 
     recorder = None

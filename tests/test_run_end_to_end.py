@@ -7,8 +7,8 @@ import io
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import TINY, run_train, runs_of
+
 from resnet_exp.job import run_job
 
 GRAD_METRICS = [
@@ -53,12 +53,20 @@ def test_run_logs_every_param_metric_and_artifact(make_cfg, client):
     assert {a.path for a in client.list_artifacts(outcome.run_id)} >= ARTIFACTS
 
     profile = pd.read_csv(io.StringIO(_artifact_text(client, outcome.run_id, "grad_profile.csv")))
-    assert list(profile.columns) == ["epoch", "layer_index", "layer_name", "grad_norm", "weight_norm"]
+    assert list(profile.columns) == [
+        "epoch",
+        "layer_index",
+        "layer_name",
+        "grad_norm",
+        "weight_norm",
+    ]
     assert sorted(profile.epoch.unique()) == [0, 1, 2]
     assert profile.layer_name.iloc[0] == "stem_conv"
     assert profile.layer_name.iloc[-1] == "classifier"
     first = profile[(profile.epoch == 0) & (profile.layer_index == 0)].grad_norm.item()
-    init_first = [m for m in client.get_metric_history(outcome.run_id, "grad_first_norm") if m.step == 0]
+    init_first = [
+        m for m in client.get_metric_history(outcome.run_id, "grad_first_norm") if m.step == 0
+    ]
     assert first == pytest.approx(init_first[0].value, rel=1e-5)
 
     config = yaml.safe_load(_artifact_text(client, outcome.run_id, "config.yaml"))
@@ -101,7 +109,11 @@ def test_relaunching_the_same_config_trains_nothing(make_cfg, client):
 @pytest.mark.slow
 def test_command_line_run_as_in_the_issue(tracking_uri, client, tmp_path):
     result = run_train(
-        "model=resnet_cifar", "model.depth=8", "trainer.epochs=2", "data.num_samples=64", cwd=tmp_path
+        "model=resnet_cifar",
+        "model.depth=8",
+        "trainer.epochs=2",
+        "data.num_samples=64",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = runs_of(client)

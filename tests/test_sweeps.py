@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, TINY, TRAIN, run_train, runs_of
 
 pytestmark = pytest.mark.slow
@@ -147,9 +146,8 @@ def _free_port() -> int:
 
 def test_sweep_against_a_real_tracking_server(tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
-    from tracking_server import start_server
-
     from mlflow.tracking import MlflowClient
+    from tracking_server import start_server
 
     port = _free_port()
     with open(tmp_path / "server.log", "w") as log:

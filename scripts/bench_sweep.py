@@ -33,7 +33,8 @@ def run_study(experiment: str, extra: list[str], launcher: list[str]) -> float:
             "TF_CPP_MIN_LOG_LEVEL": "2",
         }
         command = [sys.executable, str(ROOT / "experiments" / "train.py"), "-m"]
-        command += [f"experiment={experiment}", *extra, *launcher, f"hydra.sweep.dir={tmp}/multirun"]
+        command += [f"experiment={experiment}", *extra, *launcher]
+        command.append(f"hydra.sweep.dir={tmp}/multirun")
         start = time.perf_counter()
         subprocess.run(command, env=env, cwd=tmp, check=True, capture_output=True)
         return time.perf_counter() - start

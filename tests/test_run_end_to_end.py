@@ -121,3 +121,16 @@ def test_command_line_run_as_in_the_issue(tracking_uri, client, tmp_path):
     assert run.data.params["data.name"] == "digits"
     for key in GRAD_METRICS:
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 1, 2]
+
+
+def test_deterministic_seeded_runs_repeat_bit_for_bit(make_cfg, client):
+    overrides = [*TINY, "trainer.deterministic=true", "tracking.resume=false", "seed=3"]
+    first = run_job(make_cfg(*overrides))
+    second = run_job(make_cfg(*overrides))
+
+    def losses(run_id: str, key: str) -> list[float]:
+        history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        return [m.value for m in history]
+
+    for key in ["train_loss", "val_loss", "grad_first_norm", "grad_last_norm"]:
+        assert losses(first.run_id, key) == losses(second.run_id, key), key

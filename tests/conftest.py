@@ -16,6 +16,8 @@ from resnet_exp.config import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "experiments" / "train.py"
+sys.path.insert(0, str(ROOT / "scripts"))  # tests use the scripts' helpers (fake_study, server)
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage pings from tests
 
 # Settings that make any run tiny: a few epochs on small synthetic data.
 TINY = [

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY, TRAIN, run_train, runs_of
+from conftest import TINY, TRAIN, run_train, runs_of
 
 pytestmark = pytest.mark.slow
 
@@ -145,7 +145,6 @@ def _free_port() -> int:
 
 
 def test_sweep_against_a_real_tracking_server(tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
     from mlflow.tracking import MlflowClient
     from tracking_server import start_server
 

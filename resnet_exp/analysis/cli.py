@@ -1,0 +1,167 @@
+"""`make_figures`: regenerate a study's figures and report from MLflow, in one command.
+
+    python scripts/make_figures.py --experiment NAME [--parent RUN_ID] [--out DIR]
+                                   [--tracking-uri URI] [--no-log]
+
+Writes depth_vs_gradient, depth_vs_accuracy, training_curves, gradient_profile
+and gradient_dynamics (PNG + SVG), report.md and summary.csv into DIR (default
+reports/<experiment>, relative to the current folder), then logs them under
+`report/` as artifacts of one MLflow run, so they sit beside the runs in the UI:
+
+* the run given by --parent, when given;
+* else the experiment's sweep parent (run_kind=sweep), when it has exactly one
+  and every training run in the study is its child;
+* else a new run tagged run_kind=report (a new one each time: a report run
+  records what was summarised when; the loader never reads report runs back).
+
+Bad input gets a one-line message, never a traceback: an unknown experiment
+or parent, an empty experiment, runs still running, runs without gradient
+metrics, a study that varies nothing. Whatever can be drawn is drawn; the exit
+status is 1 only when nothing at all could be drawn (or written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+
+from resnet_exp.analysis.load import (
+    StudyError,
+    load_grad_profiles,
+    load_study,
+    resolve_tracking_uri,
+)
+
+ARTIFACT_DIR = "report"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="make_figures",
+        description="Regenerate a depth study's figures and report.md from MLflow.",
+    )
+    parser.add_argument("--experiment", required=True, help="MLflow experiment name")
+    parser.add_argument("--parent", metavar="RUN_ID", help="only the children of this sweep run")
+    parser.add_argument("--out", type=Path, help="output folder (default: reports/<experiment>)")
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db)",
+    )
+    parser.add_argument(
+        "--no-log", action="store_true", help="write the files only; log nothing to MLflow"
+    )
+    parser.add_argument(
+        "--method",
+        choices=("auto", "sql", "rest", "client"),
+        default="auto",
+        help="how to fetch metric histories (default: the fastest the store offers)",
+    )
+    return parser.parse_args(argv)
+
+
+def default_out(experiment: str) -> Path:
+    return Path("reports") / (re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("_") or "study")
+
+
+def _shape_notes(study) -> list[str]:
+    """What the study does not vary, said once, in a line each."""
+    usable = study.usable
+    notes = []
+    depths = sorted(usable["depth"].unique())
+    archs = sorted(usable["arch"].unique())
+    if len(depths) == 1 and len(archs) == 1:
+        notes.append(
+            f"the study varies nothing: one depth ({depths[0]}) and only {archs[0]} nets; "
+            f"the figures show single points"
+        )
+    elif len(depths) == 1:
+        notes.append(f"the study has a single depth ({depths[0]}): no trend with depth to draw")
+    elif len(archs) == 1:
+        notes.append(f"the study has only {archs[0]} nets: no plain vs residual comparison")
+    return notes
+
+
+def publish(study, files: list[Path], *, parent_run_id: str | None) -> tuple[str, str]:
+    """Log `files` under report/ of the chosen run; return (run id, why that run)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(study.tracking_uri)
+    target, why = parent_run_id, "the --parent run"
+    if target is None and len(study.sweep_parents) == 1:
+        sweep = study.sweep_parents[0]
+        if (study.runs["parent_run_id"] == sweep).all():
+            target, why = sweep, "the experiment's sweep parent run"
+    created = target is None
+    if created:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
+        run = client.create_run(
+            study.experiment_id,
+            tags={
+                "run_kind": "report",
+                "mlflow.runName": f"report {stamp}",
+                "report_runs": str(len(study.runs)),
+            },
+        )
+        target, why = run.info.run_id, "a new report run"
+    try:
+        for path in files:
+            client.log_artifact(target, str(path), ARTIFACT_DIR)
+    finally:
+        if created:
+            client.set_terminated(target, "FINISHED")
+    return target, why
+
+
+def main(argv: list[str] | None = None) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    from resnet_exp.analysis.figures import FORMATS, draw_all
+    from resnet_exp.analysis.report import write_report
+    from resnet_exp.analysis.summary import run_finals, summarise
+
+    args = parse_args(argv)
+    uri = resolve_tracking_uri(args.tracking_uri)
+    try:
+        study = load_study(args.experiment, args.parent, uri, method=args.method)
+    except StudyError as err:
+        print(f"make_figures: {err}", file=sys.stderr)
+        return 1
+    if study.usable.empty:
+        counts = ", ".join(f"{n} {s}" for s, n in study.runs["status"].value_counts().items())
+        print(
+            f"make_figures: nothing to draw yet: no finished run in {args.experiment!r} "
+            f"({counts}); run again when they finish",
+            file=sys.stderr,
+        )
+        return 1
+    profiles = load_grad_profiles(study) if study.usable["has_gradients"].any() else None
+    finals = run_finals(study)
+    table = summarise(study)
+    out = args.out or default_out(args.experiment)
+    figures, skipped = draw_all(study.epochs, finals, profiles, out)
+    notes = [*study.notes, *_shape_notes(study), *skipped]
+    report = write_report(study, table, finals, figures, out, notes=notes)
+    for note in notes:
+        print(f"note: {note}")
+    files = [p.with_suffix(f".{fmt}") for p in figures.values() for fmt in FORMATS]
+    files += [report, out / "summary.csv"]
+    print(
+        f"wrote {len(figures)} figure(s) (PNG + SVG), report.md and summary.csv to {out.resolve()}"
+    )
+    if not args.no_log:
+        try:
+            run_id, why = publish(study, files, parent_run_id=args.parent)
+            print(f"logged them to MLflow run {run_id} ({why}), artifact folder {ARTIFACT_DIR}/")
+        except (MlflowException, OSError) as err:
+            print(f"note: could not log the report to MLflow: {str(err).splitlines()[0][:200]}")
+    return 0 if figures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,631 @@
+"""Read a study back from MLflow into pandas.
+
+A study is the training runs of one experiment, optionally only the children of
+one sweep's parent run. `load_study` returns them as one tidy frame with a row
+per (run, epoch), plus a frame with a row per run, so that figures and the
+report never talk to MLflow themselves.
+
+Metric histories are the expensive part: MLflow's public client has only
+`get_metric_history(run_id, key)`, one request per metric per run (2,400 for 200
+runs of 12 metrics). We take a batched path where the store has one
+(`scripts/bench_load.py` times them: 200 runs x 50 epochs load in about 2 s
+from SQLite, against about 20 s one metric at a time):
+
+* SQL stores (``sqlite:///``, ``postgresql://``, ...): one SELECT over MLflow's
+  ``metrics`` table for all runs and keys (chunked by run id), read with pandas.
+  The table (run_uuid, key, step, value, timestamp, is_nan) has been stable
+  across MLflow 1.x-3.x; NaN is stored as ``is_nan`` and +/-inf as +/-float max,
+  and both are mapped back here.
+* Tracking servers (``http(s)://``): the server's bulk endpoint
+  ``GET /ajax-api/2.0/mlflow/metrics/get-history-bulk`` (the one the MLflow UI's
+  charts use: one SQL query for up to 100 runs and 25,000 points), one request
+  per metric key per batch of runs; where a server lacks it, the public
+  ``GET /api/2.0/mlflow/metrics/get-history-bulk-interval`` (100 runs a request,
+  every point while a run has at most 2,500 steps, sampled beyond that).
+  MLflow's Python client wraps neither (3.17 has no
+  ``MlflowClient.get_metric_history_bulk_interval``), so we call them over REST
+  with the client's own credentials.
+* Anything else (a ``./mlruns`` file store, Databricks): the per-metric client
+  path. `method=` forces a path, for benchmarks and for when a store misbehaves.
+
+Params arrive as strings; the contract's keys become typed columns (see
+`PARAM_COLUMNS`). Runs are never dropped silently: FAILED, KILLED and RUNNING
+runs stay in `Study.runs` with their status, diverged runs keep their metrics up
+to divergence, and everything the loader skips is named in `Study.notes`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pandas as pd
+from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from resnet_exp import tracking
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# MLflow param (dotted config key) -> (column, type). Missing params become NA.
+PARAM_COLUMNS: dict[str, tuple[str, str]] = {
+    "model.name": ("model", "str"),
+    "model.depth": ("depth", "int"),
+    "model.residual": ("residual", "bool"),
+    "model.batch_norm": ("batch_norm", "bool"),
+    "model.activation": ("activation", "str"),
+    "model.shortcut": ("shortcut", "str"),
+    "model.width": ("width", "int"),
+    "model.base_filters": ("base_filters", "int"),
+    "data.name": ("dataset", "str"),
+    "optim.name": ("optimizer", "str"),
+    "optim.lr": ("lr", "float"),
+    "optim.weight_decay": ("weight_decay", "float"),
+    "optim.schedule.name": ("schedule", "str"),
+    "trainer.epochs": ("epochs", "int"),
+    "trainer.batch_size": ("batch_size", "int"),
+    "seed": ("seed", "int"),
+}
+TAG_COLUMNS = {
+    "git_commit": "git_commit",
+    "config_hash": "config_hash",
+    "sweep_id": "sweep_id",
+    "overrides": "overrides",
+    "mlflow.parentRunId": "parent_run_id",
+}
+# Metric keys that would collide with a param column get another name.
+METRIC_RENAMES = {"lr": "epoch_lr"}
+GRADIENT_METRICS = (
+    "grad_first_norm",
+    "grad_last_norm",
+    "grad_first_rel",
+    "grad_last_rel",
+    "grad_first_last_ratio",
+    "probe_loss",
+)
+# Statuses of runs whose numbers are final; diverged runs count whatever their status.
+DONE = "FINISHED"
+UNFINISHED = ("RUNNING", "SCHEDULED")
+BROKEN = ("FAILED", "KILLED")
+PROFILE_ARTIFACT = "grad_profile.csv"
+PROFILE_COLUMNS = {"epoch", "layer_index", "layer_name", "grad_norm", "weight_norm"}
+_SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+_FLOAT_MAX = 1.7976931348623157e308
+_REST_MAX_RUNS = 100  # both bulk endpoints take at most 100 run ids
+_REST_MAX_POINTS = 2500  # get-history-bulk-interval: points per run before it samples
+_BULK_MAX_POINTS = 25000  # get-history-bulk: points per response
+_BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
+_INTERVAL_ENDPOINT = "/api/2.0/mlflow/metrics/get-history-bulk-interval"
+
+
+class StudyError(Exception):
+    """Nothing to analyse (unknown or empty experiment, unknown parent run); one-line message."""
+
+
+@dataclass
+class Study:
+    """One study as read from MLflow.
+
+    `runs`: a row per training run (typed params, status, diverged, tags).
+    `epochs`: a row per (run, epoch) with the run's columns and every metric;
+    epoch 0 is initialisation (gradients only), 1..E the end of each epoch.
+    `params`: every param of every run as logged (strings), for anything not
+    in `PARAM_COLUMNS`.
+    """
+
+    experiment: str
+    experiment_id: str
+    tracking_uri: str
+    parent_run_id: str | None
+    runs: pd.DataFrame
+    epochs: pd.DataFrame
+    params: pd.DataFrame
+    parent_run_name: str | None = None
+    sweep_parents: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    method: str = ""
+    seconds: float = 0.0
+
+    @property
+    def usable(self) -> pd.DataFrame:
+        """Runs whose numbers are final: FINISHED, or diverged (whatever their status)."""
+        return self.runs[self.runs["usable"]]
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """An explicit `uri` (a reader's --tracking-uri) wins; else the training side's rule."""
+    return uri or tracking.resolve_tracking_uri(None)
+
+
+def _scheme(uri: str) -> str:
+    return urlparse(uri).scheme.split("+")[0].lower()
+
+
+def pick_method(uri: str) -> str:
+    """The fastest history path this store offers: "sql", "rest" or "client"."""
+    scheme = _scheme(uri)
+    if scheme in _SQL_SCHEMES:
+        return "sql"
+    if scheme in ("http", "https"):
+        return "rest"
+    return "client"
+
+
+def _sqlite_path_exists(uri: str) -> bool:
+    if _scheme(uri) != "sqlite":
+        return True
+    path = uri.split(":///", 1)[-1] if ":///" in uri else ""
+    return path in ("", ":memory:") or Path(path).exists()
+
+
+# ---------------------------------------------------------------- runs
+
+
+def _search_all_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=filter_string,
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=50_000,
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _parse(value: str | None, kind: str):
+    if value is None or value in ("None", "null", ""):
+        return None
+    try:
+        if kind == "int":
+            return int(float(value))
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            lowered = value.strip().lower()
+            if lowered in ("true", "1", "yes"):
+                return True
+            if lowered in ("false", "0", "no"):
+                return False
+            return None
+    except ValueError:
+        return None
+    return value
+
+
+def _typed(frame: pd.DataFrame, column: str, kind: str) -> None:
+    """Give `column` a numpy dtype when complete, a nullable one when values are missing."""
+    col = frame[column]
+    if kind == "str":
+        frame[column] = col.astype("object")
+        return
+    nullable = {"int": "Int64", "float": "float64", "bool": "boolean"}[kind]
+    plain = {"int": "int64", "float": "float64", "bool": "bool"}[kind]
+    frame[column] = col.astype(plain if col.notna().all() else nullable)
+
+
+def _runs_frame(runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows, params = [], {}
+    for run in runs:
+        info, data = run.info, run.data
+        row = {
+            "run_id": info.run_id,
+            "run_name": info.run_name,
+            "status": info.status,
+            "start_time": pd.to_datetime(info.start_time, unit="ms", utc=True),
+            "artifact_uri": info.artifact_uri,
+            "run_kind": data.tags.get("run_kind"),
+        }
+        for key, (column, kind) in PARAM_COLUMNS.items():
+            row[column] = _parse(data.params.get(key), kind)
+        for tag, column in TAG_COLUMNS.items():
+            row[column] = data.tags.get(tag)
+        row["diverged"] = str(data.tags.get("diverged", "false")).lower() == "true"
+        row["diverged_epoch"] = _parse(data.tags.get("diverged_epoch"), "int")
+        row["has_gradients"] = any(k in data.metrics for k in ("grad_first_norm", "grad_last_norm"))
+        row["metric_keys"] = tuple(sorted(data.metrics))
+        rows.append(row)
+        params[info.run_id] = dict(data.params)
+    frame = pd.DataFrame(rows)
+    raw = pd.DataFrame.from_dict(params, orient="index")
+    raw.index.name = "run_id"
+    return frame, raw
+
+
+def _training_runs(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Keep training runs: run_kind "train", or untagged runs that carry a model depth."""
+    kind = frame["run_kind"]
+    frame = frame[kind.isna() | (kind == "train")]  # not sweep parents nor report runs
+    no_depth = frame[frame["depth"].isna()]
+    if len(no_depth):
+        notes.append(
+            f"{len(no_depth)} run(s) without a model.depth param are not training runs of "
+            f"this project and were left out: {', '.join(no_depth['run_name'].astype(str)[:5])}"
+        )
+    return frame[frame["depth"].notna()].copy()
+
+
+# ---------------------------------------------------------------- histories
+
+
+def _history_sql(uri: str, run_ids: Sequence[str], keys: Sequence[str] | None) -> pd.DataFrame:
+    """One SELECT (per 500 run ids) over MLflow's metrics table."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(uri)
+    frames = []
+    try:
+        with engine.connect() as conn:
+            for chunk in _chunks(run_ids, 500):
+                query = sa.text(
+                    "SELECT run_uuid AS run_id, key, step, value, timestamp, is_nan "
+                    "FROM metrics WHERE run_uuid IN :ids" + (" AND key IN :keys" if keys else "")
+                ).bindparams(sa.bindparam("ids", expanding=True))
+                bind = {"ids": list(chunk)}
+                if keys:
+                    query = query.bindparams(sa.bindparam("keys", expanding=True))
+                    bind["keys"] = list(keys)
+                frames.append(pd.read_sql_query(query, conn, params=bind))
+    finally:
+        engine.dispose()
+    long = pd.concat(frames, ignore_index=True) if frames else _empty_long()
+    long["value"] = long["value"].astype(float).mask(long["is_nan"].astype(bool), np.nan)
+    return long.drop(columns="is_nan")
+
+
+def _history_rest(
+    client: MlflowClient, run_ids: Sequence[str], keys: Sequence[str], steps_hint: int
+) -> pd.DataFrame:
+    """A tracking server's bulk endpoints: one request per metric key per batch of runs.
+
+    First the server's ``get-history-bulk`` (one SQL query per request, up to 100
+    runs and 25,000 points; the endpoint the MLflow UI's charts use), then, if
+    the server lacks it, the public ``get-history-bulk-interval``.
+    """
+    from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+    creds = client._tracking_client.store.get_host_creds()  # auth from the usual env vars
+
+    def get(endpoint: str, params: dict) -> list[dict]:
+        response = http_request(creds, endpoint, "GET", params=params)
+        verify_rest_response(response, endpoint)
+        return response.json().get("metrics", [])
+
+    def bulk(chunk: Sequence[str], key: str) -> list[dict]:
+        params = {"run_id": list(chunk), "metric_key": key, "max_results": _BULK_MAX_POINTS}
+        metrics = get(_BULK_ENDPOINT, params)
+        if len(metrics) >= _BULK_MAX_POINTS and len(chunk) > 1:  # truncated: halve and retry
+            half = len(chunk) // 2
+            return bulk(chunk[:half], key) + bulk(chunk[half:], key)
+        return metrics
+
+    def interval(chunk: Sequence[str], key: str) -> list[dict]:
+        params = {"run_ids": list(chunk), "metric_key": key, "max_results": _REST_MAX_POINTS}
+        return get(_INTERVAL_ENDPOINT, params)
+
+    per_request = max(1, min(_REST_MAX_RUNS, _BULK_MAX_POINTS // max(1, steps_hint)))
+    fetch, size = bulk, per_request
+    try:
+        bulk(run_ids[:1], keys[0])
+    except Exception:  # not an MLflow server with the UI endpoint (a proxy, Databricks)
+        fetch, size = interval, _REST_MAX_RUNS
+    rows = []
+    for key in keys:
+        for chunk in _chunks(run_ids, size):
+            for m in fetch(chunk, key):
+                rows.append(
+                    (
+                        m["run_id"],
+                        m["key"],
+                        int(m.get("step", 0)),
+                        _json_float(m.get("value")),
+                        int(m.get("timestamp", 0)),
+                    )
+                )
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
+
+
+def _json_float(value) -> float:
+    if isinstance(value, str):  # the JSON encoder writes "NaN" / "Infinity" as strings
+        return float(value.replace("Infinity", "inf"))
+    return float("nan") if value is None else float(value)
+
+
+def _history_client(
+    client: MlflowClient, run_keys: dict[str, Iterable[str]], workers: int = 1
+) -> pd.DataFrame:
+    """The public per-metric path: one `get_metric_history` call per (run, key)."""
+    pairs = [(run_id, key) for run_id, keys in run_keys.items() for key in keys]
+
+    def fetch(pair):
+        run_id, key = pair
+        return [
+            (run_id, key, m.step, m.value, m.timestamp) for m in client.get_metric_history(*pair)
+        ]
+
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(fetch, pairs))
+    else:
+        results = [fetch(pair) for pair in pairs]
+    rows = [row for result in results for row in result]
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
+
+
+def _empty_long() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "run_id": pd.Series(dtype=object),
+            "key": pd.Series(dtype=object),
+            "step": pd.Series(dtype="int64"),
+            "value": pd.Series(dtype=float),
+            "timestamp": pd.Series(dtype="int64"),
+        }
+    )
+
+
+def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def fetch_histories(
+    client: MlflowClient,
+    uri: str,
+    run_keys: dict[str, Sequence[str]],
+    method: str = "auto",
+    notes: list[str] | None = None,
+    steps_hint: int = 1000,
+) -> tuple[pd.DataFrame, str]:
+    """Every logged point of every metric of the given runs, long format.
+
+    Returns (frame with run_id, key, step, value, timestamp; the method used).
+    `steps_hint` (the most epochs a run has, plus one) sizes the REST batches.
+    A batched path that fails falls back to the per-metric client path, with a note.
+    """
+    method = pick_method(uri) if method == "auto" else method
+    long, used = _fetch(client, uri, run_keys, method, notes, steps_hint)
+    # SQL stores keep +/-inf as +/-float max, and every read path hands that back.
+    value = long["value"].astype(float)
+    long["value"] = value.mask(value >= _FLOAT_MAX, np.inf).mask(value <= -_FLOAT_MAX, -np.inf)
+    return long, used
+
+
+def _fetch(client, uri, run_keys, method, notes, steps_hint) -> tuple[pd.DataFrame, str]:
+    run_ids = list(run_keys)
+    keys = sorted({k for ks in run_keys.values() for k in ks})
+    if not run_ids:
+        return _empty_long(), method
+    try:
+        if method == "sql":
+            return _history_sql(uri, run_ids, None), method
+        if method == "rest":
+            return _history_rest(client, run_ids, keys, steps_hint), method
+    except Exception as err:  # a store we did not expect: the slow path still works
+        if notes is not None:
+            notes.append(
+                f"batched metric loading ({method}) failed ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:120]}); used one request per metric instead"
+            )
+        method = "client"
+    return _history_client(client, run_keys), "client"
+
+
+def _wide(long: pd.DataFrame) -> pd.DataFrame:
+    """(run_id, step) rows, a column per metric; a re-logged step keeps its latest value."""
+    if long.empty:
+        return pd.DataFrame(columns=["run_id", "epoch"])
+    long = long.sort_values(["run_id", "key", "step", "timestamp"])
+    long = long.drop_duplicates(["run_id", "key", "step"], keep="last")
+    wide = long.pivot(index=["run_id", "step"], columns="key", values="value")
+    wide.columns.name = None
+    wide = wide.rename(columns=METRIC_RENAMES).reset_index().rename(columns={"step": "epoch"})
+    wide["epoch"] = wide["epoch"].astype("int64")
+    return wide
+
+
+# ---------------------------------------------------------------- the study
+
+
+def _client(uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=uri)
+
+
+def load_study(
+    experiment: str,
+    parent_run_id: str | None = None,
+    tracking_uri: str | None = None,
+    *,
+    method: str = "auto",
+) -> Study:
+    """Read the training runs of `experiment` (children of `parent_run_id` if given).
+
+    Raises StudyError when the experiment or parent run does not exist or holds
+    no training runs. `method` forces the metric path ("sql", "rest", "client").
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    if not _sqlite_path_exists(uri):
+        raise StudyError(f"no MLflow store at {uri} (the file does not exist)")
+    started = time.perf_counter()
+    client = _client(uri)
+    try:
+        exp = client.get_experiment_by_name(experiment)
+    except MlflowException as err:
+        raise StudyError(f"cannot read MLflow store {uri}: {err.message.splitlines()[0]}") from None
+    if exp is None:
+        names = _experiment_names(client)
+        hint = f"; experiments there: {', '.join(names)}" if names else "; the store is empty"
+        raise StudyError(f"no experiment named {experiment!r} in {uri}{hint}")
+    notes: list[str] = []
+    filter_string = ""
+    parent_name = None
+    if parent_run_id:
+        try:
+            parent = client.get_run(parent_run_id)
+        except MlflowException:
+            raise StudyError(f"no run with id {parent_run_id!r} in {uri}") from None
+        if parent.info.experiment_id != exp.experiment_id:
+            raise StudyError(
+                f"run {parent_run_id} belongs to experiment id {parent.info.experiment_id}, "
+                f"not to {experiment!r} (id {exp.experiment_id})"
+            )
+        filter_string = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+        parent_name = parent.info.run_name
+
+    runs = _search_all_runs(client, exp.experiment_id, filter_string)
+    all_runs, raw_params = _runs_frame(runs)
+    if all_runs.empty:
+        where = f"run {parent_run_id} has no child runs" if parent_run_id else "it has no runs"
+        raise StudyError(f"experiment {experiment!r} holds nothing to analyse: {where}")
+    sweep_parents = []
+    if not parent_run_id:
+        sweeps = all_runs[all_runs["run_kind"] == "sweep"]
+        sweep_parents = sweeps["run_id"].tolist()
+    frame = _training_runs(all_runs, notes)
+    if frame.empty:
+        raise StudyError(
+            f"experiment {experiment!r} holds no training runs "
+            f"({len(all_runs)} run(s), none with run_kind=train and a model.depth param)"
+        )
+    for column, kind in PARAM_COLUMNS.values():
+        _typed(frame, column, kind)
+    frame["diverged_epoch"] = frame["diverged_epoch"].astype("Int64")
+    frame["arch"] = np.where(frame["residual"].fillna(False).astype(bool), "residual", "plain")
+    frame["usable"] = (frame["status"] == DONE) | frame["diverged"]
+    frame = frame.sort_values(
+        ["model", "batch_norm", "residual", "depth", "seed", "start_time"], na_position="last"
+    ).reset_index(drop=True)
+
+    run_keys = {r.run_id: r.metric_keys for r in frame.itertuples()}
+    steps = int(frame["epochs"].max()) + 1 if frame["epochs"].notna().any() else 1000
+    long, used = fetch_histories(
+        client, uri, run_keys, method=method, notes=notes, steps_hint=steps
+    )
+    wide = _wide(long)
+    run_columns = [c for c in frame.columns if c != "metric_keys"]
+    epochs = frame[run_columns].merge(wide, on="run_id", how="inner")
+    for name in ("train", "val"):
+        if f"{name}_accuracy" in epochs:
+            epochs[f"{name}_error"] = 1.0 - epochs[f"{name}_accuracy"]
+    epochs = epochs.sort_values(["run_id", "epoch"]).reset_index(drop=True)
+    frame = frame.drop(columns="metric_keys")
+    _note_statuses(frame, notes)
+    raw_params = raw_params.loc[raw_params.index.intersection(frame["run_id"])]
+    return Study(
+        experiment=experiment,
+        experiment_id=exp.experiment_id,
+        tracking_uri=uri,
+        parent_run_id=parent_run_id,
+        parent_run_name=parent_name,
+        runs=frame,
+        epochs=epochs,
+        params=raw_params,
+        sweep_parents=sweep_parents,
+        notes=notes,
+        method=used,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _experiment_names(client: MlflowClient, limit: int = 8) -> list[str]:
+    with contextlib.suppress(MlflowException):
+        return [e.name for e in client.search_experiments(max_results=limit)]
+    return []
+
+
+def _note_statuses(frame: pd.DataFrame, notes: list[str]) -> None:
+    running = frame[frame["status"].isin(UNFINISHED)]
+    if len(running):
+        notes.append(
+            f"{len(running)} run(s) still running; they are counted but left out of the "
+            f"figures and means until they finish"
+        )
+    broken = frame[frame["status"].isin(BROKEN) & ~frame["diverged"]]
+    if len(broken):
+        notes.append(
+            f"{len(broken)} run(s) FAILED or KILLED; counted in the table, left out of the means"
+        )
+    no_grad = frame[~frame["has_gradients"]]
+    if len(no_grad):
+        notes.append(
+            f"{len(no_grad)} run(s) have no gradient metrics (gradients.enabled=false?); "
+            f"they are left out of the gradient figures"
+        )
+
+
+# ---------------------------------------------------------------- per-layer profiles
+
+
+def _local_artifact_dir(artifact_uri: str | None) -> Path | None:
+    """The folder of a run's artifacts when it is on this machine, else None."""
+    if not artifact_uri:
+        return None
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(artifact_uri)
+    return None
+
+
+def load_grad_profiles(study: Study, *, workers: int = 8) -> pd.DataFrame:
+    """Every usable run's `grad_profile.csv`, stacked, with the run's columns joined.
+
+    Columns: the run columns of `study.runs`, then epoch, layer_index, layer_name,
+    grad_norm, weight_norm. Local artifact stores are read in place; others are
+    downloaded through MLflow, several runs at a time. Runs without the artifact
+    are skipped and named in `study.notes`.
+    """
+    client = _client(study.tracking_uri)
+    runs = study.usable
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def one(run_id: str, artifact_uri: str | None) -> pd.DataFrame | None:
+            try:
+                local = _local_artifact_dir(artifact_uri)
+                if local is not None:
+                    path = local / PROFILE_ARTIFACT
+                else:
+                    dst = Path(tmp) / run_id
+                    dst.mkdir()
+                    path = client.download_artifacts(run_id, PROFILE_ARTIFACT, str(dst))
+                profile = pd.read_csv(path)
+            except Exception:  # absent, unreadable or empty: the run is named below
+                return None
+            profile.insert(0, "run_id", run_id)
+            return profile
+
+        pairs = list(zip(runs["run_id"], runs["artifact_uri"], strict=True))
+        with ThreadPoolExecutor(max(1, min(workers, len(pairs) or 1))) as pool:
+            results = list(pool.map(lambda pair: one(*pair), pairs))
+    frames, missing = [], []
+    for (run_id, _), profile in zip(pairs, results, strict=True):
+        if profile is None or profile.empty or not set(profile.columns) >= PROFILE_COLUMNS:
+            missing.append(run_id)
+        else:
+            frames.append(profile)
+    if missing:
+        names = runs.set_index("run_id").loc[missing, "run_name"].astype(str).tolist()
+        study.notes.append(
+            f"{len(missing)} run(s) have no {PROFILE_ARTIFACT} and are left out of the "
+            f"per-layer profile: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+        )
+    if not frames:
+        return pd.DataFrame()
+    profiles = pd.concat(frames, ignore_index=True)
+    for column in ("epoch", "layer_index"):
+        profiles[column] = profiles[column].astype("int64")
+    return runs.merge(profiles, on="run_id", how="inner")

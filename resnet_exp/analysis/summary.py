@@ -1,0 +1,222 @@
+"""Per-run final numbers and per-configuration aggregates, shared by figures and report.
+
+Errors are averaged arithmetically (mean and standard deviation over seeds).
+Gradient norms and their ratio span orders of magnitude, so they are averaged
+geometrically (the mean of the logs), which is what a log axis shows as the
+middle, and their spread is the geometric standard deviation (a factor).
+
+A run's final value of a metric is its last finite value: for a diverged run,
+the value at the last epoch before the numbers turned NaN/inf. "Init" is
+epoch 0; "end" is the last epoch with a finite gradient norm.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from resnet_exp.analysis.load import BROKEN, UNFINISHED, Study
+
+# Config columns that, when they differ between runs, split the study into
+# conditions (facets of every figure, extra keys of the table). Depth and
+# plain/residual are the axes themselves; seed is what we average over.
+CONDITION_CANDIDATES = (
+    "model",
+    "dataset",
+    "batch_norm",
+    "activation",
+    "shortcut",
+    "base_filters",
+    "width",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "schedule",
+    "epochs",
+    "batch_size",
+)
+ARCHS = ("plain", "residual")
+FINAL_COLUMNS = (
+    "train_error",
+    "val_error",
+    "grad_first_init",
+    "grad_last_init",
+    "ratio_init",
+    "grad_first_end",
+    "grad_last_end",
+    "ratio_end",
+)
+
+
+def condition_columns(runs: pd.DataFrame) -> list[str]:
+    """The candidate config columns that take more than one value in `runs`."""
+    return [c for c in CONDITION_CANDIDATES if c in runs and runs[c].nunique(dropna=False) > 1]
+
+
+def _label_one(column: str, value) -> str:
+    if column == "batch_norm":
+        return "BN" if bool(value) else "no BN"
+    if column in ("model", "dataset", "activation", "optimizer", "schedule"):
+        return str(value)
+    return f"{column}={value}"
+
+
+def condition_label(row: pd.Series | dict, columns: list[str]) -> str:
+    """A short facet title for one condition, e.g. "resnet_cifar, no BN"."""
+    return ", ".join(_label_one(c, row[c]) for c in columns)
+
+
+def with_condition(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """`frame` with a `condition` column (the empty string when nothing varies)."""
+    frame = frame.copy()
+    if columns:
+        frame["condition"] = [condition_label(r, columns) for _, r in frame[columns].iterrows()]
+    else:
+        frame["condition"] = ""
+    return frame
+
+
+def condition_order(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """Conditions in config order (sorted by the varying columns), for stable facets."""
+    if not columns:
+        return [""]
+    firsts = frame.sort_values(columns).drop_duplicates(columns)
+    return [condition_label(r, columns) for _, r in firsts.iterrows()]
+
+
+def _finite(series: pd.Series) -> pd.Series:
+    return pd.Series(np.isfinite(series.to_numpy(dtype=float)), index=series.index)
+
+
+def _last_finite(epochs: pd.DataFrame, column: str, min_epoch: int) -> pd.Series:
+    if column not in epochs:
+        return pd.Series(dtype=float)
+    sub = epochs[(epochs["epoch"] >= min_epoch) & _finite(epochs[column])]
+    return sub.sort_values("epoch").groupby("run_id")[column].last()
+
+
+def _at_epoch(epochs: pd.DataFrame, column: str, epoch: int) -> pd.Series:
+    if column not in epochs:
+        return pd.Series(dtype=float)
+    sub = epochs[(epochs["epoch"] == epoch) & _finite(epochs[column])]
+    return sub.groupby("run_id")[column].last()
+
+
+def _end_epoch(epochs: pd.DataFrame, column: str) -> pd.Series:
+    if column not in epochs:
+        return pd.Series(dtype="int64")
+    sub = epochs[(epochs["epoch"] >= 1) & _finite(epochs[column])]
+    return sub.groupby("run_id")["epoch"].max()
+
+
+def run_finals(study: Study) -> pd.DataFrame:
+    """One row per run (every status) with its final errors and init/end gradient numbers."""
+    ep = study.epochs
+    finals = study.runs.set_index("run_id").copy()
+    finals["train_error"] = _last_finite(ep, "train_error", 1)
+    finals["val_error"] = _last_finite(ep, "val_error", 1)
+    finals["final_epoch"] = _end_epoch(ep, "train_error").astype("Int64")
+    finals["grad_first_init"] = _at_epoch(ep, "grad_first_norm", 0)
+    finals["grad_last_init"] = _at_epoch(ep, "grad_last_norm", 0)
+    end = _end_epoch(ep, "grad_first_norm")
+    finals["grad_end_epoch"] = end.astype("Int64")
+    if len(end):
+        at_end = ep.merge(end.rename("end").reset_index(), on="run_id")
+        at_end = at_end[at_end["epoch"] == at_end["end"]].groupby("run_id").last()
+        finals["grad_first_end"] = at_end["grad_first_norm"]
+        finals["grad_last_end"] = at_end.get("grad_last_norm")
+        ratio_end = at_end.get("grad_first_last_ratio")
+    else:
+        finals["grad_first_end"] = np.nan
+        finals["grad_last_end"] = np.nan
+        ratio_end = None
+    # The logged ratio is what MLflow holds; runs that lack it get first / last.
+    ratio_init = _at_epoch(ep, "grad_first_last_ratio", 0)
+    finals["ratio_init"] = ratio_init.reindex(finals.index).fillna(
+        finals["grad_first_init"] / finals["grad_last_init"]
+    )
+    fallback_end = finals["grad_first_end"] / finals["grad_last_end"]
+    finals["ratio_end"] = (
+        ratio_end.reindex(finals.index).fillna(fallback_end)
+        if ratio_end is not None
+        else fallback_end
+    )
+    for column in FINAL_COLUMNS:
+        finals[column] = finals[column].astype(float).where(_finite(finals[column].astype(float)))
+    return finals.reset_index()
+
+
+def geomean(values: pd.Series) -> float:
+    v = values.dropna().to_numpy(dtype=float)
+    v = v[v > 0]
+    return float(np.exp(np.log(v).mean())) if len(v) else np.nan
+
+
+def geosd(values: pd.Series) -> float:
+    """Geometric standard deviation (a factor >= 1); NaN for fewer than two values."""
+    v = values.dropna().to_numpy(dtype=float)
+    v = v[v > 0]
+    return float(np.exp(np.log(v).std(ddof=1))) if len(v) > 1 else np.nan
+
+
+def group_columns(runs: pd.DataFrame) -> list[str]:
+    """Table/figure keys: model, the other varying config columns, depth, plain/residual."""
+    conditions = [c for c in condition_columns(runs) if c != "model"]
+    return ["model", *conditions, "depth", "arch"]
+
+
+def summarise(study: Study) -> pd.DataFrame:
+    """One row per configuration (model, varying config, depth, plain/residual).
+
+    Means use usable runs only (FINISHED, or diverged); every run is counted:
+    `runs` all of them, `seeds` the usable ones averaged over, and `diverged`,
+    `failed` (FAILED/KILLED, not diverged) and `running`.
+    """
+    finals = run_finals(study)
+    keys = group_columns(finals)
+    rows = []
+    for key, group in finals.groupby(keys, sort=True, dropna=False):
+        used = group[group["usable"]]
+        row = dict(zip(keys, key, strict=True))
+        row["residual"] = row["arch"] == "residual"  # the config's own name for it
+        row["runs"] = len(group)
+        row["seeds"] = len(used)
+        row["diverged"] = int(group["diverged"].sum())
+        row["failed"] = int((group["status"].isin(BROKEN) & ~group["diverged"]).sum())
+        row["running"] = int(group["status"].isin(UNFINISHED).sum())
+        for column in ("train_error", "val_error"):
+            values = used[column].dropna()
+            row[f"{column}_mean"] = float(values.mean()) if len(values) else np.nan
+            row[f"{column}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
+        for column in FINAL_COLUMNS[2:]:
+            row[column] = geomean(used[column])
+            row[f"{column}_gsd"] = geosd(used[column])
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    arch_rank = {a: i for i, a in enumerate(ARCHS)}
+    return table.sort_values(
+        [*keys[:-2], "arch", "depth"], key=lambda s: s.map(arch_rank) if s.name == "arch" else s
+    ).reset_index(drop=True)
+
+
+def aggregate(frame: pd.DataFrame, by: list[str], value: str, *, geometric: bool) -> pd.DataFrame:
+    """Centre and spread band of `value` over seeds, for each `by` group.
+
+    Returns `by` + centre, lo, hi, n. Arithmetic: mean +/- sd. Geometric:
+    geometric mean times/divided by the geometric sd. Non-finite values (and,
+    for geometric, non-positive ones) are left out; lo/hi are NaN for one value.
+    """
+    v = frame[value].astype(float)
+    keep = np.isfinite(v.to_numpy()) & ((v > 0).to_numpy() if geometric else True)
+    sub = frame.loc[keep, by].copy()
+    sub["v"] = np.log(v[keep]) if geometric else v[keep]
+    stats = sub.groupby(by, sort=True)["v"].agg(["mean", "std", "count"]).reset_index()
+    if geometric:
+        centre, spread = np.exp(stats["mean"]), np.exp(stats["std"])
+        stats["lo"], stats["hi"] = centre / spread, centre * spread
+    else:
+        centre = stats["mean"]
+        stats["lo"], stats["hi"] = centre - stats["std"], centre + stats["std"]
+    stats["centre"] = centre
+    stats["n"] = stats["count"].astype(int)
+    return stats[[*by, "centre", "lo", "hi", "n"]]

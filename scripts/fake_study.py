@@ -1,0 +1,310 @@
+"""A fake depth study written to MLflow exactly as the training side writes one.
+
+Tests, the load benchmark and figure development need a study without training
+anything. The runs follow the project's MLflow contract (dotted params, per-epoch
+metrics with step 0 = initialisation, the `diverged`/`run_kind`/`sweep_id` tags,
+`grad_profile.csv` and `history.csv` artifacts), and their numbers have the
+shape the real experiment is about: plain nets lose gradient at the first layer
+and train worse as they deepen, residual nets do not. They are invented; nothing
+here should be read as a result.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s")
+GRADIENT_METRICS = (
+    "grad_first_norm",
+    "grad_last_norm",
+    "grad_first_rel",
+    "grad_last_rel",
+    "grad_first_last_ratio",
+    "probe_loss",
+)
+
+
+@dataclass
+class FakeStudy:
+    """What `log_fake_study` wrote, so tests can find it again."""
+
+    experiment: str
+    experiment_id: str
+    parent_run_id: str | None
+    run_ids: list[str] = field(default_factory=list)
+    diverged_run_ids: list[str] = field(default_factory=list)
+    failed_run_ids: list[str] = field(default_factory=list)
+
+
+def layer_names(depth: int) -> list[str]:
+    """Positional names of the `depth` weight layers of a CIFAR-style ResNet (6n+2)."""
+    n = max(1, (depth - 2) // 6)
+    names = ["conv1"]
+    for stage in (1, 2, 3):
+        for block in range(1, n + 1):
+            names += [f"stage{stage}_block{block}_conv1", f"stage{stage}_block{block}_conv2"]
+    names.append("fc")
+    return names[:depth] if len(names) >= depth else names + ["fc"] * (depth - len(names))
+
+
+def _params(
+    model: str, depth: int, residual: bool, batch_norm: bool, seed: int, epochs: int, dataset: str
+) -> dict[str, str]:
+    """The flattened config, stringified the way MLflow stores params."""
+    return {
+        "model.name": model,
+        "model.depth": str(depth),
+        "model.residual": str(residual),
+        "model.batch_norm": str(batch_norm),
+        "model.activation": "relu",
+        "model.kernel_initializer": "he_normal",
+        "model.shortcut": "A",
+        "model.width": "128",
+        "model.blocks_per_stage": "None",
+        "model.base_filters": "16",
+        "data.name": dataset,
+        "data.val_fraction": "0.2",
+        "optim.name": "sgd",
+        "optim.lr": "0.1",
+        "optim.momentum": "0.9",
+        "optim.nesterov": "False",
+        "optim.weight_decay": "0.0001",
+        "optim.schedule.name": "step",
+        "optim.schedule.milestones": "[0.5, 0.75]",
+        "optim.schedule.gamma": "0.1",
+        "trainer.epochs": str(epochs),
+        "trainer.batch_size": "128",
+        "trainer.deterministic": "False",
+        "tracking.experiment": "unused",
+        "gradients.enabled": "True",
+        "gradients.probe_size": "128",
+        "seed": str(seed),
+    }
+
+
+def _first_layer_factor(depth: int, residual: bool, batch_norm: bool) -> float:
+    """First-layer / last-layer gradient norm at init: vanishing or exploding in plain nets."""
+    if residual:
+        return 1.3 + 0.01 * depth
+    if batch_norm:
+        return 1.1 ** (depth / 2)  # BN plain nets: gradients grow towards the input
+    return 0.8 ** (depth / 2)  # no BN: gradients vanish towards the input
+
+
+def _final_train_error(depth: int, residual: bool, batch_norm: bool) -> float:
+    if residual:
+        return max(0.01, 0.05 - 0.0004 * depth)
+    return min(0.6, 0.03 + (0.004 if batch_norm else 0.012) * depth)
+
+
+def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def log_run(
+    client: MlflowClient,
+    experiment_id: str,
+    *,
+    model: str = "resnet_cifar",
+    dataset: str = "digits",
+    depth: int,
+    residual: bool,
+    batch_norm: bool = True,
+    seed: int = 0,
+    epochs: int = 8,
+    parent_run_id: str | None = None,
+    sweep_id: str | None = None,
+    diverge_at: int | None = None,
+    fail_at: int | None = None,
+    status: str = "FINISHED",
+    gradients: bool = True,
+    profile: bool = True,
+    history: bool = True,
+) -> str:
+    """Log one training run following the contract; return its run id.
+
+    `diverge_at` ends the run at that epoch with a NaN loss and the `diverged`
+    tag; `fail_at` ends it there with status FAILED; `status="RUNNING"` leaves
+    it open after `epochs` epochs.
+    """
+    rng = np.random.default_rng(
+        zlib.crc32(f"{model}|{depth}|{residual}|{batch_norm}|{seed}".encode())
+    )
+    arch = "res" if residual else "plain"
+    tags = {
+        "run_kind": "train",
+        "git_commit": "0123456789abcdef0123456789abcdef01234567",
+        "config_hash": f"{depth}{arch}{int(batch_norm)}s{seed}",
+        "overrides": f"model.depth={depth} model.residual={residual} seed={seed}",
+        "mlflow.runName": f"{model}-{depth}-{arch}-bn{int(batch_norm)}-s{seed}",
+    }
+    if sweep_id:
+        tags["sweep_id"] = sweep_id
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id, tags=tags)
+    run_id = run.info.run_id
+    params = [
+        Param(k, v)
+        for k, v in _params(model, depth, residual, batch_norm, seed, epochs, dataset).items()
+    ]
+
+    last_epoch = epochs
+    if diverge_at is not None:
+        last_epoch = diverge_at
+    if fail_at is not None:
+        last_epoch = fail_at
+    factor = _first_layer_factor(depth, residual, batch_norm)
+    floor = _final_train_error(depth, residual, batch_norm)
+    last0 = 0.4 * math.exp(rng.normal(0, 0.1))
+    ts = int(time.time() * 1000)
+    metrics: list[Metric] = []
+    profile_rows: list[str] = ["epoch,layer_index,layer_name,grad_norm,weight_norm"]
+    history_rows: list[str] = ["epoch,loss,accuracy,val_loss,val_accuracy,learning_rate"]
+    names = layer_names(depth)
+    for epoch in range(0, last_epoch + 1):
+        decay = math.exp(-1.5 * epoch / epochs)
+        last = last0 * decay * math.exp(rng.normal(0, 0.05))
+        first = last * factor * math.exp(rng.normal(0, 0.1))
+        probe = 2.3 * (floor + (0.9 - floor) * math.exp(-epoch / (epochs / 4)))
+        diverging = diverge_at is not None and epoch == diverge_at
+        if gradients:
+            values = {
+                "grad_first_norm": math.inf if diverging else first,
+                "grad_last_norm": math.inf if diverging else last,
+                "grad_first_rel": first / 3.0,
+                "grad_last_rel": last / 2.0,
+                "grad_first_last_ratio": first / last,
+                "probe_loss": math.nan if diverging else probe,
+            }
+            metrics += [Metric(k, v, ts + epoch, epoch) for k, v in values.items()]
+        if profile and gradients and (epoch in (0, epochs // 2, epochs) or epoch == last_epoch):
+            for i, name in enumerate(names):
+                frac = i / max(1, depth - 1)  # 0 at the first layer, 1 at the last
+                norm = first * (last / first) ** frac * math.exp(rng.normal(0, 0.08))
+                profile_rows.append(f"{epoch},{i},{name},{norm:.6g},{1 + 0.1 * i:.4g}")
+        if epoch == 0:
+            continue
+        train_err = floor + (0.9 - floor) * math.exp(-epoch / (epochs / 4))
+        train_err = min(0.9, max(0.0, train_err + rng.normal(0, 0.005)))
+        val_err = min(0.9, train_err + 0.03 + rng.normal(0, 0.01))
+        lr = 0.1 if epoch <= epochs // 2 else 0.01
+        values = {
+            "train_loss": math.nan if diverging else 2.3 * train_err,
+            "train_accuracy": 0.1 if diverging else 1 - train_err,
+            "val_loss": math.nan if diverging else 2.3 * val_err + 0.05,
+            "val_accuracy": 0.1 if diverging else 1 - val_err,
+            "lr": lr,
+            "epoch_time_s": 0.5 + 0.02 * depth,
+        }
+        metrics += [Metric(k, v, ts + epoch, epoch) for k, v in values.items()]
+        history_rows.append(
+            f"{epoch - 1},{values['train_loss']},{values['train_accuracy']},"
+            f"{values['val_loss']},{values['val_accuracy']},{lr}"
+        )
+
+    run_tags = [RunTag("diverged", "true" if diverge_at is not None else "false")]
+    if diverge_at is not None:
+        run_tags.append(RunTag("diverged_epoch", str(diverge_at)))
+    # log_batch takes at most 1000 metrics, 100 params and 100 tags per call.
+    client.log_batch(run_id, params=params[:100], tags=run_tags)
+    for chunk in _chunks(metrics, 1000):
+        client.log_batch(run_id, metrics=list(chunk))
+    if profile and gradients:
+        client.log_text(run_id, "\n".join(profile_rows) + "\n", "grad_profile.csv")
+    if history:
+        client.log_text(run_id, "\n".join(history_rows) + "\n", "history.csv")
+    if status == "RUNNING" and fail_at is None:
+        return run_id
+    client.set_terminated(run_id, "FAILED" if fail_at is not None else status)
+    return run_id
+
+
+def log_fake_study(
+    client: MlflowClient,
+    experiment: str,
+    *,
+    depths: Sequence[int] = (8, 14, 20, 32),
+    residual: Sequence[bool] = (False, True),
+    batch_norm: Sequence[bool] = (True,),
+    seeds: Sequence[int] = (0, 1),
+    epochs: int = 8,
+    model: str = "resnet_cifar",
+    with_parent: bool = True,
+    diverge: bool = True,
+    fail: bool = True,
+    gradients: bool = True,
+    profiles: bool = True,
+    artifact_location: str | None = None,
+) -> FakeStudy:
+    """Log a sweep (parent run plus one child per configuration and seed).
+
+    With `diverge`, the deepest plain net without batch norm (or, when the study
+    has none, the deepest plain net) diverges at epoch 3 for its last seed; with
+    `fail`, the shallowest residual net's last seed fails at epoch 2.
+    """
+    exp = client.get_experiment_by_name(experiment)
+    experiment_id = (
+        exp.experiment_id
+        if exp
+        else client.create_experiment(experiment, artifact_location=artifact_location)
+    )
+    sweep_id = f"sweep-{experiment}"
+    parent_id = None
+    if with_parent:
+        parent = client.create_run(
+            experiment_id,
+            tags={"run_kind": "sweep", "sweep_id": sweep_id, "mlflow.runName": "depth-sweep"},
+        )
+        parent_id = parent.info.run_id
+    study = FakeStudy(experiment, experiment_id, parent_id)
+    diverging_bn = False if False in batch_norm else batch_norm[0]
+    for bn in batch_norm:
+        for res in residual:
+            for depth in depths:
+                for seed in seeds:
+                    diverge_at = None
+                    if (
+                        diverge
+                        and not res
+                        and bn == diverging_bn
+                        and depth == max(depths)
+                        and seed == seeds[-1]
+                    ):
+                        diverge_at = min(3, epochs)
+                    fail_at = None
+                    if fail and res and depth == min(depths) and seed == seeds[-1]:
+                        fail_at = min(2, epochs)
+                    run_id = log_run(
+                        client,
+                        experiment_id,
+                        model=model,
+                        depth=depth,
+                        residual=res,
+                        batch_norm=bn,
+                        seed=seed,
+                        epochs=epochs,
+                        parent_run_id=parent_id,
+                        sweep_id=sweep_id if with_parent else None,
+                        diverge_at=diverge_at,
+                        fail_at=fail_at,
+                        gradients=gradients,
+                        profile=profiles,
+                    )
+                    study.run_ids.append(run_id)
+                    if diverge_at is not None:
+                        study.diverged_run_ids.append(run_id)
+                    if fail_at is not None:
+                        study.failed_run_ids.append(run_id)
+    if parent_id:
+        client.set_terminated(parent_id, "FINISHED")
+    return study

@@ -228,8 +228,8 @@ def test_report_names_the_study_and_states_computed_findings(report, store):
     assert "1 run diverged" in text and "2 runs did not finish" in text
     assert "still running" in text
     # The fake plain nets lose first-layer gradient without BN and gain it with BN.
-    assert "gradients vanish towards the input" in text
-    assert "gradients grow (explode) towards the input" in text
+    assert "(a vanishing trend)" in text
+    assert "(an exploding trend)" in text
 
 
 def _parse_table(text: str) -> pd.DataFrame:

@@ -136,9 +136,13 @@ def _ratio_trend(rows: pd.DataFrame, arch: str, column: str, when: str) -> str |
     r0, r1 = first[column], last[column]
     span = f"from {fmt_num(r0)} at depth {first['depth']} to {fmt_num(r1)} at depth {last['depth']}"
     if r1 < 1 and r1 < r0 / RATIO_FACTOR:
-        verdict = "gradients vanish towards the input"
+        verdict = (
+            "with depth the first layer's gradient shrinks relative to the last (a vanishing trend)"
+        )
     elif r1 > 1 and r1 > r0 * RATIO_FACTOR:
-        verdict = "gradients grow (explode) towards the input"
+        verdict = (
+            "with depth the first layer's gradient grows relative to the last (an exploding trend)"
+        )
     else:
         lo, hi = rows[column].min(), rows[column].max()
         spread = (

@@ -13,18 +13,18 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from resnet_exp.cli import validate_or_exit
-from resnet_exp.config import register_configs
-from resnet_exp.job import JobOutcome, run_job
-from resnet_exp.sweep import INJECTED
+from resnet_exp.config import INJECTED_OVERRIDES, register_configs
 
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> JobOutcome:
+def main(cfg: DictConfig):
+    from resnet_exp.job import run_job  # MLflow and TensorFlow load only for a valid config
+
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(INJECTED)]
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(INJECTED_OVERRIDES)]
     return run_job(cfg, overrides=overrides, raise_errors=not in_sweep)
 
 

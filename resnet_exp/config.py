@@ -17,6 +17,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from resnet_exp.architecture import DepthError, check_depth
 
+# Overrides the sweep callback adds to every job: where a job logs and how many
+# threads it may use, not what it computes.
+INJECTED_OVERRIDES = ("tracking.parent_run_id=", "tracking.sweep_id=", "trainer.threads=")
+
 
 class ModelFamily(StrEnum):
     resnet_cifar = "resnet_cifar"
@@ -114,7 +118,7 @@ class TrackingConfig:
 @dataclass
 class GradientsConfig:
     enabled: bool = True
-    probe_size: int = 128  # examples in the fixed probe batch
+    probe_size: int = 64  # examples in the fixed probe batch (cost: ~one training step per epoch)
 
 
 @dataclass

@@ -28,12 +28,10 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from resnet_exp.config import INJECTED_OVERRIDES
 from resnet_exp.tracking import ensure_experiment, log_batch, resolve_tracking_uri, with_retry
 
 log = logging.getLogger(__name__)
-
-# Overrides the callback injects; they say where a job logs, not what it computes.
-INJECTED = ("tracking.parent_run_id", "tracking.sweep_id", "trainer.threads")
 
 
 def sweep_overrides(config: DictConfig) -> list[str]:
@@ -41,7 +39,7 @@ def sweep_overrides(config: DictConfig) -> list[str]:
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     preset = [f"{k}={v}" for k, v in params.items()]
     task = [str(o) for o in config.hydra.overrides.task]
-    return [o for o in preset + task if not o.startswith(INJECTED)]
+    return [o for o in preset + task if not o.startswith(INJECTED_OVERRIDES)]
 
 
 def sweep_key(experiment: str, overrides: list[str]) -> str:

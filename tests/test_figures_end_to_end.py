@@ -26,7 +26,6 @@ def test_sweep_then_make_figures_writes_everything_and_logs_it(tracking_uri, cli
         *TINY,
         "model.depth=8,14",
         "model.residual=true,false",
-        "hydra/launcher=joblib",
         cwd=tmp_path,
     )
     assert sweep.returncode == 0, sweep.stderr[-3000:]

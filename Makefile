@@ -4,6 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 MLFLOW_DB ?= $(CURDIR)/mlflow.db
 UI_PORT ?= 5000
+# quiet TensorFlow's C++ start-up chatter; no usage pings from MLflow
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export MLFLOW_DISABLE_TELEMETRY ?= true
 SERVER_PORT ?= 5001
 
 .DEFAULT_GOAL := help

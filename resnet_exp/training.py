@@ -47,6 +47,8 @@ def configure_runtime(threads: int, deterministic: bool, seed: int) -> None:
             pass
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+    # a sequential sweep trains many models in one process: start each from a clean slate
+    keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
 
 

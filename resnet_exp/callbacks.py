@@ -42,25 +42,19 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 class DivergenceMonitor(keras.callbacks.Callback):
-    """Stop at the first non-finite training loss; a diverged run is a result, not a crash."""
+    """Stop at the first epoch whose training loss is not finite.
+
+    A diverged run is a result, not a crash. Checked per epoch, not per batch:
+    a batch hook would make Keras copy the loss to the host after every step.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.diverged_epoch: int | None = None
-        self._epoch = 0
 
     @property
     def diverged(self) -> bool:
         return self.diverged_epoch is not None
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)) and not self.diverged:
-            self.diverged_epoch = self._epoch + 1
-            self.model.stop_training = True
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")

@@ -9,7 +9,7 @@ here imports TensorFlow, so a bad config fails in well under a second.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -149,7 +149,7 @@ def check_config(cfg: DictConfig | Any) -> None:
     """Raise ConfigError for values that are well-typed but cannot run."""
     model, data, optim, trainer = cfg.model, cfg.data, cfg.optim, cfg.trainer
     try:
-        check_depth(str(_value(model.name)), int(model.depth), model.blocks_per_stage)
+        check_depth(str(model.name), int(model.depth), model.blocks_per_stage)
     except DepthError as err:
         raise ConfigError(f"model.depth={model.depth}: {err}") from None
     positive = {
@@ -188,10 +188,6 @@ def check_config(cfg: DictConfig | Any) -> None:
             f"data.input_shape={shape}: {model.name} needs [height, width, channels]; "
             "only model=mlp takes flat features"
         )
-
-
-def _value(x: Any) -> Any:
-    return x.value if isinstance(x, Enum) else x
 
 
 def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:

@@ -46,11 +46,7 @@ def run_name(cfg: DictConfig) -> str:
     m = cfg.model
     kind = "residual" if m.residual else "plain"
     bn = "bn" if m.batch_norm else "nobn"
-    return f"{_s(m.name)}{m.depth}-{kind}-{bn}-seed{cfg.seed}"
-
-
-def _s(value) -> str:
-    return str(getattr(value, "value", value))
+    return f"{m.name}{m.depth}-{kind}-{bn}-seed{cfg.seed}"
 
 
 def find_finished_run(client: MlflowClient, experiment_id: str, digest: str) -> str | None:

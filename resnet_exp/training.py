@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -30,7 +30,6 @@ class TrainResult:
     history: pd.DataFrame
     diverged_epoch: int | None = None
     profile: pd.DataFrame | None = None
-    extras: dict = field(default_factory=dict)
 
     @property
     def diverged(self) -> bool:
@@ -55,15 +54,15 @@ def configure_runtime(threads: int, deterministic: bool, seed: int) -> None:
 def model_from_config(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int):
     m = cfg.model
     return build_model(
-        str(m.name.value if hasattr(m.name, "value") else m.name),
+        str(m.name),
         int(m.depth),
         input_shape=input_shape,
         num_classes=num_classes,
         residual=bool(m.residual),
         batch_norm=bool(m.batch_norm),
-        activation=str(getattr(m.activation, "value", m.activation)),
+        activation=str(m.activation),
         kernel_initializer=str(m.kernel_initializer),
-        shortcut=str(getattr(m.shortcut, "value", m.shortcut)),
+        shortcut=str(m.shortcut),
         width=int(m.width),
         base_filters=int(m.base_filters),
         blocks_per_stage=list(m.blocks_per_stage) if m.blocks_per_stage else None,
@@ -71,16 +70,12 @@ def model_from_config(cfg: DictConfig, input_shape: tuple[int, ...], num_classes
     )
 
 
-def _enum_str(value) -> str:
-    return str(getattr(value, "value", value))
-
-
 def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     """Train the configured model, logging each epoch to `run_id` as it finishes."""
     configure_runtime(int(cfg.trainer.threads), bool(cfg.trainer.deterministic), int(cfg.seed))
     d = cfg.data
     data = load_dataset(
-        _enum_str(d.name),
+        str(d.name),
         seed=int(cfg.seed),
         val_fraction=float(d.val_fraction),
         standardize=bool(d.standardize),
@@ -97,13 +92,13 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     steps_per_epoch = -(-len(data.x_train) // int(cfg.trainer.batch_size))
     o = cfg.optim
     optimizer = make_optimizer(
-        _enum_str(o.name),
+        str(o.name),
         lr=float(o.lr),
         total_steps=steps_per_epoch * int(cfg.trainer.epochs),
         momentum=float(o.momentum),
         nesterov=bool(o.nesterov),
         weight_decay=float(o.weight_decay),
-        schedule=_enum_str(o.schedule.name),
+        schedule=str(o.schedule.name),
         milestones=list(o.schedule.milestones),
         gamma=float(o.schedule.gamma),
     )

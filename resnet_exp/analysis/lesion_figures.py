@@ -30,13 +30,13 @@ from resnet_exp.analysis.figures import (
     _line,
     _row_title,
     depth_colors,
+    draw_each,
     save,
     theme,
 )
 from resnet_exp.analysis.lesion import LesionData
 from resnet_exp.analysis.summary import ARCHS, aggregate
 
-FIGURES = ("lesion_single", "lesion_k", "branch_magnitude")
 _DOWN_COLOR = "0.88"
 
 
@@ -209,19 +209,11 @@ def draw_lesion_figures(data: LesionData, out_dir: Path) -> tuple[dict[str, Path
     """Draw what the data allow; return {name: png path} and why the others were not drawn."""
     out_dir = Path(out_dir)
     makers = {
-        "lesion_single": lesion_single,
-        "lesion_k": lesion_k,
-        "branch_magnitude": branch_magnitude,
+        name: (lambda make=make: make(data, out_dir))
+        for name, make in (
+            ("lesion_single", lesion_single),
+            ("lesion_k", lesion_k),
+            ("branch_magnitude", branch_magnitude),
+        )
     }
-    drawn, skipped = {}, []
-    for name, make in makers.items():
-        try:
-            path = make(data, out_dir)
-        except Exception as err:  # one figure's failure must not cost the others
-            skipped.append(f"{name}.png not drawn: {type(err).__name__}: {str(err)[:160]}")
-            continue
-        if path is None:
-            skipped.append(f"{name}.png not drawn: no run has its data")
-        else:
-            drawn[name] = path
-    return drawn, skipped
+    return draw_each(makers, dict.fromkeys(makers, "no run has its data"))

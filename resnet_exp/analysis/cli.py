@@ -4,7 +4,9 @@
                                    [--tracking-uri URI] [--no-log]
 
 Writes depth_vs_gradient, depth_vs_accuracy, training_curves, gradient_profile
-and gradient_dynamics (PNG + SVG), report.md and summary.csv into DIR (default
+and gradient_dynamics (PNG + SVG), and, when runs logged lesions or branch
+magnitudes, lesion_single, lesion_k and branch_magnitude with a "Block lesions"
+section (analysis/lesion.py), report.md and summary.csv into DIR (default
 reports/<experiment>, relative to the current folder), then logs them under
 `report/` as artifacts of one MLflow run, so they sit beside the runs in the UI:
 

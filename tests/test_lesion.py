@@ -169,16 +169,16 @@ def test_unknown_block_names_are_an_error():
 
 
 def test_lesion_study_rows_and_seeded_draws():
-    build = _builder("resnet_cifar", 20)
+    build = _builder("resnet_cifar", 14)
     model = build(frozenset())
     x, y = _data(32)
-    first = lesion_study(build, model, x, y, k_values=[1, 2, 4, 99], draws=3, seed=5)
-    again = lesion_study(build, model, x, y, k_values=[1, 2, 4, 99], draws=3, seed=5)
+    first = lesion_study(build, model, x, y, k_values=[1, 2, 4, 99], draws=2, seed=5)
+    again = lesion_study(build, model, x, y, k_values=[1, 2, 4, 99], draws=2, seed=5)
     assert first.single["block"].tolist() == [s.name for s in block_specs(model)]
     assert first.single["downsampling"].tolist() == [s.downsampling for s in block_specs(model)]
     assert first.single["downsampling"].sum() == 2  # stage2_block1, stage3_block1
-    assert sorted(first.multi["k"].unique()) == [1, 2, 4]  # 99 > the 7 same-shape blocks
-    assert (first.multi.groupby("k").size() == 3).all()
+    assert sorted(first.multi["k"].unique()) == [1, 2, 4]  # 99 > the 4 same-shape blocks
+    assert (first.multi.groupby("k").size() == 2).all()
     for row in first.multi.itertuples():
         chosen = row.blocks.split(";")
         assert len(set(chosen)) == row.k and "stage2_block1" not in chosen

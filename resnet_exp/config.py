@@ -122,6 +122,23 @@ class GradientsConfig:
 
 
 @dataclass
+class LesionConfig:
+    """Veit et al. 2016 block lesions after training (resnet_exp/lesion.py)."""
+
+    enabled: bool = False
+    max_examples: int = 0  # validation examples to evaluate on; 0: all of them
+    k: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # blocks deleted at once
+    draws: int = 5  # seeded random draws per k
+
+
+@dataclass
+class BranchesConfig:
+    """‖F(x)‖ / ‖x‖ per block on the gradient probe's batch (resnet_exp/branches.py)."""
+
+    enabled: bool = False
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     data: DataConfig = MISSING
@@ -129,6 +146,8 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     gradients: GradientsConfig = field(default_factory=GradientsConfig)
+    lesion: LesionConfig = field(default_factory=LesionConfig)
+    branches: BranchesConfig = field(default_factory=BranchesConfig)
     seed: int = 0
 
 
@@ -165,6 +184,13 @@ def check_config(cfg: DictConfig | Any) -> None:
     for key, value in positive.items():
         if value is None or value <= 0:
             raise ConfigError(f"{key}={value}: must be > 0")
+    lesion = cfg.lesion
+    if lesion.max_examples < 0:
+        raise ConfigError(f"lesion.max_examples={lesion.max_examples}: must be >= 0 (0 = all)")
+    if lesion.draws <= 0:
+        raise ConfigError(f"lesion.draws={lesion.draws}: must be > 0")
+    if any(k <= 0 for k in lesion.k):
+        raise ConfigError(f"lesion.k={list(lesion.k)}: blocks deleted at once must be > 0")
     if trainer.threads < 0:
         raise ConfigError(f"trainer.threads={trainer.threads}: must be >= 0 (0 = all cores)")
     if not 0.0 < data.val_fraction < 1.0:

@@ -17,12 +17,14 @@ import tensorflow as tf
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from resnet_exp.branches import BranchRecorder
 from resnet_exp.callbacks import DivergenceMonitor, EpochTimer, MlflowEpochLogger
-from resnet_exp.data import load_dataset, make_pipelines, probe_batch
+from resnet_exp.data import Dataset, load_dataset, make_pipelines, probe_batch
 from resnet_exp.gradients import GradientRecorder
+from resnet_exp.lesion import lesion_examples, lesion_study
 from resnet_exp.models import build_model
 from resnet_exp.optim import make_optimizer
-from resnet_exp.tracking import with_retry
+from resnet_exp.tracking import log_batch, with_retry
 
 
 @dataclass
@@ -51,7 +53,12 @@ def configure_runtime(threads: int, deterministic: bool, seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def model_from_config(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int):
+def model_from_config(
+    cfg: DictConfig,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    skip_blocks: frozenset[str] = frozenset(),
+):
     m = cfg.model
     return build_model(
         str(m.name),
@@ -67,6 +74,7 @@ def model_from_config(cfg: DictConfig, input_shape: tuple[int, ...], num_classes
         base_filters=int(m.base_filters),
         blocks_per_stage=list(m.blocks_per_stage) if m.blocks_per_stage else None,
         seed=int(cfg.seed),
+        skip_blocks=skip_blocks,
     )
 
 
@@ -106,17 +114,25 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     _log_text_artifact(client, run_id, _summary(model), "model_summary.txt")
 
-    recorder = None
+    recorder = branches = None
     callbacks: list[keras.callbacks.Callback] = [EpochTimer()]
+    x_probe, y_probe = probe_batch(data, int(cfg.gradients.probe_size), int(cfg.seed))
     if cfg.gradients.enabled:
-        x_probe, y_probe = probe_batch(data, int(cfg.gradients.probe_size), int(cfg.seed))
         recorder = GradientRecorder(x_probe, y_probe)
         callbacks.append(recorder)
+    if cfg.branches.enabled:
+        branches = BranchRecorder(x_probe)
+        callbacks.append(branches)
+    probes = [r for r in (recorder, branches) if r is not None]
     monitor = DivergenceMonitor()
     callbacks += [
         monitor,
         MlflowEpochLogger(
-            client, run_id, initial=(lambda: recorder.history.get(0, {})) if recorder else None
+            client,
+            run_id,
+            initial=(lambda: {k: v for r in probes for k, v in r.history.get(0, {}).items()})
+            if probes
+            else None,
         ),
     ]
     fit = model.fit(
@@ -130,7 +146,30 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     history = pd.DataFrame(fit.history)
     history.insert(0, "epoch", range(1, len(history) + 1))
     profile = recorder.profile_frame() if recorder else None
+    if branches:
+        log_frame_artifact(client, run_id, branches.frame(), "branch_magnitude.csv")
+    if cfg.lesion.enabled and not monitor.diverged:
+        _lesions(cfg, model, data, client, run_id, step=len(history))
     return TrainResult(history=history, diverged_epoch=monitor.diverged_epoch, profile=profile)
+
+
+def _lesions(
+    cfg: DictConfig, model: keras.Model, data: Dataset, client: MlflowClient, run_id: str, step: int
+) -> None:
+    """Delete blocks of the trained `model` (never modified) and log what that costs."""
+    x, y = lesion_examples(data.x_val, data.y_val, int(cfg.lesion.max_examples))
+    result = lesion_study(
+        lambda skip: model_from_config(cfg, data.input_shape, data.num_classes, skip),
+        model,
+        x,
+        y,
+        k_values=list(cfg.lesion.k),
+        draws=int(cfg.lesion.draws),
+        seed=int(cfg.seed),
+    )
+    log_frame_artifact(client, run_id, result.single, "lesion.csv")
+    log_frame_artifact(client, run_id, result.multi, "lesion_k.csv")
+    log_batch(client, run_id, metrics=result.metrics(), step=step)
 
 
 def _summary(model: keras.Model) -> str:

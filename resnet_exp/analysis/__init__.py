@@ -7,7 +7,8 @@
 
 The figures and report.md come from `python scripts/make_figures.py`
 (`resnet_exp.analysis.cli`). Modules: `load` (MLflow -> pandas), `summary`
-(final numbers and means over seeds), `figures`, `report`, `cli`. A fake study
+(final numbers and means over seeds), `figures`, `report`, `cli`, and
+`lesion` / `lesion_figures` (block lesions and branch magnitudes, when logged). A fake study
 in the same MLflow contract, for tests and benchmarks, is `scripts/fake_study.py`.
 """
 

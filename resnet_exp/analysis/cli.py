@@ -4,7 +4,9 @@
                                    [--tracking-uri URI] [--no-log]
 
 Writes depth_vs_gradient, depth_vs_accuracy, training_curves, gradient_profile
-and gradient_dynamics (PNG + SVG), report.md and summary.csv into DIR (default
+and gradient_dynamics (PNG + SVG), and, when runs logged lesions or branch
+magnitudes, lesion_single, lesion_k and branch_magnitude with a "Block lesions"
+section (analysis/lesion.py), report.md and summary.csv into DIR (default
 reports/<experiment>, relative to the current folder), then logs them under
 `report/` as artifacts of one MLflow run, so they sit beside the runs in the UI:
 
@@ -117,6 +119,20 @@ def publish(study, files: list[Path], *, parent_run_id: str | None) -> tuple[str
     return target, why
 
 
+def _lesion_section(study, out: Path, figures: dict, skipped: list[str]) -> list[str]:
+    """Block lesions and branch magnitudes (analysis/lesion.py), only when runs logged them."""
+    from resnet_exp.analysis.lesion import has_lesion_data, lesion_section, load_lesions
+    from resnet_exp.analysis.lesion_figures import draw_lesion_figures
+
+    if not has_lesion_data(study):
+        return []
+    lesions = load_lesions(study)
+    drawn, not_drawn = draw_lesion_figures(lesions, out)
+    figures.update(drawn)
+    skipped += not_drawn
+    return lesion_section(lesions, drawn)
+
+
 def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
@@ -145,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     table = summarise(study)
     out = args.out or default_out(args.experiment)
     figures, skipped = draw_all(study.epochs, finals, profiles, out)
+    sections = _lesion_section(study, out, figures, skipped)
     notes = [*study.notes, *_shape_notes(study), *skipped]
-    report = write_report(study, table, finals, figures, out, notes=notes)
+    report = write_report(study, table, finals, figures, out, notes=notes, sections=sections)
     for note in notes:
         print(f"note: {note}")
     files = [p.with_suffix(f".{fmt}") for p in figures.values() for fmt in FORMATS]

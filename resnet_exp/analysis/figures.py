@@ -542,7 +542,6 @@ def draw_all(
 ) -> tuple[dict[str, Path], list[str]]:
     """Draw every figure the data allows; return {name: png path} and why others were not."""
     out_dir = Path(out_dir)
-    drawn, skipped = {}, []
     reasons = {
         "depth_vs_gradient": "no run has gradient metrics",
         "depth_vs_accuracy": "no run has finished an epoch",
@@ -557,9 +556,17 @@ def draw_all(
         "gradient_profile": lambda: gradient_profile(profiles, finals, out_dir),
         "gradient_dynamics": lambda: gradient_dynamics(epochs, finals, out_dir),
     }
-    for name in FIGURES:
+    return draw_each({name: makers[name] for name in FIGURES}, reasons)
+
+
+def draw_each(
+    makers: dict[str, Callable[[], Path | None]], reasons: dict[str, str]
+) -> tuple[dict[str, Path], list[str]]:
+    """Call each maker; return {name: png path} and, for the others, why they were not drawn."""
+    drawn, skipped = {}, []
+    for name, make in makers.items():
         try:
-            path = makers[name]()
+            path = make()
         except Exception as err:  # one figure's failure must not cost the others
             first = str(err).splitlines()[0][:160] if str(err) else ""
             skipped.append(f"{name}.png not drawn: {type(err).__name__}: {first}")

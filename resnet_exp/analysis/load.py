@@ -581,13 +581,14 @@ def _local_artifact_dir(artifact_uri: str | None) -> Path | None:
     return None
 
 
-def load_grad_profiles(study: Study, *, workers: int = 8) -> pd.DataFrame:
-    """Every usable run's `grad_profile.csv`, stacked, with the run's columns joined.
+def load_run_artifacts(
+    study: Study, name: str, columns: set[str], *, what: str, workers: int = 8
+) -> pd.DataFrame:
+    """Every usable run's CSV artifact `name`, stacked, with a leading `run_id` column.
 
-    Columns: the run columns of `study.runs`, then epoch, layer_index, layer_name,
-    grad_norm, weight_norm. Local artifact stores are read in place; others are
-    downloaded through MLflow, several runs at a time. Runs without the artifact
-    are skipped and named in `study.notes`.
+    Local artifact stores are read in place; others are downloaded through
+    MLflow, several runs at a time. Runs without the artifact (or without the
+    `columns`) are skipped and named in `study.notes` ("... left out of `what`").
     """
     client = _client(study.tracking_uri)
     runs = study.usable
@@ -597,35 +598,46 @@ def load_grad_profiles(study: Study, *, workers: int = 8) -> pd.DataFrame:
             try:
                 local = _local_artifact_dir(artifact_uri)
                 if local is not None:
-                    path = local / PROFILE_ARTIFACT
+                    path = local / name
                 else:
                     dst = Path(tmp) / run_id
                     dst.mkdir()
-                    path = client.download_artifacts(run_id, PROFILE_ARTIFACT, str(dst))
-                profile = pd.read_csv(path)
+                    path = client.download_artifacts(run_id, name, str(dst))
+                frame = pd.read_csv(path)
             except Exception:  # absent, unreadable or empty: the run is named below
                 return None
-            profile.insert(0, "run_id", run_id)
-            return profile
+            frame.insert(0, "run_id", run_id)
+            return frame
 
         pairs = list(zip(runs["run_id"], runs["artifact_uri"], strict=True))
         with ThreadPoolExecutor(max(1, min(workers, len(pairs) or 1))) as pool:
             results = list(pool.map(lambda pair: one(*pair), pairs))
     frames, missing = [], []
-    for (run_id, _), profile in zip(pairs, results, strict=True):
-        if profile is None or profile.empty or not set(profile.columns) >= PROFILE_COLUMNS:
+    for (run_id, _), frame in zip(pairs, results, strict=True):
+        if frame is None or frame.empty or not set(frame.columns) >= columns:
             missing.append(run_id)
         else:
-            frames.append(profile)
+            frames.append(frame)
     if missing:
         names = runs.set_index("run_id").loc[missing, "run_name"].astype(str).tolist()
         study.notes.append(
-            f"{len(missing)} run(s) have no {PROFILE_ARTIFACT} and are left out of the "
-            f"per-layer profile: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+            f"{len(missing)} run(s) have no {name} and are left out of the "
+            f"{what}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
         )
-    if not frames:
-        return pd.DataFrame()
-    profiles = pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def load_grad_profiles(study: Study, *, workers: int = 8) -> pd.DataFrame:
+    """Every usable run's `grad_profile.csv`, stacked, with the run's columns joined.
+
+    Columns: the run columns of `study.runs`, then epoch, layer_index, layer_name,
+    grad_norm, weight_norm. Runs without the artifact are named in `study.notes`.
+    """
+    profiles = load_run_artifacts(
+        study, PROFILE_ARTIFACT, PROFILE_COLUMNS, what="per-layer profile", workers=workers
+    )
+    if profiles.empty:
+        return profiles
     for column in ("epoch", "layer_index"):
         profiles[column] = profiles[column].astype("int64")
-    return runs.merge(profiles, on="run_id", how="inner")
+    return study.usable.merge(profiles, on="run_id", how="inner")

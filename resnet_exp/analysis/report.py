@@ -12,6 +12,7 @@ a factor of 1.5 counts as no trend.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -304,15 +305,19 @@ def write_report(
     out_dir: Path,
     *,
     notes: list[str],
+    sections: Sequence[str] = (),
 ) -> Path:
-    """Write `report.md` and `summary.csv` (full precision) into `out_dir`."""
+    """Write `report.md` and `summary.csv` (full precision) into `out_dir`.
+
+    `sections`: further markdown lines (e.g. the lesion section), after the findings.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = [*condition_keys(table), "depth", "arch"]
     table.to_csv(out_dir / "summary.csv", index=False)
     lines = [f"# Depth study: {study.experiment}", "", *_study_lines(study), ""]
     lines += ["## What the numbers show", ""]
     lines += [s if s.startswith("  - ") else f"- {s}" for s in findings(study, table, finals)]
-    lines += [""]
+    lines += ["", *sections]
     if notes:
         lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     lines += [

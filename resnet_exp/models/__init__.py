@@ -14,7 +14,14 @@ from typing import Any
 import keras
 
 from resnet_exp.architecture import FAMILIES
-from resnet_exp.models.blocks import SHORTCUTS, KernelInit, PadShortcut, basic_block, dense_block
+from resnet_exp.models.blocks import (
+    SHORTCUTS,
+    KernelInit,
+    PadShortcut,
+    basic_block,
+    deleted_block,
+    dense_block,
+)
 from resnet_exp.models.mlp import mlp
 from resnet_exp.models.resnet_basic import resnet_basic
 from resnet_exp.models.resnet_cifar import resnet_cifar
@@ -24,6 +31,7 @@ __all__ = [
     "PadShortcut",
     "basic_block",
     "build_model",
+    "deleted_block",
     "dense_block",
     "kernel_variables",
     "mlp",
@@ -55,6 +63,7 @@ def build_model(
     base_filters: int | None = None,
     blocks_per_stage: Sequence[int] | None = None,
     seed: int | None = None,
+    skip_blocks: frozenset[str] | set[str] = frozenset(),
 ) -> keras.Model:
     """Build family `name` at `depth`; plain (`residual=False`) and residual twins match.
 
@@ -68,6 +77,8 @@ def build_model(
         base_filters: First stage's filters; None picks 16 (resnet_cifar) or 64 (resnet_basic).
         seed: Seeds every kernel from its layer name, so twins built with the same
             seed start from identical weights in every layer they share.
+        skip_blocks: Names of blocks to delete ("stage2_block1", "block3"): each is
+            replaced by its shortcut path (`blocks.deleted_block`); for lesion studies.
     """
     name = str(_plain(name))
     init = KernelInit(str(_plain(kernel_initializer)), seed)
@@ -78,6 +89,7 @@ def build_model(
         "batch_norm": batch_norm,
         "activation": str(_plain(activation)),
         "kernel_initializer": init,
+        "skip_blocks": frozenset(skip_blocks),
     }
     if name == "mlp":
         return mlp(depth, width=width, **common)

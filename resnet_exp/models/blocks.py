@@ -228,6 +228,40 @@ def basic_block(
     return _merge(y, skip, activation=activation, name=name)
 
 
+def deleted_block(
+    x: Any,
+    filters: int,
+    stride: int,
+    *,
+    residual: bool,
+    shortcut: str = "A",
+    batch_norm: bool = True,
+    activation: str = "relu",
+    kernel_initializer: str | KernelInit = "he_normal",
+    name: str,
+) -> Any:
+    """A lesioned block (Veit et al. 2016): its shortcut path alone, then its output activation.
+
+    That is exactly what `basic_block` computes with its residual branch set to
+    zero; with ReLU and an identity shortcut it is `x` itself (x >= 0 already).
+    A plain block is replaced by the same path, so plain and residual nets are
+    lesioned alike. A plain net has no trained projection, so where the shape
+    changes its deleted block takes the parameter-free option "A" shortcut
+    even when the net was built with "B". Layer names are the block's own
+    (`{name}_shortcut`, `{name}_out`), so trained weights copy over by name.
+    """
+    skip = conv_shortcut(
+        x,
+        filters,
+        stride,
+        shortcut=shortcut if residual else "A",
+        batch_norm=batch_norm,
+        kernel_initializer=kernel_initializer,
+        name=name,
+    )
+    return _merge(skip, None, activation=activation, name=name)
+
+
 def dense_block(
     x: Any,
     units: int,
@@ -311,11 +345,16 @@ def conv_stages(
     batch_norm: bool,
     activation: str,
     kernel_initializer: str | KernelInit,
+    skip_blocks: frozenset[str] = frozenset(),
 ) -> Any:
-    """Stack `basic_block`s; `stages` lists (filters, blocks, stride of the first block)."""
+    """Stack `basic_block`s; `stages` lists (filters, blocks, stride of the first block).
+
+    Blocks named in `skip_blocks` (e.g. "stage2_block3") are deleted: `deleted_block`.
+    """
     for s, (filters, blocks, stride) in enumerate(stages, start=1):
         for b in range(1, blocks + 1):
-            x = basic_block(
+            name = f"stage{s}_block{b}"
+            x = (deleted_block if name in skip_blocks else basic_block)(
                 x,
                 filters,
                 stride if b == 1 else 1,
@@ -324,7 +363,7 @@ def conv_stages(
                 batch_norm=batch_norm,
                 activation=activation,
                 kernel_initializer=kernel_initializer,
-                name=f"stage{s}_block{b}",
+                name=name,
             )
     return x
 

@@ -11,7 +11,14 @@ import keras
 from keras import layers
 
 from resnet_exp.architecture import mlp_blocks
-from resnet_exp.models.blocks import KernelInit, classifier, dense, dense_block, norm_act
+from resnet_exp.models.blocks import (
+    KernelInit,
+    classifier,
+    deleted_block,
+    dense,
+    dense_block,
+    norm_act,
+)
 
 
 def mlp(
@@ -24,8 +31,12 @@ def mlp(
     activation: str = "relu",
     kernel_initializer: str | KernelInit = "he_normal",
     width: int = 128,
+    skip_blocks: frozenset[str] = frozenset(),
 ) -> keras.Model:
-    """Build the MLP (or its plain twin) of `depth` weight layers; any input shape is flattened."""
+    """Build the MLP (or its plain twin) of `depth` weight layers; any input shape is flattened.
+
+    Blocks named in `skip_blocks` ("block3") are deleted: their output is act(x).
+    """
     n = mlp_blocks(depth)
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = layers.Flatten(name="flatten")(inputs)
@@ -36,15 +47,18 @@ def mlp(
         x, batch_norm=batch_norm, activation=activation, bn_name="stem_bn", act_name="stem_act"
     )
     for b in range(1, n + 1):
-        x = dense_block(
-            x,
-            width,
-            residual=residual,
-            batch_norm=batch_norm,
-            activation=activation,
-            kernel_initializer=kernel_initializer,
-            name=f"block{b}",
-        )
+        name = f"block{b}"
+        common = {
+            "residual": residual,
+            "batch_norm": batch_norm,
+            "activation": activation,
+            "kernel_initializer": kernel_initializer,
+            "name": name,
+        }
+        if name in skip_blocks:
+            x = deleted_block(x, width, 1, **common)  # the width never changes: identity
+        else:
+            x = dense_block(x, width, **common)
     outputs = classifier(x, num_classes, kernel_initializer=kernel_initializer)
     kind = "residual" if residual else "plain"
     return keras.Model(inputs, outputs, name=f"mlp{depth}_{kind}")

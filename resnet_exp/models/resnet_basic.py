@@ -37,8 +37,12 @@ def resnet_basic(
     shortcut: str = "B",
     base_filters: int = 64,
     blocks_per_stage: Sequence[int] | None = None,
+    skip_blocks: frozenset[str] = frozenset(),
 ) -> keras.Model:
-    """Build the basic-block ResNet (or its plain twin) of `depth` weight layers."""
+    """Build the basic-block ResNet (or its plain twin) of `depth` weight layers.
+
+    Blocks named in `skip_blocks` ("stage2_block1") are deleted (`blocks.deleted_block`).
+    """
     blocks = basic_blocks_per_stage(depth, blocks_per_stage)
     stages = [(base_filters * 2**i, n, 1 if i == 0 else 2) for i, n in enumerate(blocks)]
     inputs = image_input(input_shape, "resnet_basic")
@@ -58,6 +62,7 @@ def resnet_basic(
         batch_norm=batch_norm,
         activation=activation,
         kernel_initializer=kernel_initializer,
+        skip_blocks=skip_blocks,
     )
     outputs = pooled_classifier(x, num_classes, kernel_initializer=kernel_initializer)
     kind = "residual" if residual else "plain"

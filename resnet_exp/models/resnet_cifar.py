@@ -32,8 +32,12 @@ def resnet_cifar(
     kernel_initializer: str | KernelInit = "he_normal",
     shortcut: str = "A",
     base_filters: int = 16,
+    skip_blocks: frozenset[str] = frozenset(),
 ) -> keras.Model:
-    """Build the CIFAR ResNet (or its plain twin) of `depth` weight layers."""
+    """Build the CIFAR ResNet (or its plain twin) of `depth` weight layers.
+
+    Blocks named in `skip_blocks` ("stage2_block1") are deleted (`blocks.deleted_block`).
+    """
     n = cifar_blocks_per_stage(depth)
     stages = [(base_filters, n, 1), (2 * base_filters, n, 2), (4 * base_filters, n, 2)]
     inputs = image_input(input_shape, "resnet_cifar")
@@ -52,6 +56,7 @@ def resnet_cifar(
         batch_norm=batch_norm,
         activation=activation,
         kernel_initializer=kernel_initializer,
+        skip_blocks=skip_blocks,
     )
     outputs = pooled_classifier(x, num_classes, kernel_initializer=kernel_initializer)
     kind = "residual" if residual else "plain"

@@ -1,0 +1,131 @@
+"""How much does each block add? ‖F(x)‖ / ‖x‖ per block on the fixed probe batch.
+
+A residual block computes act(x + F(x)). If a deep residual net "falls back"
+to a shallower one, many of its branches F stay small next to their input.
+`BranchRecorder` measures, for every block, the L2 norm of the residual
+branch's output F(x) (before the addition) over the norm of the block's input
+x, both taken over the whole probe batch (Frobenius norms). For a plain block,
+which has no branch apart from itself, it is the block's output over its
+input. Where a block downsamples, input and output differ in shape; the ratio
+of norms is still defined and is reported as it is (the `downsampling`
+column marks those blocks).
+
+Training mode, like the gradient probe: batch norm normalises with the probe
+batch's own statistics. At initialisation the moving statistics are still
+their defaults (mean 0, variance 1), so an inference-mode pass would measure
+an un-normalised net that no optimiser step ever sees. The pass runs through
+`Model.stateless_call` and throws the updated state away, so it has no side
+effects on training. Cost: one forward pass over the probe batch per epoch,
+plus tracing it once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from resnet_exp.models.anatomy import block_input, block_specs, branch_output
+
+BRANCH_COLUMNS = [
+    "epoch",
+    "block_index",
+    "block",
+    "stage",
+    "downsampling",
+    "branch_norm",
+    "input_norm",
+    "ratio",
+]
+
+
+class _BranchProbe:
+    """A functional view of `model` that outputs (x, F(x)) of every block, traced once."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self.specs = block_specs(model)
+        outputs = []
+        for spec in self.specs:
+            outputs += [block_input(model, spec.name), branch_output(model, spec.name)]
+        # Shares the model's layers and variables: no copy, always the current weights.
+        self.view = keras.Model(model.inputs, outputs, name=f"{model.name}_branches")
+        self._fn = tf.function(self._norms, reduce_retracing=True, autograph=False)
+
+    def _norms(self, x: Any) -> tf.Tensor:
+        trainable = [tf.convert_to_tensor(v.value) for v in self.view.trainable_variables]
+        non_trainable = [tf.convert_to_tensor(v.value) for v in self.view.non_trainable_variables]
+        outputs, _discarded_state = self.view.stateless_call(
+            trainable, non_trainable, x, training=True
+        )
+        return tf.stack([tf.norm(tf.cast(t, tf.float32)) for t in outputs])
+
+    def __call__(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(input norms, branch norms), one entry per block."""
+        values = self._fn(x).numpy().astype(np.float64)
+        return values[0::2], values[1::2]
+
+
+def step_metrics(ratios: np.ndarray) -> dict[str, float]:
+    return {"branch_ratio_mean": float(np.mean(ratios)), "branch_ratio_max": float(np.max(ratios))}
+
+
+class BranchRecorder(keras.callbacks.Callback):
+    """Records ‖F(x)‖ / ‖x‖ per block at initialisation (step 0) and after every epoch.
+
+    Each step's summary (`branch_ratio_mean`, `branch_ratio_max`, and the probe's
+    own wall time `branch_probe_s`) goes to `history[step]` and, at epoch ends,
+    into the epoch's `logs`; per-block rows (`BRANCH_COLUMNS`) go to `rows`.
+    """
+
+    def __init__(self, x_probe: Any):
+        super().__init__()
+        self.x_probe = tf.convert_to_tensor(np.asarray(x_probe), dtype=keras.backend.floatx())
+        self.history: dict[int, dict[str, float]] = {}
+        self.rows: list[dict[str, Any]] = []
+        self._probe: _BranchProbe | None = None
+
+    def measure(self, step: int) -> dict[str, float]:
+        started = time.perf_counter()
+        if self._probe is None or self._probe.model is not self.model:
+            self._probe = _BranchProbe(self.model)
+            self.history, self.rows = {}, []
+        input_norms, branch_norms = self._probe(self.x_probe)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = branch_norms / input_norms
+        self.rows.extend(
+            {
+                "epoch": step,
+                "block_index": spec.index,
+                "block": spec.name,
+                "stage": spec.stage,
+                "downsampling": spec.downsampling,
+                "branch_norm": float(b),
+                "input_norm": float(i),
+                "ratio": float(r),
+            }
+            for spec, b, i, r in zip(
+                self._probe.specs, branch_norms, input_norms, ratios, strict=True
+            )
+        )
+        metrics = step_metrics(ratios)
+        metrics["branch_probe_s"] = time.perf_counter() - started
+        self.history[step] = metrics
+        return metrics
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.model is not getattr(self._probe, "model", None) or 0 not in self.history:
+            self.measure(0)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        metrics = self.measure(int(epoch) + 1)
+        if logs is not None:
+            logs.update(metrics)
+
+    def frame(self) -> pd.DataFrame:
+        """The per-block values, one row per (step, block): `branch_magnitude.csv`."""
+        return pd.DataFrame(self.rows, columns=BRANCH_COLUMNS)

@@ -290,6 +290,9 @@ LR_DROP_HANDLE = Line2D(
 )
 
 
+CHANCE_HANDLE = Line2D([], [], **{**CHANCE, "zorder": 1}, label="chance (1 - 1/classes)")
+
+
 def _arch_handles(archs: Sequence[str], diverged: bool, extra: Sequence[Line2D] = ()) -> list:
     handles = [
         Line2D(
@@ -338,7 +341,7 @@ def what_is_drawn(
     """The caption's honest part: a mean and band only where there are seeds to show them."""
     lo, hi = seed_counts(frame, by)
     if hi <= 1:
-        return f"one seed: each {item} is one run, no spread between seeds to show"
+        return f"one seed: each {item} is one run, no spread to show"
     seeds = f"{hi} seeds" if lo == hi else f"{lo} to {hi} seeds"
     text = f"mean over {seeds}, band: {band}" + (f", {runs}" if runs else "")
     return text + ("; no band where there is one seed" if lo == 1 else "")
@@ -494,9 +497,9 @@ def depth_vs_accuracy(finals: pd.DataFrame) -> Figure | None:
         drawn = what_is_drawn(
             data, ["condition", "arch", "depth"], "sd", item="point", runs="dots: runs"
         )
-        chance_note = "; dashed: chance, 1 - 1/classes" if chances else ""
-        fig.suptitle(f"Final error vs depth\n({drawn}{chance_note})")
-        _legend(fig, _arch_handles(archs, bool(data["diverged"].any())))
+        fig.suptitle(f"Final error vs depth\n({drawn})")
+        extra = [CHANCE_HANDLE] if chances else []
+        _legend(fig, _arch_handles(archs, bool(data["diverged"].any()), extra))
         return fig
 
 
@@ -595,7 +598,7 @@ def training_curves(epochs: pd.DataFrame, finals: pd.DataFrame) -> Figure | None
         axes[0, 0].set_ylim(-0.03 * top, top)
         steady = data[~data["diverged"]]
         drawn = what_is_drawn(steady, ["condition", "arch", "depth"], "sd")
-        styles = [Line2D([], [], **CHANCE, label="chance")] if chances else []
+        styles = [CHANCE_HANDLE] if chances else []
         _curve_legend(fig, data, styles, any_drop)
         fig.suptitle(f"Error during training, plain vs residual\n({drawn})")
         return fig

@@ -324,11 +324,24 @@ def _ratio_trend(rows: pd.DataFrame, arch: str, column: str, when: str) -> str |
         )
         return (
             f"{arch.capitalize()} nets {when}: the first/last gradient ratio goes {span}{noise}, "
-            f"less than a factor of {factor:.2g} apart{spread}."
+            f"less than a factor of {factor:.2g} apart{spread}{_norms(first, last, column)}."
         )
     return (
         f"{arch.capitalize()} nets {when}: the first/last gradient ratio goes {span}{noise}: "
-        f"{verdict}."
+        f"{verdict}{_norms(first, last, column)}."
+    )
+
+
+def _norms(first: pd.Series, last: pd.Series, ratio_column: str) -> str:
+    """The two norms behind a ratio, shallowest to deepest: a steady ratio can hide both
+    vanishing together."""
+    when = ratio_column.removeprefix("ratio_")
+    a, b = f"grad_first_{when}", f"grad_last_{when}"
+    if a not in first or b not in first:
+        return ""
+    return (
+        f" (the norms: first layer {fmt_num(first[a])} to {fmt_num(last[a])}, "
+        f"last layer {fmt_num(first[b])} to {fmt_num(last[b])})"
     )
 
 

@@ -340,8 +340,8 @@ def _norms(first: pd.Series, last: pd.Series, ratio_column: str) -> str:
     if a not in first or b not in first:
         return ""
     return (
-        f" (the norms: first layer {fmt_num(first[a])} to {fmt_num(last[a])}, "
-        f"last layer {fmt_num(first[b])} to {fmt_num(last[b])})"
+        f"; the norms: first layer {fmt_num(first[a])} to {fmt_num(last[a])}, "
+        f"last layer {fmt_num(first[b])} to {fmt_num(last[b])}"
     )
 
 

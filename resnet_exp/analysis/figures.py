@@ -391,7 +391,16 @@ def _arch_series(
         a = a.assign(x=dodge(a["depth"], k, len(archs), depths))
         agg = aggregate(a, ["x"], column, geometric=geometric)
         color = ARCH_COLORS[arch]
-        _line(ax, agg, "x", color, marker=ARCH_MARKERS[arch], open_marker=ARCH_OPEN[arch], gid=arch)
+        _line(
+            ax,
+            agg,
+            "x",
+            color,
+            marker=ARCH_MARKERS[arch],
+            open_marker=ARCH_OPEN[arch],
+            clip=None if geometric else (0, 100),
+            gid=arch,
+        )
         if dots:
             ax.scatter(a["x"], a[column], s=10, color=color, alpha=0.45, linewidths=0)
         _diverged_marks(ax, a[a["diverged"]], "x", column, color)

@@ -35,32 +35,33 @@ def store(tmp_path_factory):
     uri = f"sqlite:///{tmp}/mlflow.db"
     client = MlflowClient(uri)
     common = dict(epochs=EPOCHS, diverge=False, fail=False)
-    log_fake_study(client, "one-seed", depths=(8, 20, 56), seeds=(0,), **common)
-    log_fake_study(client, "two-seeds", depths=(8, 20, 56), seeds=(0, 1), **common)
+    for name, seeds in (("one-seed", (0,)), ("two-seeds", (0, 1))):
+        art = f"{tmp}/artifacts/{name}"
+        log_fake_study(
+            client, name, depths=(8, 20, 56), seeds=seeds, artifact_location=art, **common
+        )
     bn = log_fake_study(
-        client, "bn", depths=(8, 20), batch_norm=(True, False), seeds=(0,), **common
+        client,
+        "bn",
+        depths=(8, 20),
+        batch_norm=(True, False),
+        seeds=(0,),
+        artifact_location=f"{tmp}/artifacts/bn",
+        **common,
     )
     for depth in (32, 56):  # deep residual nets without BN blow up in epoch 1, as measured
         for residual in (False, True):
-            log_run(
-                client,
-                bn.experiment_id,
-                depth=depth,
-                residual=residual,
-                batch_norm=False,
-                epochs=EPOCHS,
-                parent_run_id=bn.parent_run_id,
-                diverge_at=1 if residual else None,
-            )
-            log_run(
-                client,
-                bn.experiment_id,
-                depth=depth,
-                residual=residual,
-                batch_norm=True,
-                epochs=EPOCHS,
-                parent_run_id=bn.parent_run_id,
-            )
+            for batch_norm in (False, True):
+                log_run(
+                    client,
+                    bn.experiment_id,
+                    depth=depth,
+                    residual=residual,
+                    batch_norm=batch_norm,
+                    epochs=EPOCHS,
+                    parent_run_id=bn.parent_run_id,
+                    diverge_at=1 if residual and not batch_norm else None,
+                )
     return uri
 
 

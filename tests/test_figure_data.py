@@ -258,3 +258,9 @@ def test_report_counts_divergence_per_condition(store):
     bn_block = "\n".join(lines[bn + 1 :] if bn > no_bn else lines[bn + 1 : no_bn])
     assert "Diverged" not in bn_block
     assert "2 runs diverged" in text
+
+
+def test_an_error_at_chance_is_called_so():
+    text = _error_sentence(_change(1.0, 89.5, math.nan, 1), [], chance=90.0)
+    assert "at depth 56 that is chance level (90% error" in text
+    assert "chance" not in _error_sentence(_change(1.0, 60.0, math.nan, 1), [], chance=90.0)

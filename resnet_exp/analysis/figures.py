@@ -42,6 +42,7 @@ from matplotlib.ticker import (
 from resnet_exp.analysis.summary import (
     ARCHS,
     aggregate,
+    chance_error,
     condition_columns,
     condition_order,
     with_condition,
@@ -345,16 +346,6 @@ def what_is_drawn(
     seeds = f"{hi} seeds" if lo == hi else f"{lo} to {hi} seeds"
     text = f"mean over {seeds}, band: {band}" + (f", {runs}" if runs else "")
     return text + ("; no band where there is one seed" if lo == 1 else "")
-
-
-def chance_error(frame: pd.DataFrame) -> float | None:
-    """Error (%) of guessing uniformly, 1 - 1/classes, when the runs log one class count."""
-    if "num_classes" not in frame:
-        return None
-    classes = pd.unique(frame["num_classes"].dropna())
-    if len(classes) != 1 or classes[0] < 2:
-        return None
-    return 100 * (1 - 1 / float(classes[0]))
 
 
 def lr_drops(frame: pd.DataFrame) -> list[int]:

@@ -30,11 +30,12 @@ import numpy as np
 import pandas as pd
 
 from resnet_exp.analysis.load import BROKEN, Study
-from resnet_exp.analysis.summary import ARCHS, condition_label
+from resnet_exp.analysis.summary import ARCHS, chance_error, condition_label
 
 FLAT_POINTS = 1.0  # percentage points of error
 ONE_SEED_POINTS = 5.0  # one seed: smaller changes are not called trends (see the module doc)
 NOISE_SDS = 2.0  # a trend must exceed this many sds between seeds
+CHANCE_POINTS = 2.0  # an error this close to 1 - 1/classes is called chance level
 RATIO_FACTOR = 1.5
 FIGURE_TITLES = {
     "depth_vs_gradient": "First- and last-layer gradient norm vs depth",
@@ -201,7 +202,7 @@ def _error_change(rows: pd.DataFrame, arch: str) -> ErrorChange | None:
     )
 
 
-def _error_sentence(change: ErrorChange, left_out: list[int]) -> str:
+def _error_sentence(change: ErrorChange, left_out: list[int], chance: float | None = None) -> str:
     """One net kind's error vs depth, with the words the numbers allow."""
     seeds = f"mean ± sd over {change.seeds} seeds" if change.seeds > 1 else "one seed"
     if np.isfinite(change.rho):
@@ -227,6 +228,16 @@ def _error_sentence(change: ErrorChange, left_out: list[int]) -> str:
         words += f", more than {NOISE_SDS:g} sd between seeds"
     depths = "depth" if len(left_out) == 1 else "depths"
     skipped = f" ({depths} {_depth_list(left_out)} left out: runs diverged)" if left_out else ""
+    at_chance = [
+        d
+        for d, v in ((change.depth_a, change.a), (change.depth_b, change.b))
+        if chance is not None and v >= chance - CHANCE_POINTS
+    ]
+    if at_chance:
+        skipped += (
+            f"; at depth {_depth_list(at_chance)} that is chance level ({chance:.0f}% error, "
+            f"1 - 1/classes): nothing learned"
+        )
     return f"{head}: {words}{skipped}."
 
 
@@ -345,6 +356,14 @@ def _norms(first: pd.Series, last: pd.Series, ratio_column: str) -> str:
     )
 
 
+def _runs_of(finals: pd.DataFrame, cond: dict) -> pd.DataFrame:
+    """The runs of one condition (the table's key values)."""
+    mask = np.ones(len(finals), dtype=bool)
+    for key, value in cond.items():
+        mask &= (finals[key] == value).to_numpy(dtype=bool, na_value=False)
+    return finals[mask]
+
+
 def _divergence(group: pd.DataFrame, archs: list[str]) -> str | None:
     """How many runs of each net kind diverged in this condition, and at which depths."""
     if not group["diverged"].any():
@@ -397,13 +416,14 @@ def findings(study: Study, table: pd.DataFrame, finals: pd.DataFrame) -> list[st
         if diverged:
             sentences.append(diverged)
         steady = group[group["diverged"] == 0]
+        chance = chance_error(_runs_of(finals, cond))
         changes = {}
         for arch in archs:
             rows = group[group["arch"] == arch]
             left_out = sorted(rows.loc[rows["diverged"] > 0, "depth"])
             change = _error_change(steady[steady["arch"] == arch], arch)
             if change:
-                sentences.append(_error_sentence(change, left_out))
+                sentences.append(_error_sentence(change, left_out, chance))
                 changes[arch] = change
             elif left_out:
                 sentences.append(

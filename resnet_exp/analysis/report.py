@@ -372,10 +372,14 @@ def _divergence(group: pd.DataFrame, archs: list[str]) -> str | None:
     for arch in archs:
         rows = group[group["arch"] == arch]
         n, total = int(rows["diverged"].sum()), int(rows["runs"].sum())
-        where = rows.loc[rows["diverged"] > 0, "depth"]
-        parts.append(
-            f"{n} of {total} {arch} runs" + (f" (depth {_depth_list(where)})" if n else "")
+        hit = rows[rows["diverged"] > 0].sort_values("depth")
+        where = ", ".join(
+            f"{int(r.depth)}"
+            if r.runs == 1
+            else f"{int(r.depth)}: {int(r.diverged)} of {int(r.runs)}"
+            for r in hit.itertuples()
         )
+        parts.append(f"{n} of {total} {arch} runs" + (f" (depth {where})" if n else ""))
     return (
         "Diverged (loss NaN or infinite): " + ", ".join(parts) + ". Their errors in the table are "
         "the last finite ones; the trends below leave those depths out, except at initialisation, "

@@ -201,7 +201,7 @@ def test_titles_promise_a_band_only_when_there_are_seeds(store):
             fg.gradient_dynamics(study.epochs, finals),
         ]
         for fig in drawn:
-            title = fig._suptitle.get_text()
+            title = fig.get_suptitle()
             if seeds == 1:
                 assert "one seed" in title and "band" not in title and "dots" not in title
             else:

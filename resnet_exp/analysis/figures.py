@@ -314,10 +314,13 @@ def _arch_handles(archs: Sequence[str], diverged: bool, extra: Sequence[Line2D] 
 
 
 def _depth_handles(
-    colors: dict[int, tuple], markers: dict[int, str], extra: Sequence[Line2D] = ()
+    colors: dict[int, tuple],
+    extra: Sequence[Line2D] = (),
+    markers: dict[int, str] | None = None,
 ) -> list:
+    markers = markers or {}
     handles = [
-        Line2D([], [], color=c, marker=markers[d], markersize=5, linewidth=2, label=str(d))
+        Line2D([], [], color=c, marker=markers.get(d), markersize=5, linewidth=2, label=str(d))
         for d, c in colors.items()
     ]
     if extra:
@@ -558,7 +561,7 @@ def _curve_legend(fig: Figure, data: pd.DataFrame, styles: list, any_drop: bool)
         extra.append(DIVERGED_HANDLE)
     if any_drop:
         extra.append(LR_DROP_HANDLE)
-    handles = _depth_handles(depth_colors(data["depth"]), depth_markers(data["depth"]), extra)
+    handles = _depth_handles(depth_colors(data["depth"]), extra, depth_markers(data["depth"]))
     _legend(fig, handles, "depth", right=True)
 
 
@@ -663,7 +666,7 @@ def gradient_profile(profiles: pd.DataFrame, finals: pd.DataFrame) -> Figure | N
                 ax.set_xlabel("layer index (0 = first weight layer)" if r == len(rows) - 1 else "")
         drawn = what_is_drawn(data, ["condition", "when", "arch", "depth"], "geometric sd")
         fig.suptitle(f"Gradient norm through the network, per depth\n({drawn})")
-        _legend(fig, _depth_handles(colors, markers), "depth", right=True)
+        _legend(fig, _depth_handles(colors, markers=markers), "depth", right=True)
         return fig
 
 

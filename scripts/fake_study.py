@@ -71,6 +71,7 @@ def _params(
         "model.blocks_per_stage": "None",
         "model.base_filters": "16",
         "data.name": dataset,
+        "data.num_classes": "10",
         "data.val_fraction": "0.2",
         "optim.name": "sgd",
         "optim.lr": "0.1",

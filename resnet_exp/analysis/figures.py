@@ -1,15 +1,21 @@
 """The study's figures, drawn with seaborn on matplotlib's object API.
 
 Every figure shares one look: seaborn's whitegrid theme, the Okabe-Ito colours
-for plain (vermillion) vs residual (blue), viridis for depth (both readable with
-the common colour-vision deficiencies), log axes for anything gradient, and the
-mean over seeds with a band for the spread (sd for errors, geometric sd for
-gradient norms; see `summary`). Diverged runs are marked with an x where their
-numbers stop. When the study varies more than depth and plain/residual (batch
-norm, model, ...), each such condition gets its own row of panels.
+for plain (vermillion, filled circles) vs residual (blue, open squares, dodged
+sideways so that neither hides the other), viridis for depth (luminance rises
+with depth) plus a marker shape per depth, log axes for anything gradient, and
+the mean over seeds with a band for the spread (sd for errors, geometric sd for
+gradient norms; see `summary`). Titles say what is drawn for the data at hand:
+with one seed there is no band, and the title says so. Diverged runs are marked
+with an x where their numbers stop; learning-rate drops (from the logged `lr`
+metric) are grey vertical lines on every per-epoch axis. When the study varies
+more than depth and plain/residual (batch norm, model, ...), each such
+condition gets its own row of panels.
 
-No pyplot: figures are `matplotlib.figure.Figure` objects, so importing this
-module changes no global backend state, and saving works without a display.
+No pyplot: each figure function returns a `matplotlib.figure.Figure` (or None
+when the data allow none), so tests can read what is plotted from its Axes,
+and `draw_all` saves them. Plotted artists carry a `gid` naming what they show
+("plain", "residual depth 20", "chance", "lr_drop").
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from matplotlib.ticker import (
 from resnet_exp.analysis.summary import (
     ARCHS,
     aggregate,
+    chance_error,
     condition_columns,
     condition_order,
     with_condition,
@@ -43,8 +50,14 @@ from resnet_exp.analysis.summary import (
 
 ARCH_COLORS = {"plain": "#D55E00", "residual": "#0072B2"}  # Okabe-Ito vermillion / blue
 ARCH_MARKERS = {"plain": "o", "residual": "s"}
+ARCH_OPEN = {"plain": False, "residual": True}  # an open square never hides a filled circle
+DEPTH_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 GRAD_LABEL = "gradient norm ‖∂L/∂W‖₂"  # unicode, not mathtext: parsing that is slow
 DEPTH_LABEL = "depth (weight layers)"
+LR_DROP = {"color": "0.5", "linewidth": 1.0, "linestyle": (0, (1, 1.5)), "zorder": 0.8}
+CHANCE = {"color": "0.35", "linewidth": 1.0, "linestyle": (0, (5, 3)), "zorder": 0.8}
+LR_DROP_FACTOR = 0.5  # a drop is the rate halving or more from one epoch to the next
+DODGE = 0.08  # sideways shift between plain and residual: log2 units, or x range fractions / 2
 FORMATS = ("png", "svg")
 FIGURES = (
     "depth_vs_gradient",
@@ -68,10 +81,20 @@ def theme():
 
 
 def depth_colors(depths: Sequence[int]) -> dict[int, tuple]:
-    """Viridis from dark to light-green (its pale yellow end is hard to see on white)."""
+    """Viridis from dark to light-green (its pale yellow end is hard to see on white).
+
+    Its luminance rises steadily with depth, so the order reads in grey too;
+    `depth_markers` tells neighbours apart where the hues are close.
+    """
     depths = sorted(set(int(d) for d in depths))
     colors = sns.color_palette("viridis", as_cmap=True)(np.linspace(0.0, 0.85, len(depths)))
     return {d: tuple(c) for d, c in zip(depths, colors, strict=True)}
+
+
+def depth_markers(depths: Sequence[int]) -> dict[int, str]:
+    """A marker shape per depth, in depth order."""
+    depths = sorted(set(int(d) for d in depths))
+    return {d: DEPTH_MARKERS[i % len(DEPTH_MARKERS)] for i, d in enumerate(depths)}
 
 
 def _figure(nrows: int, ncols: int, panel=(3.6, 2.8), **kw) -> tuple[Figure, np.ndarray]:
@@ -127,16 +150,35 @@ def _log_ticks(ax) -> None:
     ax.yaxis.set_minor_locator(NullLocator())
 
 
+def _log_depths(depths: Sequence[int]) -> bool:
+    """A log2 depth axis when the depths span a factor of 4 or more."""
+    depths = sorted(set(int(d) for d in depths))
+    return len(depths) > 1 and depths[-1] / max(depths[0], 1) >= 4
+
+
 def _depth_axis(ax, depths: Sequence[int]) -> None:
     """Depths as ticks; a log2 axis when they span a factor of 4 or more."""
     depths = sorted(set(int(d) for d in depths))
-    if len(depths) > 1 and depths[-1] / max(depths[0], 1) >= 4:
+    if _log_depths(depths):
         ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(depths))
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_locator(NullLocator())
     if len(depths) == 1:
         ax.set_xlim(depths[0] * 0.8, depths[0] * 1.2)
+
+
+def dodge(x, k: int, n: int, all_depths: Sequence[int]) -> np.ndarray:
+    """`x` (depths) shifted sideways for the k-th of n series, so no marker hides another."""
+    x = np.asarray(x, dtype=float)
+    if n < 2:
+        return x
+    shift = k - (n - 1) / 2
+    if _log_depths(all_depths):
+        return x * 2 ** (DODGE * shift)
+    depths = sorted(set(int(d) for d in all_depths))
+    width = depths[-1] - depths[0] if len(depths) > 1 else 0.4 * depths[0]
+    return x + DODGE / 2 * width * shift
 
 
 def _band(ax, x, lo, hi, color) -> None:
@@ -159,10 +201,13 @@ def _line(
     color,
     *,
     marker=None,
+    open_marker: bool = False,
+    markevery=None,
     linestyle="-",
     lw=1.8,
     band=True,
     clip: tuple[float, float] | None = None,
+    gid: str | None = None,
 ) -> None:
     """The centre line of `aggregate`'s output, and its spread band (clipped to `clip`)."""
     agg = agg.sort_values(x)
@@ -177,8 +222,11 @@ def _line(
         marker=marker,
         linestyle=linestyle,
         linewidth=lw,
-        markersize=5,
-        markeredgewidth=0,
+        markersize=5.5 if open_marker else 5,
+        markerfacecolor="none" if open_marker else color,
+        markeredgewidth=1.4 if open_marker else 0,
+        markevery=markevery,
+        gid=gid,
     )
     if band:
         lo, hi = agg["lo"].to_numpy(), agg["hi"].to_numpy()
@@ -197,7 +245,7 @@ def _diverged_curves(ax, runs: pd.DataFrame, x: str, y: str, color) -> None:
         run = run[np.isfinite(run[y].astype(float))].sort_values(x)
         if run.empty:
             continue
-        ax.plot(run[x], run[y], color=color, linestyle=":", linewidth=1.1)
+        ax.plot(run[x], run[y], color=color, linestyle=":", linewidth=1.1, gid="diverged")
         ax.scatter(
             run[x].iloc[-1:],
             run[y].iloc[-1:],
@@ -238,20 +286,43 @@ DIVERGED_HANDLE = Line2D(
     linewidth=1.1,
     label="diverged run\n(not in the mean)",
 )
+LR_DROP_HANDLE = Line2D(
+    [], [], **{**LR_DROP, "zorder": 1}, label="learning-rate drop\n(epochs after it\nstart lower)"
+)
 
 
-def _arch_handles(archs: Sequence[str], diverged: bool) -> list:
+CHANCE_HANDLE = Line2D([], [], **{**CHANCE, "zorder": 1}, label="chance (1 - 1/classes)")
+
+
+def _arch_handles(archs: Sequence[str], diverged: bool, extra: Sequence[Line2D] = ()) -> list:
     handles = [
-        Line2D([], [], color=ARCH_COLORS[a], marker=ARCH_MARKERS[a], label=a, linewidth=1.8)
+        Line2D(
+            [],
+            [],
+            color=ARCH_COLORS[a],
+            marker=ARCH_MARKERS[a],
+            markerfacecolor="none" if ARCH_OPEN[a] else ARCH_COLORS[a],
+            markeredgewidth=1.4 if ARCH_OPEN[a] else 0,
+            label=a,
+            linewidth=1.8,
+        )
         for a in archs
     ]
     if diverged:
         handles.append(Line2D([], [], color="0.3", marker="x", linestyle="", label="diverged run"))
-    return handles
+    return handles + list(extra)
 
 
-def _depth_handles(colors: dict[int, tuple], extra: Sequence[Line2D] = ()) -> list:
-    handles = [Line2D([], [], color=c, linewidth=2, label=str(d)) for d, c in colors.items()]
+def _depth_handles(
+    colors: dict[int, tuple],
+    extra: Sequence[Line2D] = (),
+    markers: dict[int, str] | None = None,
+) -> list:
+    markers = markers or {}
+    handles = [
+        Line2D([], [], color=c, marker=markers.get(d), markersize=5, linewidth=2, label=str(d))
+        for d, c in colors.items()
+    ]
     if extra:
         handles.append(Line2D([], [], linestyle="", label=""))  # a gap before the styles
     return handles + list(extra)
@@ -262,10 +333,77 @@ def _row_title(cond: str, what: str, unit: str = "") -> str:
     return f"{head}\n{unit}" if unit else head
 
 
+def seed_counts(frame: pd.DataFrame, by: Sequence[str]) -> tuple[int, int]:
+    """The fewest and the most runs (seeds) behind one plotted point or curve."""
+    counts = frame.groupby(list(by))["run_id"].nunique()
+    return (int(counts.min()), int(counts.max())) if len(counts) else (0, 0)
+
+
+def what_is_drawn(
+    frame: pd.DataFrame, by: Sequence[str], band: str, *, item: str = "line", runs: str = ""
+) -> str:
+    """The caption's honest part: a mean and band only where there are seeds to show them."""
+    lo, hi = seed_counts(frame, by)
+    if hi <= 1:
+        return f"one seed: each {item} is one run, no spread to show"
+    seeds = f"{hi} seeds" if lo == hi else f"{lo} to {hi} seeds"
+    text = f"mean over {seeds}, band: {band}" + (f", {runs}" if runs else "")
+    return text + ("; no band where there is one seed" if lo == 1 else "")
+
+
+def lr_drops(frame: pd.DataFrame) -> list[int]:
+    """Epochs that start at half the learning rate of the epoch before, or less.
+
+    From the logged `lr` metric (the rate at each epoch's start), so a step
+    schedule's drops are found whatever its milestones; a smooth (cosine) decay
+    is marked only where it halves the rate within one epoch.
+    """
+    if "epoch_lr" not in frame:
+        return []
+    lr = frame[["run_id", "epoch", "epoch_lr"]].dropna().sort_values(["run_id", "epoch"])
+    before = lr.groupby("run_id").shift()
+    drop = (lr["epoch_lr"] <= LR_DROP_FACTOR * before["epoch_lr"]) & (
+        lr["epoch"] == before["epoch"] + 1
+    )
+    return sorted(int(e) for e in lr.loc[drop, "epoch"].unique())
+
+
+def _mark_lr_drops(ax, runs: pd.DataFrame) -> bool:
+    """A vertical line where each drop's epoch starts (x = epoch - 1); True if any."""
+    drops = lr_drops(runs)
+    for epoch in drops:
+        ax.axvline(epoch - 1, **LR_DROP, gid="lr_drop")
+    return bool(drops)
+
+
+def _arch_series(
+    ax, frame: pd.DataFrame, archs: list[str], column: str, depths, *, geometric: bool, dots: bool
+) -> None:
+    """Per net kind: the mean over seeds against depth (dodged sideways), runs, diverged ones."""
+    for k, arch in enumerate(archs):
+        a = frame[frame["arch"] == arch]
+        a = a.assign(x=dodge(a["depth"], k, len(archs), depths))
+        agg = aggregate(a, ["x"], column, geometric=geometric)
+        color = ARCH_COLORS[arch]
+        _line(
+            ax,
+            agg,
+            "x",
+            color,
+            marker=ARCH_MARKERS[arch],
+            open_marker=ARCH_OPEN[arch],
+            clip=None if geometric else (0, 100),
+            gid=arch,
+        )
+        if dots:
+            ax.scatter(a["x"], a[column], s=10, color=color, alpha=0.45, linewidths=0)
+        _diverged_marks(ax, a[a["diverged"]], "x", column, color)
+
+
 # ---------------------------------------------------------------- 1. depth vs gradient
 
 
-def depth_vs_gradient(finals: pd.DataFrame, out_dir: Path) -> Path | None:
+def depth_vs_gradient(finals: pd.DataFrame) -> Figure | None:
     """Gradient norms of the first and last layer, and their ratio, against depth."""
     data = finals[finals["usable"] & finals["has_gradients"]]
     if data.empty or data[["grad_first_init", "grad_last_init"]].isna().all().all():
@@ -287,11 +425,7 @@ def depth_vs_gradient(finals: pd.DataFrame, out_dir: Path) -> Path | None:
             for c, (prefix, title) in enumerate(panels):
                 ax = axes[r, c]
                 column = f"{prefix}_{when}"
-                for arch in archs:
-                    a = sub[sub["arch"] == arch]
-                    agg = aggregate(a, ["depth"], column, geometric=True)
-                    _line(ax, agg, "depth", ARCH_COLORS[arch], marker=ARCH_MARKERS[arch])
-                    _diverged_marks(ax, a[a["diverged"]], "depth", column, ARCH_COLORS[arch])
+                _arch_series(ax, sub, archs, column, data["depth"], geometric=True, dots=False)
                 ax.set_yscale("log")
                 if prefix == "ratio":
                     ax.axhline(1.0, color="0.4", linewidth=0.9, linestyle=":")
@@ -311,19 +445,17 @@ def depth_vs_gradient(finals: pd.DataFrame, out_dir: Path) -> Path | None:
             lows, highs = zip(*(axes[r, c].get_ylim() for c in (0, 1)), strict=True)
             for c in (0, 1):
                 axes[r, c].set_ylim(min(lows), max(highs))
-        fig.suptitle(
-            "Gradient norm of the first and last weight layer vs depth "
-            "(mean over seeds, band: geometric sd)"
-        )
+        drawn = what_is_drawn(data, ["condition", "arch", "depth"], "geometric sd", item="point")
+        fig.suptitle(f"Gradient norm of the first and last weight layer vs depth\n({drawn})")
         _legend(fig, _arch_handles(archs, bool(data["diverged"].any())))
-        return save(fig, out_dir, "depth_vs_gradient")
+        return fig
 
 
 # ---------------------------------------------------------------- 2. depth vs accuracy
 
 
-def depth_vs_accuracy(finals: pd.DataFrame, out_dir: Path) -> Path | None:
-    """Final training and validation error against depth."""
+def depth_vs_accuracy(finals: pd.DataFrame) -> Figure | None:
+    """Final training and validation error against depth, with the chance level."""
     data = finals[finals["usable"]]
     if data[["train_error", "val_error"]].isna().all().all():
         return None
@@ -332,61 +464,109 @@ def depth_vs_accuracy(finals: pd.DataFrame, out_dir: Path) -> Path | None:
     conds = [c for c in condition_order(data, cols) if c in set(data["condition"])]
     archs = [a for a in ARCHS if a in set(data["arch"])]
     panels = [("train_error", "training error"), ("val_error", "validation error")]
+    several = seed_counts(data, ["condition", "arch", "depth"])[1] > 1
+    chances = []
     with theme():
         fig, axes = _figure(len(conds), 2, sharex=True, sharey=True)
         for r, cond in enumerate(conds):
             sub = data[data["condition"] == cond]
+            chance = chance_error(sub)
             for c, (column, title) in enumerate(panels):
                 ax = axes[r, c]
-                for arch in archs:
-                    a = sub[sub["arch"] == arch].assign(pct=lambda f, col=column: 100 * f[col])
-                    agg = aggregate(a, ["depth"], "pct", geometric=False)
-                    _line(ax, agg, "depth", ARCH_COLORS[arch], marker=ARCH_MARKERS[arch])
-                    ax.scatter(
-                        a["depth"],
-                        a["pct"],
-                        s=10,
-                        color=ARCH_COLORS[arch],
-                        alpha=0.45,
-                        linewidths=0,
+                pct = sub.assign(pct=100 * sub[column])
+                _arch_series(ax, pct, archs, "pct", data["depth"], geometric=False, dots=several)
+                if chance is not None:
+                    chances.append(chance)
+                    ax.axhline(chance, **CHANCE, gid="chance")
+                    ax.text(
+                        0.01,
+                        chance,
+                        f"chance {chance:.0f}%",
+                        transform=ax.get_yaxis_transform(),
+                        ha="left",
+                        va="bottom",
+                        fontsize=8,
+                        color=CHANCE["color"],
                     )
-                    _diverged_marks(ax, a[a["diverged"]], "depth", "pct", ARCH_COLORS[arch])
                 _depth_axis(ax, data["depth"])
                 if r == 0:
                     ax.set_title(f"final {title}")
                 ax.set_ylabel(_row_title(cond, "", "error (%)") if c == 0 else "")
                 ax.set_xlabel(DEPTH_LABEL if r == len(conds) - 1 else "")
-        for ax in axes.flat:  # after all panels are drawn: the y axis is shared
-            ax.set_ylim(bottom=0)
-        fig.suptitle("Final error vs depth (line: mean over seeds, band: sd, dots: runs)")
-        _legend(fig, _arch_handles(archs, bool(data["diverged"].any())))
-        return save(fig, out_dir, "depth_vs_accuracy")
+        # One y range (the axis is shared), with room below 0 so that points at
+        # 0% are drawn whole, and above the chance line for its label.
+        top = max([axes[0, 0].get_ylim()[1], *(c + 8 for c in chances)])
+        axes[0, 0].set_ylim(-0.04 * top, top)
+        drawn = what_is_drawn(
+            data, ["condition", "arch", "depth"], "sd", item="point", runs="dots: runs"
+        )
+        fig.suptitle(f"Final error vs depth\n({drawn})")
+        extra = [CHANCE_HANDLE] if chances else []
+        _legend(fig, _arch_handles(archs, bool(data["diverged"].any()), extra))
+        return fig
 
 
-# ---------------------------------------------------------------- 3. training curves
+# ---------------------------------------------------------------- 3. and 5.: curves per epoch
 
 
-def _per_depth_curves(
-    fig: Figure,
-    axes: np.ndarray,
+def _curve_grid(
     data: pd.DataFrame,
-    conds: list[str],
+    rows: list[tuple[str, str, str]],
     archs: list[str],
-    colors: dict[int, tuple],
-    draw: Callable,
-) -> None:
-    for r, cond in enumerate(conds):
+    *,
+    geometric: bool,
+    sharey: bool | str,
+    clip: tuple[float, float] | None = None,
+) -> tuple[Figure, np.ndarray, bool]:
+    """Rows of (condition, column, label) x a column per net kind; a curve per depth.
+
+    Each depth's curve is the mean of the runs that did not diverge, in the
+    depth's colour and marker; diverged runs are drawn on their own. Returns
+    the figure, its axes, and whether any learning-rate drop was marked.
+    """
+    colors, markers = depth_colors(data["depth"]), depth_markers(data["depth"])
+    every = max(1, int(np.ceil(data["epoch"].nunique() / 5)))  # about 5 markers a curve
+    any_drop = False
+    fig, axes = _figure(len(rows), len(archs), sharex=True, sharey=sharey)
+    for r, (cond, column, _label) in enumerate(rows):
         for c, arch in enumerate(archs):
             ax = axes[r, c]
             sub = data[(data["condition"] == cond) & (data["arch"] == arch)]
-            for depth in sorted(sub["depth"].unique()):
-                draw(ax, sub[sub["depth"] == depth], colors[int(depth)])
+            for i, depth in enumerate(sorted(sub["depth"].unique())):
+                d = sub[sub["depth"] == depth]
+                color = colors[int(depth)]
+                agg = aggregate(d[~d["diverged"]], ["epoch"], column, geometric=geometric)
+                _line(
+                    ax,
+                    agg,
+                    "epoch",
+                    color,
+                    marker=markers[int(depth)],
+                    markevery=(i % every, every),
+                    lw=1.5,
+                    clip=clip,
+                    gid=f"{arch} depth {int(depth)}",
+                )
+                _diverged_curves(ax, d[d["diverged"]], "epoch", column, color)
+            any_drop |= _mark_lr_drops(ax, sub)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if r == 0:
                 ax.set_title(arch)
+    return fig, axes, any_drop
 
 
-def training_curves(epochs: pd.DataFrame, finals: pd.DataFrame, out_dir: Path) -> Path | None:
-    """Training (solid) and validation (dashed) error per epoch, a line per depth."""
+def _curve_legend(fig: Figure, data: pd.DataFrame, styles: list, any_drop: bool) -> None:
+    extra = list(styles)
+    if data["diverged"].any():
+        extra.append(DIVERGED_HANDLE)
+    if any_drop:
+        extra.append(LR_DROP_HANDLE)
+    handles = _depth_handles(depth_colors(data["depth"]), extra, depth_markers(data["depth"]))
+    _legend(fig, handles, "depth", right=True)
+
+
+def training_curves(epochs: pd.DataFrame, finals: pd.DataFrame) -> Figure | None:
+    """Training error per epoch, a line per depth; validation error in its own row."""
     data = epochs[epochs["usable"] & (epochs["epoch"] >= 1)]
     if "train_error" not in data or data["train_error"].notna().sum() == 0:
         return None
@@ -397,52 +577,40 @@ def training_curves(epochs: pd.DataFrame, finals: pd.DataFrame, out_dir: Path) -
     )
     conds = [c for c in condition_order(data, cols) if c in set(data["condition"])]
     archs = [a for a in ARCHS if a in set(data["arch"])]
-    colors = depth_colors(data["depth"])
-    any_diverged = bool(data["diverged"].any())
-
-    def draw(ax, sub, color):
-        steady = sub[~sub["diverged"]]
-        for value, style, lw in (("train_pct", "-", 1.8), ("val_pct", "--", 1.0)):
-            agg = aggregate(steady, ["epoch"], value, geometric=False)
-            _line(
-                ax,
-                agg,
-                "epoch",
-                color,
-                linestyle=style,
-                lw=lw,
-                band=value == "train_pct",
-                clip=(0, 100),
-            )
-        _diverged_curves(ax, sub[sub["diverged"]], "epoch", "train_pct", color)
-
+    kinds = [("train_pct", "training error"), ("val_pct", "validation error")]
+    rows = [
+        (cond, column, label)
+        for cond in conds
+        for column, label in kinds
+        if data.loc[data["condition"] == cond, column].notna().any()
+    ]
     with theme():
-        fig, axes = _figure(len(conds), len(archs), sharex=True, sharey=True)
-        _per_depth_curves(fig, axes, data, conds, archs, colors, draw)
-        for r, cond in enumerate(conds):
-            axes[r, 0].set_ylabel(_row_title(cond, "", "error (%)"))
-            for ax in axes[r]:
-                ax.set_xlabel("epoch" if r == len(conds) - 1 else "")
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        for ax in axes.flat:
-            ax.set_ylim(bottom=0)
-        styles = [
-            Line2D([], [], color="0.3", linewidth=1.8, label="training error"),
-            Line2D([], [], color="0.3", linewidth=1.0, linestyle="--", label="validation error"),
-        ]
-        if any_diverged:
-            styles.append(DIVERGED_HANDLE)
-        _legend(fig, _depth_handles(colors, styles), "depth", right=True)
-        fig.suptitle(
-            "Error during training, plain vs residual (mean over seeds; band: sd of training error)"
+        fig, axes, any_drop = _curve_grid(
+            data, rows, archs, geometric=False, sharey=True, clip=(0, 100)
         )
-        return save(fig, out_dir, "training_curves")
+        chances = []
+        for r, (cond, _, label) in enumerate(rows):
+            axes[r, 0].set_ylabel(_row_title(cond, "", f"{label} (%)"))
+            chance = chance_error(data[data["condition"] == cond])
+            for ax in axes[r]:
+                ax.set_xlabel("epoch" if r == len(rows) - 1 else "")
+                if chance is not None:
+                    chances.append(chance)
+                    ax.axhline(chance, **CHANCE, gid="chance")
+        top = max([axes[0, 0].get_ylim()[1], *(c + 3 for c in chances)])
+        axes[0, 0].set_ylim(-0.03 * top, top)
+        steady = data[~data["diverged"]]
+        drawn = what_is_drawn(steady, ["condition", "arch", "depth"], "sd")
+        styles = [CHANCE_HANDLE] if chances else []
+        _curve_legend(fig, data, styles, any_drop)
+        fig.suptitle(f"Error during training, plain vs residual\n({drawn})")
+        return fig
 
 
 # ---------------------------------------------------------------- 4. gradient profile
 
 
-def gradient_profile(profiles: pd.DataFrame, finals: pd.DataFrame, out_dir: Path) -> Path | None:
+def gradient_profile(profiles: pd.DataFrame, finals: pd.DataFrame) -> Figure | None:
     """Gradient norm of every weight layer at initialisation and at the end, per depth."""
     if profiles is None or profiles.empty:
         return None
@@ -460,7 +628,7 @@ def gradient_profile(profiles: pd.DataFrame, finals: pd.DataFrame, out_dir: Path
     data = with_condition(data, cols)
     conds = [c for c in condition_order(data, cols) if c in set(data["condition"])]
     archs = [a for a in ARCHS if a in set(data["arch"])]
-    colors = depth_colors(data["depth"])
+    colors, markers = depth_colors(data["depth"]), depth_markers(data["depth"])
     rows = [
         (c, w)
         for c in conds
@@ -468,33 +636,44 @@ def gradient_profile(profiles: pd.DataFrame, finals: pd.DataFrame, out_dir: Path
         if ((data["condition"] == c) & (data["when"] == w)).any()
     ]
     with theme():
-        fig, axes = _figure(len(rows), len(archs), sharex=True, sharey=True)
+        # A y range per row: norms at init and after training differ by orders of
+        # magnitude, and a shared range left half of each row empty.
+        fig, axes = _figure(len(rows), len(archs), sharex=True, sharey="row")
         for r, (cond, when) in enumerate(rows):
             for c, arch in enumerate(archs):
                 ax = axes[r, c]
                 sub = data[
                     (data["condition"] == cond) & (data["when"] == when) & (data["arch"] == arch)
                 ]
-                for depth in sorted(sub["depth"].unique()):
+                for i, depth in enumerate(sorted(sub["depth"].unique())):
                     d = sub[sub["depth"] == depth]
                     agg = aggregate(d, ["layer_index"], "grad_norm", geometric=True)
-                    _line(ax, agg, "layer_index", colors[int(depth)], lw=1.4)
+                    every = max(1, int(depth) // 5)
+                    _line(
+                        ax,
+                        agg,
+                        "layer_index",
+                        colors[int(depth)],
+                        marker=markers[int(depth)],
+                        markevery=(i % every, every),
+                        lw=1.4,
+                        gid=f"{arch} depth {int(depth)}",
+                    )
                 ax.set_yscale("log")
                 if r == 0:
                     ax.set_title(arch)
                 ax.set_ylabel(_row_title(cond, when, GRAD_LABEL) if c == 0 else "")
                 ax.set_xlabel("layer index (0 = first weight layer)" if r == len(rows) - 1 else "")
-        fig.suptitle(
-            "Gradient norm through the network, per depth (mean over seeds, band: geometric sd)"
-        )
-        _legend(fig, _depth_handles(colors), "depth", right=True)
-        return save(fig, out_dir, "gradient_profile")
+        drawn = what_is_drawn(data, ["condition", "when", "arch", "depth"], "geometric sd")
+        fig.suptitle(f"Gradient norm through the network, per depth\n({drawn})")
+        _legend(fig, _depth_handles(colors, markers=markers), "depth", right=True)
+        return fig
 
 
 # ---------------------------------------------------------------- 5. gradient dynamics
 
 
-def gradient_dynamics(epochs: pd.DataFrame, finals: pd.DataFrame, out_dir: Path) -> Path | None:
+def gradient_dynamics(epochs: pd.DataFrame, finals: pd.DataFrame) -> Figure | None:
     """First- and last-layer gradient norms at every epoch (0 = initialisation)."""
     if "grad_first_norm" not in epochs:
         return None
@@ -505,33 +684,20 @@ def gradient_dynamics(epochs: pd.DataFrame, finals: pd.DataFrame, out_dir: Path)
     data = with_condition(data, cols)
     conds = [c for c in condition_order(data, cols) if c in set(data["condition"])]
     archs = [a for a in ARCHS if a in set(data["arch"])]
-    colors = depth_colors(data["depth"])
     layers = [("grad_first_norm", "first layer"), ("grad_last_norm", "last layer")]
     rows = [(c, col, label) for c in conds for col, label in layers if col in data]
     with theme():
-        fig, axes = _figure(len(rows), len(archs), sharex=True, sharey=True)
-        for r, (cond, column, label) in enumerate(rows):
-            for c, arch in enumerate(archs):
-                ax = axes[r, c]
-                sub = data[(data["condition"] == cond) & (data["arch"] == arch)]
-                for depth in sorted(sub["depth"].unique()):
-                    d = sub[sub["depth"] == depth]
-                    agg = aggregate(d[~d["diverged"]], ["epoch"], column, geometric=True)
-                    _line(ax, agg, "epoch", colors[int(depth)], lw=1.4)
-                    _diverged_curves(ax, d[d["diverged"]], "epoch", column, colors[int(depth)])
+        fig, axes, any_drop = _curve_grid(data, rows, archs, geometric=True, sharey="row")
+        for r, (cond, _, label) in enumerate(rows):
+            axes[r, 0].set_ylabel(_row_title(cond, label, GRAD_LABEL))
+            for ax in axes[r]:
                 ax.set_yscale("log")
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-                if r == 0:
-                    ax.set_title(arch)
-                ax.set_ylabel(_row_title(cond, label, GRAD_LABEL) if c == 0 else "")
                 ax.set_xlabel("epoch (0 = initialisation)" if r == len(rows) - 1 else "")
-        fig.suptitle(
-            "First- and last-layer gradient norm during training "
-            "(mean over seeds, band: geometric sd)"
-        )
-        extra = [DIVERGED_HANDLE] if data["diverged"].any() else []
-        _legend(fig, _depth_handles(colors, extra), "depth", right=True)
-        return save(fig, out_dir, "gradient_dynamics")
+        steady = data[~data["diverged"]]
+        drawn = what_is_drawn(steady, ["condition", "arch", "depth"], "geometric sd")
+        _curve_legend(fig, data, [], any_drop)
+        fig.suptitle(f"First- and last-layer gradient norm during training\n({drawn})")
+        return fig
 
 
 def draw_all(
@@ -540,7 +706,7 @@ def draw_all(
     profiles: pd.DataFrame | None,
     out_dir: Path,
 ) -> tuple[dict[str, Path], list[str]]:
-    """Draw every figure the data allows; return {name: png path} and why others were not."""
+    """Draw and save every figure the data allow; return {name: png path} and why others not."""
     out_dir = Path(out_dir)
     reasons = {
         "depth_vs_gradient": "no run has gradient metrics",
@@ -549,14 +715,22 @@ def draw_all(
         "gradient_profile": "no run has a grad_profile.csv artifact",
         "gradient_dynamics": "no run has gradient metrics",
     }
-    makers = {
-        "depth_vs_gradient": lambda: depth_vs_gradient(finals, out_dir),
-        "depth_vs_accuracy": lambda: depth_vs_accuracy(finals, out_dir),
-        "training_curves": lambda: training_curves(epochs, finals, out_dir),
-        "gradient_profile": lambda: gradient_profile(profiles, finals, out_dir),
-        "gradient_dynamics": lambda: gradient_dynamics(epochs, finals, out_dir),
+    makers: dict[str, Callable[[], Figure | None]] = {
+        "depth_vs_gradient": lambda: depth_vs_gradient(finals),
+        "depth_vs_accuracy": lambda: depth_vs_accuracy(finals),
+        "training_curves": lambda: training_curves(epochs, finals),
+        "gradient_profile": lambda: gradient_profile(profiles, finals),
+        "gradient_dynamics": lambda: gradient_dynamics(epochs, finals),
     }
-    return draw_each({name: makers[name] for name in FIGURES}, reasons)
+
+    def saved(name: str) -> Callable[[], Path | None]:
+        def make() -> Path | None:
+            fig = makers[name]()
+            return None if fig is None else save(fig, out_dir, name)
+
+        return make
+
+    return draw_each({name: saved(name) for name in FIGURES}, reasons)
 
 
 def draw_each(

@@ -67,6 +67,7 @@ PARAM_COLUMNS: dict[str, tuple[str, str]] = {
     "model.width": ("width", "int"),
     "model.base_filters": ("base_filters", "int"),
     "data.name": ("dataset", "str"),
+    "data.num_classes": ("num_classes", "int"),
     "optim.name": ("optimizer", "str"),
     "optim.lr": ("lr", "float"),
     "optim.weight_decay": ("weight_decay", "float"),

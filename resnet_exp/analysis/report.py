@@ -1,18 +1,29 @@
 """`report.md`: which study, what its numbers are, and what they show.
 
 Every sentence under "What the numbers show" is assembled from the summary
-table when the report is built: the trend words (rises, falls, flat, vanish,
+table when the report is built: the trend words (rise, fall, flat, vanish,
 explode) are chosen by thresholds on the numbers, and the numbers themselves are
-quoted, so the text can never disagree with the table beside it. Thresholds:
-an error change of less than 1 percentage point between the shallowest and the
-deepest net counts as flat; a first/last gradient ratio that moves by less than
-a factor of 1.5 counts as no trend.
+quoted with their spread between seeds, so the text can never disagree with the
+table beside it. A change is called a trend only when it is larger than the
+noise we can see:
+
+* error, shallowest vs deepest net: flat under `FLAT_POINTS`; with two or more
+  seeds, a trend only beyond `NOISE_SDS` sd between seeds (the sds of the two
+  ends, pooled); with one seed the spread is unknown, so a change under
+  `ONE_SEED_POINTS` is said to be within unmeasured run-to-run noise (a stated
+  convention, not a measurement: rerun with seeds to measure it);
+* first/last gradient ratio: a trend beyond a factor of `RATIO_FACTOR`, or
+  beyond `NOISE_SDS` geometric sds between seeds when that is larger;
+* configurations with diverged runs are counted per condition and left out of
+  the error and after-training trends (their numbers stop at divergence); the
+  ratio at initialisation comes before any training, so every run has it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,9 +31,12 @@ import numpy as np
 import pandas as pd
 
 from resnet_exp.analysis.load import BROKEN, Study
-from resnet_exp.analysis.summary import ARCHS, condition_label
+from resnet_exp.analysis.summary import ARCHS, chance_error, condition_label
 
 FLAT_POINTS = 1.0  # percentage points of error
+ONE_SEED_POINTS = 5.0  # one seed: smaller changes are not called trends (see the module doc)
+NOISE_SDS = 2.0  # a trend must exceed this many sds between seeds
+CHANCE_POINTS = 2.0  # an error this close to 1 - 1/classes is called chance level
 RATIO_FACTOR = 1.5
 FIGURE_TITLES = {
     "depth_vs_gradient": "First- and last-layer gradient norm vs depth",
@@ -109,24 +123,182 @@ def _spearman(x: pd.Series, y: pd.Series) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def _error_trend(rows: pd.DataFrame, arch: str) -> tuple[str, float] | None:
-    """A sentence on how `arch`'s final training error moves with depth, and the change."""
+def _pooled(*sds: float) -> float:
+    """The spread between seeds of two configurations: root mean square of their sds."""
+    values = [s for s in sds if s is not None and np.isfinite(s)]
+    return (
+        math.sqrt(sum(s * s for s in values) / len(values)) if len(values) == len(sds) else math.nan
+    )
+
+
+def _depth_list(depths) -> str:
+    return ", ".join(str(int(d)) for d in sorted(depths))
+
+
+@dataclass
+class ErrorChange:
+    """How one net kind's final training error moves from the shallowest to the deepest net.
+
+    `a`, `b` and the sds are in percent; `seeds` is the fewer of the two ends'.
+    """
+
+    arch: str
+    depth_a: int
+    depth_b: int
+    a: float
+    b: float
+    sd_a: float
+    sd_b: float
+    seeds: int
+    rho: float
+
+    @property
+    def delta(self) -> float:
+        return self.b - self.a
+
+    @property
+    def spread(self) -> float:
+        return _pooled(self.sd_a, self.sd_b) if self.seeds > 1 else math.nan
+
+    @property
+    def verdict(self) -> str:
+        """rise / fall; flat (under FLAT_POINTS); noise (within the seeds' spread);
+        unknown (one seed, a change under ONE_SEED_POINTS)."""
+        size = abs(self.delta)
+        if size < FLAT_POINTS:
+            return "flat"
+        if np.isfinite(self.spread) and size <= NOISE_SDS * self.spread:
+            return "noise"
+        if self.seeds < 2 and size < ONE_SEED_POINTS:
+            return "unknown"
+        return "rise" if self.delta > 0 else "fall"
+
+    def at(self, which: str) -> str:
+        mean, sd = (self.a, self.sd_a) if which == "a" else (self.b, self.sd_b)
+        depth = self.depth_a if which == "a" else self.depth_b
+        value = f"{mean:.1f} ± {sd:.1f}%" if self.seeds > 1 and np.isfinite(sd) else f"{mean:.1f}%"
+        return f"{value} at depth {depth}"
+
+    def change(self, *, signed: bool = True) -> str:
+        """The change with its uncertainty: '+88.9 points (sd between seeds 1.2)'."""
+        text = f"{self.delta:+.1f} points" if signed else f"{abs(self.delta):.1f} points"
+        return text + (f" (sd between seeds {self.spread:.1f})" if np.isfinite(self.spread) else "")
+
+
+def _error_change(rows: pd.DataFrame, arch: str) -> ErrorChange | None:
     rows = rows.dropna(subset=["train_error_mean"]).sort_values("depth")
     if len(rows) < 2:
         return None
     first, last = rows.iloc[0], rows.iloc[-1]
-    a, b = 100 * first["train_error_mean"], 100 * last["train_error_mean"]
-    span = f"{a:.1f}% at depth {first['depth']} to {b:.1f}% at depth {last['depth']}"
-    delta = b - a
-    rho = _spearman(rows["depth"], rows["train_error_mean"])
-    rank = f" (rank correlation with depth {rho:+.2f})" if np.isfinite(rho) else ""
-    if abs(delta) < FLAT_POINTS:
-        words = f"stays within {FLAT_POINTS:g} point: {span}"
-    elif delta > 0:
-        words = f"rises from {span}{rank}"
+    return ErrorChange(
+        arch,
+        int(first["depth"]),
+        int(last["depth"]),
+        100 * first["train_error_mean"],
+        100 * last["train_error_mean"],
+        100 * first["train_error_sd"],
+        100 * last["train_error_sd"],
+        int(min(first["seeds"], last["seeds"])),
+        _spearman(rows["depth"], rows["train_error_mean"]),
+    )
+
+
+def _error_sentence(change: ErrorChange, left_out: list[int], chance: float | None = None) -> str:
+    """One net kind's error vs depth, with the words the numbers allow."""
+    seeds = f"mean ± sd over {change.seeds} seeds" if change.seeds > 1 else "one seed"
+    if np.isfinite(change.rho):
+        seeds += f"; rank correlation with depth {change.rho:+.2f}"
+    head = (
+        f"{change.arch.capitalize()} nets: final training error {change.at('a')}, "
+        f"{change.at('b')} ({seeds})"
+    )
+    words = {
+        "flat": f"within {FLAT_POINTS:g} point ({change.change()}): no change with depth",
+        "noise": (
+            f"a change of {change.change()}, not more than {NOISE_SDS:g} sd between seeds: "
+            f"no trend with depth can be claimed"
+        ),
+        "unknown": (
+            f"a change of {change.change()}; one seed: differences of a few points are "
+            f"within run-to-run noise we cannot measure here"
+        ),
+        "rise": f"a rise of {change.change(signed=False)}",
+        "fall": f"a fall of {change.change(signed=False)}",
+    }[change.verdict]
+    if change.verdict in ("rise", "fall") and change.seeds > 1:
+        words += f", more than {NOISE_SDS:g} sd between seeds"
+    depths = "depth" if len(left_out) == 1 else "depths"
+    skipped = f" ({depths} {_depth_list(left_out)} left out: runs diverged)" if left_out else ""
+    at_chance = [
+        d
+        for d, v in ((change.depth_a, change.a), (change.depth_b, change.b))
+        if chance is not None and v >= chance - CHANCE_POINTS
+    ]
+    if at_chance:
+        skipped += (
+            f"; at depth {_depth_list(at_chance)} that is chance level ({chance:.0f}% error, "
+            f"1 - 1/classes): nothing learned"
+        )
+    return f"{head}: {words}{skipped}."
+
+
+def _comparison(changes: dict[str, ErrorChange], group: pd.DataFrame) -> list[str]:
+    """Plain vs residual: the error at the deepest depth both have, and the two changes."""
+    plain, res = changes["plain"], changes["residual"]
+    out = []
+    steady = group[group["diverged"] == 0]
+    common = sorted(
+        set(steady.loc[steady["arch"] == "plain", "depth"])
+        & set(steady.loc[steady["arch"] == "residual", "depth"])
+    )
+    if common:
+        d = common[-1]
+        at = steady[steady["depth"] == d].set_index("arch")
+        gap = 100 * (at.loc["plain", "train_error_mean"] - at.loc["residual", "train_error_mean"])
+        spread = 100 * _pooled(
+            at.loc["plain", "train_error_sd"], at.loc["residual", "train_error_sd"]
+        )
+        cells = [
+            fmt_error(at.loc[a, "train_error_mean"], at.loc[a, "train_error_sd"]) + "%"
+            for a in ("plain", "residual")
+        ]
+        if np.isfinite(spread):
+            judged = (
+                f"a gap of {gap:+.1f} points, "
+                + ("more" if abs(gap) > NOISE_SDS * spread else "not more")
+                + f" than {NOISE_SDS:g} sd between seeds ({spread:.1f})"
+            )
+        else:
+            judged = f"a gap of {gap:+.1f} points, one seed each"
+        out.append(
+            f"At depth {d}, the deepest both have, plain nets reach {cells[0]} training error "
+            f"and residual nets {cells[1]}: {judged}."
+        )
+    if plain.verdict == "rise" and res.verdict != "rise":
+        tail = {
+            "flat": "do not",
+            "noise": "show no rise beyond the spread between their seeds",
+            "unknown": f"change by {res.delta:+.1f} points, which one seed cannot tell from noise",
+            "fall": "even improve",
+        }[res.verdict]
+        out.append(
+            f"So here deeper plain nets train worse ({plain.delta:+.1f} points from depth "
+            f"{plain.depth_a} to {plain.depth_b}: the degradation problem) while deeper residual "
+            f"nets {tail}."
+        )
+    elif plain.verdict == "rise":
+        out.append(
+            f"Both kinds train worse as they get deeper: plain nets by "
+            f"{plain.change(signed=False)}, residual nets by {res.change(signed=False)}; "
+            f"the plain rise is "
+            f"{plain.delta - res.delta:.1f} points larger."
+        )
     else:
-        words = f"falls from {span}{rank}"
-    return f"{arch.capitalize()} nets: final training error {words}.", delta
+        out.append(
+            "The plain nets show no degradation with depth here"
+            + (" that one seed can tell." if plain.verdict == "unknown" else ".")
+        )
+    return out
 
 
 def _ratio_trend(rows: pd.DataFrame, arch: str, column: str, when: str) -> str | None:
@@ -136,11 +308,24 @@ def _ratio_trend(rows: pd.DataFrame, arch: str, column: str, when: str) -> str |
     first, last = rows.iloc[0], rows.iloc[-1]
     r0, r1 = first[column], last[column]
     span = f"from {fmt_num(r0)} at depth {first['depth']} to {fmt_num(r1)} at depth {last['depth']}"
-    if r1 < 1 and r1 < r0 / RATIO_FACTOR:
+    # The seeds' spread, as a factor: geometric sds pooled in log space.
+    seeds = int(min(first["seeds"], last["seeds"]))
+    log_spread = _pooled(np.log(first[f"{column}_gsd"]), np.log(last[f"{column}_gsd"]))
+    factor = RATIO_FACTOR
+    noise = ""
+    if seeds > 1 and np.isfinite(log_spread):
+        factor = max(RATIO_FACTOR, math.exp(NOISE_SDS * log_spread))
+        noise = (
+            f" (geometric mean over {seeds} seeds, geometric sd between seeds "
+            f"x{math.exp(log_spread):.2g})"
+        )
+    elif seeds < 2:
+        noise = " (one seed)"
+    if r1 < 1 and r1 < r0 / factor:
         verdict = (
             "with depth the first layer's gradient shrinks relative to the last (a vanishing trend)"
         )
-    elif r1 > 1 and r1 > r0 * RATIO_FACTOR:
+    elif r1 > 1 and r1 > r0 * factor:
         verdict = (
             "with depth the first layer's gradient grows relative to the last (an exploding trend)"
         )
@@ -150,10 +335,57 @@ def _ratio_trend(rows: pd.DataFrame, arch: str, column: str, when: str) -> str |
             f"; over all depths it ranges {fmt_num(lo)} to {fmt_num(hi)}" if len(rows) > 2 else ""
         )
         return (
-            f"{arch.capitalize()} nets {when}: the first/last gradient ratio goes {span}, "
-            f"less than a factor of {RATIO_FACTOR:g} apart{spread}."
+            f"{arch.capitalize()} nets {when}: the first/last gradient ratio goes {span}{noise}, "
+            f"less than a factor of {factor:.2g} apart{spread}{_norms(first, last, column)}."
         )
-    return f"{arch.capitalize()} nets {when}: the first/last gradient ratio goes {span}: {verdict}."
+    return (
+        f"{arch.capitalize()} nets {when}: the first/last gradient ratio goes {span}{noise}: "
+        f"{verdict}{_norms(first, last, column)}."
+    )
+
+
+def _norms(first: pd.Series, last: pd.Series, ratio_column: str) -> str:
+    """The two norms behind a ratio, shallowest to deepest: a steady ratio can hide both
+    vanishing together."""
+    when = ratio_column.removeprefix("ratio_")
+    a, b = f"grad_first_{when}", f"grad_last_{when}"
+    if a not in first or b not in first:
+        return ""
+    return (
+        f"; the norms: first layer {fmt_num(first[a])} to {fmt_num(last[a])}, "
+        f"last layer {fmt_num(first[b])} to {fmt_num(last[b])}"
+    )
+
+
+def _runs_of(finals: pd.DataFrame, cond: dict) -> pd.DataFrame:
+    """The runs of one condition (the table's key values)."""
+    mask = np.ones(len(finals), dtype=bool)
+    for key, value in cond.items():
+        mask &= (finals[key] == value).to_numpy(dtype=bool, na_value=False)
+    return finals[mask]
+
+
+def _divergence(group: pd.DataFrame, archs: list[str]) -> str | None:
+    """How many runs of each net kind diverged in this condition, and at which depths."""
+    if not group["diverged"].any():
+        return None
+    parts = []
+    for arch in archs:
+        rows = group[group["arch"] == arch]
+        n, total = int(rows["diverged"].sum()), int(rows["runs"].sum())
+        hit = rows[rows["diverged"] > 0].sort_values("depth")
+        where = ", ".join(
+            f"{int(r.depth)}"
+            if r.runs == 1
+            else f"{int(r.depth)}: {int(r.diverged)} of {int(r.runs)}"
+            for r in hit.itertuples()
+        )
+        parts.append(f"{n} of {total} {arch} runs" + (f" (depth {where})" if n else ""))
+    return (
+        "Diverged (loss NaN or infinite): " + ", ".join(parts) + ". Their errors in the table are "
+        "the last finite ones; the trends below leave those depths out, except at initialisation, "
+        "which every run has."
+    )
 
 
 def findings(study: Study, table: pd.DataFrame, finals: pd.DataFrame) -> list[str]:
@@ -173,52 +405,44 @@ def findings(study: Study, table: pd.DataFrame, finals: pd.DataFrame) -> list[st
         )
     if len(archs) < 2:
         out.append(f"The study has only {archs[0]} nets, so plain and residual cannot be compared.")
+    if table["seeds"].max() <= 1:
+        out.append(
+            f"One seed per configuration: differences of a few points are within run-to-run "
+            f"noise we cannot measure here, so changes under {ONE_SEED_POINTS:g} points are not "
+            f"called trends (add `seed=0,1,2` to measure the spread)."
+        )
     multi = table.groupby(keys).ngroups > 1 if keys else False
     for cond_key, group in table.groupby(keys, sort=False) if keys else [((), table)]:
         cond = dict(
             zip(keys, cond_key if isinstance(cond_key, tuple) else (cond_key,), strict=True)
         )
         sentences = []
-        deltas = {}
-        for arch in archs:
-            trend = _error_trend(group[group["arch"] == arch], arch)
-            if trend:
-                sentences.append(trend[0])
-                deltas[arch] = trend[1]
-        if "plain" in deltas and "residual" in deltas:
-            common = sorted(
-                set(group.loc[group["arch"] == "plain", "depth"])
-                & set(group.loc[group["arch"] == "residual", "depth"])
-            )
-            if common:
-                d = common[-1]
-                at = group[group["depth"] == d].set_index("arch")["train_error_mean"]
-                sentences.append(
-                    f"At depth {d}, the deepest both have, plain nets reach "
-                    f"{100 * at['plain']:.1f}% training error and residual nets "
-                    f"{100 * at['residual']:.1f}%."
-                )
-            plain_up = deltas["plain"] >= FLAT_POINTS
-            res_up = deltas["residual"] >= FLAT_POINTS
-            if plain_up and not res_up:
-                sentences.append(
-                    "So here deeper plain nets train worse (the degradation problem) "
-                    "while deeper residual nets do not."
-                )
-            elif plain_up and res_up:
-                sentences.append(
-                    f"Both kinds train worse as they get deeper: plain nets by "
-                    f"{deltas['plain']:.1f} points, residual nets by {deltas['residual']:.1f}."
-                )
-            elif not plain_up:
-                sentences.append("The plain nets show no degradation with depth here.")
+        diverged = _divergence(group, archs)
+        if diverged:
+            sentences.append(diverged)
+        steady = group[group["diverged"] == 0]
+        chance = chance_error(_runs_of(finals, cond))
+        changes = {}
         for arch in archs:
             rows = group[group["arch"] == arch]
-            for column, when in (
-                ("ratio_init", "at initialisation"),
-                ("ratio_end", "after training"),
+            left_out = sorted(rows.loc[rows["diverged"] > 0, "depth"])
+            change = _error_change(steady[steady["arch"] == arch], arch)
+            if change:
+                sentences.append(_error_sentence(change, left_out, chance))
+                changes[arch] = change
+            elif left_out:
+                sentences.append(
+                    f"{arch.capitalize()} nets: runs diverged at depth {_depth_list(left_out)}, "
+                    f"too few depths are left for a trend in error."
+                )
+        if "plain" in changes and "residual" in changes:
+            sentences += _comparison(changes, group)
+        for arch in archs:
+            for column, when, rows in (
+                ("ratio_init", "at initialisation", group),
+                ("ratio_end", "after training", steady),
             ):
-                sentence = _ratio_trend(rows, arch, column, when)
+                sentence = _ratio_trend(rows[rows["arch"] == arch], arch, column, when)
                 if sentence:
                     sentences.append(sentence)
         if sentences and multi:

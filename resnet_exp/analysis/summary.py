@@ -84,6 +84,16 @@ def condition_order(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     return [condition_label(r, columns) for _, r in firsts.iterrows()]
 
 
+def chance_error(frame: pd.DataFrame) -> float | None:
+    """Error (%) of guessing uniformly, 1 - 1/classes, when the runs log one class count."""
+    if "num_classes" not in frame:
+        return None
+    classes = pd.unique(frame["num_classes"].dropna())
+    if len(classes) != 1 or classes[0] < 2:
+        return None
+    return 100 * (1 - 1 / float(classes[0]))
+
+
 def _finite(series: pd.Series) -> pd.Series:
     return pd.Series(np.isfinite(series.to_numpy(dtype=float)), index=series.index)
 

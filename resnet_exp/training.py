@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from resnet_exp.callbacks import DivergenceMonitor, EpochTimer, MlflowEpochLogger
 from resnet_exp.data import load_dataset, make_pipelines, probe_batch
+from resnet_exp.describe import log_dataset
 from resnet_exp.gradients import GradientRecorder
 from resnet_exp.models import build_model
 from resnet_exp.optim import make_optimizer
@@ -83,6 +84,7 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
         num_classes=int(d.num_classes),
         num_samples=int(d.num_samples),
     )
+    log_dataset(client, run_id, data, seed=int(cfg.seed))
     train_ds, val_ds = make_pipelines(
         data,
         batch_size=int(cfg.trainer.batch_size),

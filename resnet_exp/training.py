@@ -22,7 +22,9 @@ from resnet_exp.data import load_dataset, make_pipelines, probe_batch
 from resnet_exp.describe import log_dataset
 from resnet_exp.gradients import GradientRecorder
 from resnet_exp.models import build_model
+from resnet_exp.naming import run_name
 from resnet_exp.optim import make_optimizer
+from resnet_exp.profile_images import ProfileImageLogger
 from resnet_exp.tracking import with_retry
 
 
@@ -121,6 +123,9 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
             client, run_id, initial=(lambda: recorder.history.get(0, {})) if recorder else None
         ),
     ]
+    if recorder and cfg.tracking.profile_images:
+        label = run_name(cfg)
+        callbacks.append(ProfileImageLogger.from_recorder(client, run_id, recorder, label=label))
     fit = model.fit(
         train_ds,
         validation_data=val_ds,

@@ -14,14 +14,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from resnet_exp.naming import arch, run_name
 from resnet_exp.tracking import with_retry
+
+log = logging.getLogger(__name__)
 
 NOTE = "mlflow.note.content"
 EXPERIMENT_KIND = "mlflow.experimentKind"
@@ -108,11 +112,17 @@ def describe_experiment(client: MlflowClient, experiment_id: str, name: str) -> 
     A description a user edited in the UI is kept.
     """
     tags = with_retry(client.get_experiment, experiment_id).tags
-    if NOTE not in tags:
-        text = EXPERIMENT_DESCRIPTION.format(experiment=name)
-        with_retry(client.set_experiment_tag, experiment_id, NOTE, text)
-    if EXPERIMENT_KIND not in tags:
-        with_retry(client.set_experiment_tag, experiment_id, EXPERIMENT_KIND, CLASSIC_TRAINING)
+    wanted = {
+        NOTE: EXPERIMENT_DESCRIPTION.format(experiment=name),
+        EXPERIMENT_KIND: CLASSIC_TRAINING,
+    }
+    for key, value in wanted.items():
+        if key in tags:
+            continue
+        try:
+            with_retry(client.set_experiment_tag, experiment_id, key, value)
+        except MlflowException as err:  # e.g. a lab server user without EDIT on it: no matter
+            log.warning("could not set %s on experiment %s: %s", key, name, err.message[:200])
 
 
 def log_dataset(client: MlflowClient, run_id: str, data: Any, *, seed: int) -> None:

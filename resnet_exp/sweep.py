@@ -165,7 +165,7 @@ class MlflowSweepCallback(Callback):
         run = with_retry(
             self.client.create_run,
             self.experiment_id,
-            run_name=f"sweep-{config.tracking.experiment}-{key[:6]}",
+            run_name=f"sweep-{key[:6]}",  # short: the runs table shows it whole
             tags={
                 "run_kind": "sweep",
                 "sweep_id": key,

@@ -6,7 +6,8 @@
 Starts `mlflow ui` on a free loopback port over the store (default: the
 project's `mlflow.db`), then captures, in Model training mode: the runs table,
 the sweep's parent run (its description holds the findings), the parent's
-report in the artifact viewer, and one training run's page. Needs Chromium
+report (markdown and HTML) in the artifact viewer, and one training run's page
+and charts. Needs Chromium
 (Debian: `apt-get install chromium`); not part of the test suite.
 """
 
@@ -58,8 +59,9 @@ def pages(client: MlflowClient, base: str, experiment: str) -> dict[str, str]:
     if sweeps:
         parent = sweeps[0].info.run_id
         out["2_sweep_parent"] = run_url(base, eid, parent)
-        report = f"{base}/#/experiments/{eid}/runs/{parent}/artifacts/report/report.md"
-        out["3_report_in_artifacts"] = f"{report}?{MODEL_TRAINING}"
+        report = f"{base}/#/experiments/{eid}/runs/{parent}/artifacts/report/report"
+        out["3_report_md_in_artifacts"] = f"{report}.md?{MODEL_TRAINING}"
+        out["3_report_html_in_artifacts"] = f"{report}.html?{MODEL_TRAINING}"
     runs = client.search_runs(
         [eid], "tags.run_kind = 'train'", order_by=["attributes.start_time DESC"], max_results=1
     )
@@ -98,6 +100,7 @@ def main() -> None:
     parser.add_argument("--chromium", default=shutil.which("chromium") or "chromium")
     parser.add_argument("--size", default="1400,900", help="window width,height in pixels")
     parser.add_argument("--wait-ms", type=int, default=20000, help="page time before the shot")
+    parser.add_argument("--only", nargs="*", help="take only the views whose names contain these")
     args = parser.parse_args()
     uri = resolve_tracking_uri(args.tracking_uri)
     port = _free_port()
@@ -110,6 +113,8 @@ def main() -> None:
         wait_until_ready(base)
         args.out.mkdir(parents=True, exist_ok=True)
         for name, url in pages(MlflowClient(uri), base, args.experiment).items():
+            if args.only and not any(word in name for word in args.only):
+                continue
             path = args.out / f"{name}.png"
             shoot(args.chromium, url, path, args.size, args.wait_ms)
             print(f"{path}  <- {url.replace(base, '')}")

@@ -146,6 +146,12 @@ def test_a_study_reads_in_the_ui(tmp_path):
         assert len(links) == 6  # summary.csv and five figures
         for link in links:
             assert parent_id in link and _resolves(base, link), link
+        # the HTML version shows the figures in the viewer's frame: embedded, nothing relative
+        page = requests.get(
+            f"{base}/get-artifact", params={"path": "report/report.html", "run_uuid": parent_id}
+        ).text
+        assert page.count('src="data:image/png;base64,') == 5
+        assert not re.search(r'(src|href)="(?!data:|https?:|#)', page)
 
 
 def test_a_lab_server_refuses_strangers_and_logs_a_sweep_with_credentials(tmp_path, monkeypatch):

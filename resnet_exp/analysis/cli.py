@@ -117,12 +117,13 @@ def publish(
 ) -> tuple[str, str]:
     """Log `files` under report/ of `target` (a new report run if None); return (run id, why).
 
-    report.md goes in with its links rewritten for MLflow's artifact viewer, and
-    the run's description becomes `note(run_id)` (the findings and summary table).
+    report.md goes in with its links rewritten for MLflow's artifact viewer, with
+    report.html beside it (figures embedded), and the run's description becomes
+    `note(run_id)` (the findings and summary table).
     """
     from mlflow.tracking import MlflowClient
 
-    from resnet_exp.analysis.mlflow_report import NOTE, for_mlflow
+    from resnet_exp.analysis.mlflow_report import HTML_NAME, NOTE, for_mlflow, html_report
     from resnet_exp.describe import provenance_tags
 
     client = MlflowClient(study.tracking_uri)
@@ -143,8 +144,12 @@ def publish(
         with tempfile.TemporaryDirectory() as tmp:
             for path in files:
                 if path.suffix == ".md":
+                    text = path.read_text()
+                    page = html_report(text, path.parent)
+                    if page is not None:
+                        client.log_text(target, page, f"{ARTIFACT_DIR}/{HTML_NAME}")
                     copy = Path(tmp) / path.name
-                    copy.write_text(for_mlflow(path.read_text(), target, ARTIFACT_DIR))
+                    copy.write_text(for_mlflow(text, target, ARTIFACT_DIR))
                     path = copy
                 client.log_artifact(target, str(path), ARTIFACT_DIR)
         client.set_tag(target, NOTE, note(target))

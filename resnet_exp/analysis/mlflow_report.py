@@ -97,9 +97,9 @@ def html_report(markdown: str, folder: Path) -> str | None:
     def inline(match: re.Match) -> str:
         text, target = match.groups()
         path = folder / target
-        if not _is_relative(target) or not path.is_file():
+        if not _is_relative(target):
             return match.group(0)
-        if text.startswith("!") and path.suffix == ".png":
+        if text.startswith("!") and path.suffix == ".png" and path.is_file():
             return f"{text}(data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
         return f"{text.lstrip('!').strip('[]')} (`{target}`, in this folder)"
 

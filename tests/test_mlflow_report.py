@@ -32,3 +32,19 @@ def test_html_report_embeds_local_figures_and_leaves_no_relative_link(tmp_path):
     assert 'href="https://arxiv.org/abs/1512.03385"' in page
     assert not re.search(r'(src|href)="(?!data:|https?:|#)', page)
     assert "summary.csv" in page  # named, as text: the viewer's frame cannot follow it
+
+
+def test_ui_links_open_each_study_in_model_training_mode(client):
+    from resnet_exp.ui import study_links
+
+    exp = client.create_experiment("depth_sweep")
+    client.create_experiment("empty")
+    sweep = client.create_run(exp, run_name="sweep-abc123", tags={"run_kind": "sweep"})
+    lines = study_links(client, "http://127.0.0.1:5000")
+    assert lines[0] == (
+        f"depth_sweep: http://127.0.0.1:5000/#/experiments/{exp}?workflowType=machine_learning"
+    )
+    assert lines[1].endswith(
+        f"/#/experiments/{exp}/runs/{sweep.info.run_id}?workflowType=machine_learning"
+    )
+    assert not any(line.startswith("empty") for line in lines)  # no runs: no link

@@ -19,7 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}' \
+		| sed -e 's/$$(UI_PORT)/$(UI_PORT)/' -e 's/$$(SERVER_PORT)/$(SERVER_PORT)/'
 
 demo: $(VENV)/.installed ## the default study (depth_sweep on digits, in parallel), then its figures
 	$(PY) experiments/train.py -m experiment=depth_sweep hydra/launcher=joblib
@@ -34,7 +35,8 @@ test-fast: $(VENV)/.installed ## the tests not marked slow
 lint: $(VENV)/.installed ## ruff lint and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-ui: $(VENV)/.installed ## the MLflow UI on http://127.0.0.1:$(UI_PORT) over ./mlflow.db
+ui: $(VENV)/.installed ## the MLflow UI on http://127.0.0.1:$(UI_PORT) over ./mlflow.db (prints each study's link)
+	@$(PY) scripts/ui_links.py --tracking-uri sqlite:///$(MLFLOW_DB) --url http://127.0.0.1:$(UI_PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(UI_PORT)
 
 server: $(VENV)/.installed ## a tracking server on http://127.0.0.1:$(SERVER_PORT) (SQLite + served artifacts)

@@ -19,7 +19,12 @@ from resnet_exp.architecture import DepthError, check_depth
 
 # Overrides the sweep callback adds to every job: where a job logs and how many
 # threads it may use, not what it computes.
-INJECTED_OVERRIDES = ("tracking.parent_run_id=", "tracking.sweep_id=", "trainer.threads=")
+INJECTED_OVERRIDES = (
+    "tracking.parent_run_id=",
+    "tracking.sweep_id=",
+    "tracking.varying=",
+    "trainer.threads=",
+)
 
 
 class ModelFamily(StrEnum):
@@ -113,6 +118,8 @@ class TrackingConfig:
     resume: bool = True  # skip a job whose identical config already has a FINISHED run
     parent_run_id: str | None = None  # set by the sweep callback: the sweep's parent run
     sweep_id: str | None = None
+    varying: list[str] = field(default_factory=list)  # set by the sweep: keys its run names show
+    profile_images: bool = True  # log each epoch's layer-wise gradient profile as an image
 
 
 @dataclass

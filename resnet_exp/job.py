@@ -18,6 +18,14 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from resnet_exp.config import check_config, flatten
+from resnet_exp.describe import (
+    NOTE,
+    applicable_params,
+    describe_experiment,
+    provenance_tags,
+    run_description,
+)
+from resnet_exp.naming import comparison_tags, run_name
 from resnet_exp.tracking import (
     config_hash,
     ensure_experiment,
@@ -42,13 +50,6 @@ class JobOutcome:
     error: str | None = None
 
 
-def run_name(cfg: DictConfig) -> str:
-    m = cfg.model
-    kind = "residual" if m.residual else "plain"
-    bn = "bn" if m.batch_norm else "nobn"
-    return f"{m.name}{m.depth}-{kind}-{bn}-seed{cfg.seed}"
-
-
 def find_finished_run(client: MlflowClient, experiment_id: str, digest: str) -> str | None:
     runs = with_retry(
         client.search_runs,
@@ -66,6 +67,8 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
     digest = config_hash(flat)
     client = MlflowClient(resolve_tracking_uri(cfg.tracking.uri))
     experiment_id = ensure_experiment(client, cfg.tracking.experiment)
+    if not cfg.tracking.parent_run_id:  # in a sweep, the parent process did it once
+        describe_experiment(client, experiment_id, cfg.tracking.experiment)
 
     if cfg.tracking.resume:
         done = find_finished_run(client, experiment_id, digest)
@@ -78,6 +81,9 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
         "config_hash": digest,
         "overrides": " ".join(overrides or []),
         "diverged": "false",
+        **comparison_tags(cfg),
+        **provenance_tags(),
+        NOTE: run_description(cfg),
     }
     commit = git_commit()
     if commit:
@@ -92,7 +98,7 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
     previous = signal.getsignal(signal.SIGTERM)
     _install_sigterm()
     try:
-        log_batch(client, run_id, params=flat)
+        log_batch(client, run_id, params=applicable_params(flat))
         from resnet_exp import training  # TensorFlow loads only once the config is valid
 
         training.log_config_artifact(client, run_id, cfg)

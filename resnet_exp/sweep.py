@@ -29,6 +29,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from resnet_exp.config import INJECTED_OVERRIDES
+from resnet_exp.describe import NOTE, describe_experiment, provenance_tags, sweep_description
+from resnet_exp.naming import varying_keys
 from resnet_exp.tracking import ensure_experiment, log_batch, resolve_tracking_uri, with_retry
 
 log = logging.getLogger(__name__)
@@ -125,10 +127,14 @@ class MlflowSweepCallback(Callback):
         uri = resolve_tracking_uri(config.tracking.uri)
         self.client = MlflowClient(uri)
         self.experiment_id = ensure_experiment(self.client, config.tracking.experiment)
+        describe_experiment(self.client, self.experiment_id, config.tracking.experiment)
         overrides = sweep_overrides(config)
         key = sweep_key(config.tracking.experiment, overrides)
         self.parent_id = self._open_parent(key, overrides, config)
         injected = [f"tracking.parent_run_id={self.parent_id}", f"tracking.sweep_id={key}"]
+        varying = varying_keys(overrides)
+        if varying:  # run names show what the sweep varies besides depth and plain/residual
+            injected.append(f"tracking.varying=[{','.join(varying)}]")
         threads = job_threads(config)
         if threads:
             injected.append(f"trainer.threads={threads}")
@@ -159,12 +165,14 @@ class MlflowSweepCallback(Callback):
         run = with_retry(
             self.client.create_run,
             self.experiment_id,
-            run_name=f"sweep-{config.tracking.experiment}-{key[:6]}",
+            run_name=f"sweep-{key[:6]}",  # short: the runs table shows it whole
             tags={
                 "run_kind": "sweep",
                 "sweep_id": key,
                 "overrides": " ".join(overrides),
                 "launcher": launcher.rsplit(".", 1)[-1],
+                NOTE: sweep_description(config.tracking.experiment, overrides),
+                **provenance_tags(),
             },
         )
         log_batch(
@@ -178,7 +186,8 @@ class MlflowSweepCallback(Callback):
         assert self.client is not None and self.parent_id is not None
         summary = summarise_children(self.client, self.experiment_id, self.parent_id)
         counts, failed = summary["counts"], summary["failed"]
-        log_batch(self.client, self.parent_id, metrics={f"jobs_{k}": v for k, v in counts.items()})
+        # tags, not metrics: the chart view then opens on the children's training metrics
+        log_batch(self.client, self.parent_id, tags={f"jobs_{k}": v for k, v in counts.items()})
         status = "FAILED" if failed else "FINISHED"
         with_retry(self.client.set_terminated, self.parent_id, status)
         self.parent_id = None

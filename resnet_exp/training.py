@@ -20,10 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 from resnet_exp.branches import BranchRecorder
 from resnet_exp.callbacks import DivergenceMonitor, EpochTimer, MlflowEpochLogger
 from resnet_exp.data import Dataset, load_dataset, make_pipelines, probe_batch
+from resnet_exp.describe import log_dataset
 from resnet_exp.gradients import GradientRecorder
 from resnet_exp.lesion import lesion_examples, lesion_study
 from resnet_exp.models import build_model
+from resnet_exp.naming import run_name
 from resnet_exp.optim import make_optimizer
+from resnet_exp.profile_images import ProfileImageLogger
 from resnet_exp.tracking import log_batch, with_retry
 
 
@@ -91,6 +94,7 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
         num_classes=int(d.num_classes),
         num_samples=int(d.num_samples),
     )
+    log_dataset(client, run_id, data, seed=int(cfg.seed))
     train_ds, val_ds = make_pipelines(
         data,
         batch_size=int(cfg.trainer.batch_size),
@@ -135,6 +139,9 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
             else None,
         ),
     ]
+    if recorder and cfg.tracking.profile_images:
+        label = run_name(cfg)
+        callbacks.append(ProfileImageLogger.from_recorder(client, run_id, recorder, label=label))
     fit = model.fit(
         train_ds,
         validation_data=val_ds,

@@ -16,6 +16,10 @@ reports/<experiment>, relative to the current folder), then logs them under
 * else a new run tagged run_kind=report (a new one each time: a report run
   records what was summarised when; the loader never reads report runs back).
 
+The report's header names that run; the copy of report.md logged to MLflow
+links its figures through the server (see `mlflow_report`), and the run's
+description becomes the findings and the summary table.
+
 Bad input gets a one-line message, never a traceback: an unknown experiment
 or parent, an empty experiment, runs still running, runs without gradient
 metrics, a study that varies nothing. Whatever can be drawn is drawn; the exit
@@ -27,6 +31,8 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -88,16 +94,41 @@ def _shape_notes(study) -> list[str]:
     return notes
 
 
-def publish(study, files: list[Path], *, parent_run_id: str | None) -> tuple[str, str]:
-    """Log `files` under report/ of the chosen run; return (run id, why that run)."""
+def _run_name(uri: str, run_id: str) -> str | None:
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(study.tracking_uri)
-    target, why = parent_run_id, "the --parent run"
-    if target is None and len(study.sweep_parents) == 1:
+    try:
+        return MlflowClient(uri).get_run(run_id).info.run_name
+    except MlflowException:
+        return None
+
+
+def choose_run(study, parent_run_id: str | None) -> tuple[str | None, str]:
+    """The run the report belongs to: --parent, else the study's one sweep parent, else None."""
+    if parent_run_id is not None:
+        return parent_run_id, "the --parent run"
+    if len(study.sweep_parents) == 1:
         sweep = study.sweep_parents[0]
         if (study.runs["parent_run_id"] == sweep).all():
-            target, why = sweep, "the experiment's sweep parent run"
+            return sweep, "the experiment's sweep parent run"
+    return None, "a new report run"
+
+
+def publish(
+    study, files: list[Path], target: str | None, why: str, note: Callable[[str], str]
+) -> tuple[str, str]:
+    """Log `files` under report/ of `target` (a new report run if None); return (run id, why).
+
+    report.md goes in with its links rewritten for MLflow's artifact viewer, with
+    report.html beside it (figures embedded), and the run's description becomes
+    `note(run_id)` (the findings and summary table).
+    """
+    from mlflow.tracking import MlflowClient
+
+    from resnet_exp.analysis.mlflow_report import HTML_NAME, NOTE, for_mlflow, html_report
+    from resnet_exp.describe import provenance_tags
+
+    client = MlflowClient(study.tracking_uri)
     created = target is None
     if created:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
@@ -107,12 +138,23 @@ def publish(study, files: list[Path], *, parent_run_id: str | None) -> tuple[str
                 "run_kind": "report",
                 "mlflow.runName": f"report {stamp}",
                 "report_runs": str(len(study.runs)),
+                **provenance_tags("scripts/make_figures.py"),
             },
         )
-        target, why = run.info.run_id, "a new report run"
+        target = run.info.run_id
     try:
-        for path in files:
-            client.log_artifact(target, str(path), ARTIFACT_DIR)
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in files:
+                if path.suffix == ".md":
+                    text = path.read_text()
+                    page = html_report(text, path.parent)
+                    if page is not None:
+                        client.log_text(target, page, f"{ARTIFACT_DIR}/{HTML_NAME}")
+                    copy = Path(tmp) / path.name
+                    copy.write_text(for_mlflow(text, target, ARTIFACT_DIR))
+                    path = copy
+                client.log_artifact(target, str(path), ARTIFACT_DIR)
+        client.set_tag(target, NOTE, note(target))
     finally:
         if created:
             client.set_terminated(target, "FINISHED")
@@ -163,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     figures, skipped = draw_all(study.epochs, finals, profiles, out)
     sections = _lesion_section(study, out, figures, skipped)
     notes = [*study.notes, *_shape_notes(study), *skipped]
+    target, why = choose_run(study, args.parent)
+    if target is not None and study.parent_run_id is None:  # the header names the sweep parent
+        study.parent_run_id, study.parent_run_name = target, _run_name(uri, target)
     report = write_report(study, table, finals, figures, out, notes=notes, sections=sections)
     for note in notes:
         print(f"note: {note}")
@@ -173,7 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.no_log:
         try:
-            run_id, why = publish(study, files, parent_run_id=args.parent)
+            from resnet_exp.analysis.mlflow_report import description
+
+            def note(run_id: str) -> str:
+                return description(study, table, finals, run_id, ARTIFACT_DIR, figures)
+
+            run_id, why = publish(study, files, target, why, note)
             print(f"logged them to MLflow run {run_id} ({why}), artifact folder {ARTIFACT_DIR}/")
         except (MlflowException, OSError) as err:
             print(f"note: could not log the report to MLflow: {str(err).splitlines()[0][:200]}")

@@ -1,0 +1,81 @@
+"""How a run is named and tagged, so MLflow's runs table and Group-by read at a glance.
+
+A name leads with what tells twins apart: depth, then plain or residual
+(`d56-plain`, `d56-residual`), then one short token for each other key the
+sweep varies (`d56-plain-nobn-s1` in a sweep over batch norm and seeds). The
+sweep passes the keys it varies to every job (`tracking.varying`); a single run
+has none, so its name is just depth and kind. Everything else is a tag or a
+param, where MLflow can filter and group by it.
+
+No TensorFlow or MLflow here: the sweep callback, jobs and summaries share it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+# Always in the name, first; never repeated as a token.
+NAMED_FIRST = ("model.depth", "model.residual")
+# Config groups chosen by name on the command line (`model=mlp`): the token is the choice.
+_GROUPS = {"model": "model.name", "data": "data.name", "optim": "optim.name"}
+# Keys whose token reads better than `<leaf><value>`.
+_SHORT = {"model.batch_norm": ("bn", "nobn"), "seed": "s", "optim.lr": "lr"}
+
+
+def arch(residual: Any) -> str:
+    """`residual` or `plain`: the one word the whole study compares."""
+    return "residual" if bool(residual) else "plain"
+
+
+def varying_keys(overrides: Iterable[str]) -> list[str]:
+    """The keys a sweep varies (`model.depth=8,20` varies model.depth), in the given order.
+
+    Depth and plain/residual are left out: every name has them anyway.
+    """
+    keys: list[str] = []
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.get_key_element().lstrip("+~")
+        if override.is_sweep_override() and key not in NAMED_FIRST and key not in keys:
+            keys.append(key)
+    return keys
+
+
+def _token(cfg: DictConfig, key: str) -> str | None:
+    value = OmegaConf.select(cfg, _GROUPS.get(key, key))
+    if value is None:
+        return None
+    short = _SHORT.get(key)
+    if isinstance(short, tuple):
+        return short[0] if value else short[1]
+    if short:
+        return f"{short}{value}"
+    leaf = key.rsplit(".", 1)[-1]
+    if isinstance(value, bool):
+        return leaf if value else f"no{leaf}"
+    if key in _GROUPS or isinstance(value, str):
+        return str(value)
+    if OmegaConf.is_list(value) or isinstance(value, list | tuple):
+        return leaf + "x".join(str(v) for v in value)
+    return f"{leaf}{value}"
+
+
+def run_name(cfg: DictConfig, varying: Sequence[str] | None = None) -> str:
+    """`d{depth}-{plain|residual}` plus a token per varying key (default: `tracking.varying`)."""
+    if varying is None:
+        varying = OmegaConf.select(cfg, "tracking.varying") or []
+    parts = [f"d{cfg.model.depth}", arch(cfg.model.residual)]
+    parts += [t for key in varying if key not in NAMED_FIRST and (t := _token(cfg, key))]
+    return "-".join(parts)
+
+
+def comparison_tags(cfg: DictConfig) -> dict[str, str]:
+    """Tags for the UI's filters and Group-by: `tags.arch = 'plain'`, depth, model family."""
+    return {
+        "arch": arch(cfg.model.residual),
+        "depth": str(cfg.model.depth),
+        "model": str(cfg.model.name),
+    }

@@ -7,6 +7,7 @@ only place that reads the whole config, and it hands plain values down.
 from __future__ import annotations
 
 import io
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,12 @@ import tensorflow as tf
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from resnet_exp.callbacks import DivergenceMonitor, EpochTimer, MlflowEpochLogger
-from resnet_exp.data import load_dataset, make_pipelines, probe_batch
+from resnet_exp.callbacks import DivergenceMonitor, EpochTimer, MlflowEpochLogger, StepLimit
+from resnet_exp.data import Dataset, eval_pipeline, load_dataset, make_pipelines, probe_batch
 from resnet_exp.gradients import GradientRecorder
 from resnet_exp.models import build_model
 from resnet_exp.optim import make_optimizer
-from resnet_exp.tracking import with_retry
+from resnet_exp.tracking import log_batch, with_retry
 
 
 @dataclass
@@ -30,13 +31,16 @@ class TrainResult:
     history: pd.DataFrame
     diverged_epoch: int | None = None
     profile: pd.DataFrame | None = None
+    test: dict[str, float] | None = None  # test_loss, test_accuracy, when the data has a test set
 
     @property
     def diverged(self) -> bool:
         return self.diverged_epoch is not None
 
 
-def configure_runtime(threads: int, deterministic: bool, seed: int) -> None:
+def configure_runtime(
+    threads: int, deterministic: bool, seed: int, mixed_precision: bool = False
+) -> None:
     """Thread pools and determinism must be set before TensorFlow runs its first op."""
     if threads > 0:
         try:
@@ -49,6 +53,8 @@ def configure_runtime(threads: int, deterministic: bool, seed: int) -> None:
     # a sequential sweep trains many models in one process: start each from a clean slate
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
+    # every run sets it: a sequential sweep must not inherit the previous job's policy
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
 
 
 def model_from_config(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int):
@@ -70,11 +76,10 @@ def model_from_config(cfg: DictConfig, input_shape: tuple[int, ...], num_classes
     )
 
 
-def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
-    """Train the configured model, logging each epoch to `run_id` as it finishes."""
-    configure_runtime(int(cfg.trainer.threads), bool(cfg.trainer.deterministic), int(cfg.seed))
+def load_data(cfg: DictConfig) -> Dataset:
+    """The configured dataset, split; raises `DatasetUnavailable` before anything trains."""
     d = cfg.data
-    data = load_dataset(
+    return load_dataset(
         str(d.name),
         seed=int(cfg.seed),
         val_fraction=float(d.val_fraction),
@@ -82,25 +87,44 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
         input_shape=tuple(d.input_shape),
         num_classes=int(d.num_classes),
         num_samples=int(d.num_samples),
+        path=None if d.path is None else str(d.path),
+        label_mode=str(d.label_mode),
     )
+
+
+def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
+    """Train the configured model, logging each epoch to `run_id` as it finishes."""
+    t = cfg.trainer
+    configure_runtime(int(t.threads), bool(t.deterministic), int(cfg.seed), bool(t.mixed_precision))
+    data = load_data(cfg)
+    batch_size = int(t.batch_size)
     train_ds, val_ds = make_pipelines(
         data,
-        batch_size=int(cfg.trainer.batch_size),
+        batch_size=batch_size,
         seed=int(cfg.seed),
-        shuffle_buffer=int(cfg.trainer.shuffle_buffer),
+        shuffle_buffer=int(t.shuffle_buffer),
+        augment=bool(cfg.data.augment),
     )
-    steps_per_epoch = -(-len(data.x_train) // int(cfg.trainer.batch_size))
+    steps_per_epoch = -(-len(data.x_train) // batch_size)
+    # `trainer.steps` counts iterations (the paper's unit); epochs then follow from it,
+    # the last one cut short, so gradients are still recorded once per epoch.
+    total_steps = int(t.steps) if t.steps else steps_per_epoch * int(t.epochs)
+    epochs = -(-total_steps // steps_per_epoch)
     o = cfg.optim
+    s = o.schedule
     optimizer = make_optimizer(
         str(o.name),
         lr=float(o.lr),
-        total_steps=steps_per_epoch * int(cfg.trainer.epochs),
+        total_steps=total_steps,
         momentum=float(o.momentum),
         nesterov=bool(o.nesterov),
         weight_decay=float(o.weight_decay),
-        schedule=str(o.schedule.name),
-        milestones=list(o.schedule.milestones),
-        gamma=float(o.schedule.gamma),
+        schedule=str(s.name),
+        milestones=list(s.milestones),
+        gamma=float(s.gamma),
+        milestone_steps=None if s.milestone_steps is None else list(s.milestone_steps),
+        warmup_steps=int(s.warmup_steps),
+        warmup_lr=float(s.warmup_lr),
     )
     model = model_from_config(cfg, data.input_shape, data.num_classes)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -112,6 +136,8 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
         x_probe, y_probe = probe_batch(data, int(cfg.gradients.probe_size), int(cfg.seed))
         recorder = GradientRecorder(x_probe, y_probe)
         callbacks.append(recorder)
+    if total_steps % steps_per_epoch:
+        callbacks.append(StepLimit(total_steps))
     monitor = DivergenceMonitor()
     callbacks += [
         monitor,
@@ -122,7 +148,7 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     fit = model.fit(
         train_ds,
         validation_data=val_ds,
-        epochs=int(cfg.trainer.epochs),
+        epochs=epochs,
         callbacks=callbacks,
         shuffle=False,  # the pipeline shuffles, seeded
         verbose=0,
@@ -130,7 +156,16 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     history = pd.DataFrame(fit.history)
     history.insert(0, "epoch", range(1, len(history) + 1))
     profile = recorder.profile_frame() if recorder else None
-    return TrainResult(history=history, diverged_epoch=monitor.diverged_epoch, profile=profile)
+    test = None
+    if data.x_test is not None:  # once, at the end, logged at the last epoch's step
+        test_ds = eval_pipeline(data, data.x_test, data.y_test, batch_size=batch_size)
+        scores = model.evaluate(test_ds, return_dict=True, verbose=0)
+        test = {"test_loss": float(scores["loss"]), "test_accuracy": float(scores["accuracy"])}
+        finite = {k: v for k, v in test.items() if math.isfinite(v)}
+        log_batch(client, run_id, metrics=finite, step=len(history))
+    return TrainResult(
+        history=history, diverged_epoch=monitor.diverged_epoch, profile=profile, test=test
+    )
 
 
 def _summary(model: keras.Model) -> str:

@@ -80,11 +80,14 @@ def keras_cache_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "datasets"
 
 
+TARBALLS = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
+
+
 def _expected(name: str) -> str:
-    spec = SPECS[name]
-    gz = " (each optionally .gz)" if name in ("mnist", "fashion_mnist") else ""
-    tar = f" or the {spec.folder}.tar.gz tarball" if name.startswith("cifar") else ""
-    return f"a folder with {', '.join(spec.files)}{gz}{tar}"
+    files = ", ".join(SPECS[name].files)
+    if name in TARBALLS:
+        return f"a folder holding {files}, or {TARBALLS[name]}"
+    return f"a folder holding {files} (each may end in .gz)"
 
 
 # ---------------------------------------------------------------- a local copy

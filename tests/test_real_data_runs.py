@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import run_train, runs_of
-from real_formats import tarball, write_cifar10, write_cifar100, write_idx
+from real_formats import write_cifar10, write_cifar100, write_idx
 
 from resnet_exp.job import run_job
 from resnet_exp.optim import learning_rate
@@ -119,53 +119,44 @@ def test_mixed_precision_trains_with_float32_outputs_and_gradients(make_cfg, cli
 
 
 @pytest.mark.slow
-def test_he2016_smoke_run_on_a_cifar10_folder_and_its_tarball(tmp_path, tracking_uri, client):
-    """The paper's preset through the entry point, a few iterations, folder and tarball."""
-    folder = write_cifar10(tmp_path / "c10", per_batch=40)
-    tar = tarball(folder, "cifar-10-python.tar.gz")
+def test_he2016_preset_smoke_run_on_every_format(tmp_path, tracking_uri, client):
+    """The paper's preset through the entry point for a few iterations, on each format.
+
+    One folder holds a CIFAR-10 pickle copy and gzipped IDX files (their names do
+    not collide), so one sweep runs both formats from it. (CIFAR-100 runs in
+    process above; depth 8 keeps graph tracing short.)
+    """
+    root = write_cifar10(tmp_path, per_batch=40)
+    write_idx(root, gz=True)
     result = run_train(
         "-m",
         "experiment=he2016_cifar10",
-        f"data.path={folder},{tar}",
-        "model.depth=20",
+        "data=cifar10,mnist",
+        f"data.path={root}",
+        "model.depth=8",
         "model.residual=true",
-        "trainer.steps=7",  # 180 images at batch 64: 3 per epoch, the third epoch cut to 1
+        "trainer.steps=7",  # 180 CIFAR-10 images at batch 64: 3 per epoch, the third cut to 1
         "trainer.batch_size=64",
         "optim.schedule.milestone_steps=[2,4]",
         "gradients.probe_size=16",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = [r for r in runs_of(client, "he2016_cifar10") if "mlflow.parentRunId" in r.data.tags]
-    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    by_name = {r.data.params["data.name"]: r for r in runs}
+    assert set(by_name) == {"cifar10", "mnist"}
+    assert all(r.info.status == "FINISHED" for r in runs)
     for run in runs:
         assert run.data.params["data.augment"] == "True"
-        assert [s for s, _ in _history(client, run.info.run_id, "test_accuracy")] == [3]
-        lrs = [round(v, 6) for _, v in _history(client, run.info.run_id, "lr")]
-        assert lrs == [0.1, 0.01, 0.001]  # at iterations 0, 3, 6 (drops after 2 and 4)
+        assert "test_accuracy" in run.data.metrics and "test_loss" in run.data.metrics
+    run_id = by_name["cifar10"].info.run_id
+    assert [s for s, _ in _history(client, run_id, "test_accuracy")] == [3]
+    lrs = [round(v, 6) for _, v in _history(client, run_id, "lr")]
+    assert lrs == [0.1, 0.01, 0.001]  # at iterations 0, 3, 6 (drops after 2 and 4)
 
 
 @pytest.mark.slow
-def test_one_epoch_on_idx_files_through_the_entry_point(tmp_path, tracking_uri, client):
-    """MNIST and Fashion-MNIST, gzipped and plain IDX files: four jobs of one sweep."""
-    gz, plain = write_idx(tmp_path / "gz", gz=True), write_idx(tmp_path / "plain", gz=False)
-    result = run_train(
-        "-m",
-        "data=mnist,fashion_mnist",
-        f"data.path={gz},{plain}",
-        "trainer.epochs=1",
-        *SMALL,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs = [r for r in runs_of(client) if "mlflow.parentRunId" in r.data.tags]
-    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
-    assert all("test_accuracy" in r.data.metrics for r in runs)
-
-
-@pytest.mark.slow
-def test_uncached_download_offline_is_one_line_and_harms_no_other_job(
-    tmp_path, tracking_uri, client
-):
-    """An empty Keras cache and no network: cifar100 fails in one line; digits still trains."""
+def test_uncached_download_offline_is_one_line_before_training(tmp_path, tracking_uri, client):
+    """An empty Keras cache and no network: one line naming the cache and data.path."""
     env = {"KERAS_HOME": str(tmp_path / "keras")}
     single = run_train("data=cifar100", "model.depth=8", env=env)
     assert single.returncode == 2
@@ -174,10 +165,4 @@ def test_uncached_download_offline_is_one_line_and_harms_no_other_job(
     assert str(tmp_path / "keras" / "datasets") in lines[0] and "data.path=" in lines[0]
     (run,) = runs_of(client)
     assert run.info.status == "FAILED" and "cifar100" in run.data.tags["error"]
-
-    sweep = run_train("-m", "data=cifar100,digits", "trainer.epochs=1", *SMALL, env=env)
-    assert sweep.returncode != 0  # a configuration failed, and the sweep says so
-    children = [r for r in runs_of(client) if "mlflow.parentRunId" in r.data.tags]
-    status = {r.data.params["data.name"]: r.info.status for r in children}
-    assert status == {"cifar100": "FAILED", "digits": "FINISHED"}
-    assert "Traceback" not in sweep.stderr
+    assert "train_loss" not in run.data.metrics  # nothing trained

@@ -94,24 +94,26 @@ def load_data(cfg: DictConfig) -> Dataset:
 
 def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     """Train the configured model, logging each epoch to `run_id` as it finishes."""
-    t = cfg.trainer
-    configure_runtime(int(t.threads), bool(t.deterministic), int(cfg.seed), bool(t.mixed_precision))
+    configure_runtime(
+        int(cfg.trainer.threads),
+        bool(cfg.trainer.deterministic),
+        int(cfg.seed),
+        mixed_precision=bool(cfg.trainer.mixed_precision),
+    )
     data = load_data(cfg)
-    batch_size = int(t.batch_size)
     train_ds, val_ds = make_pipelines(
         data,
-        batch_size=batch_size,
+        batch_size=int(cfg.trainer.batch_size),
         seed=int(cfg.seed),
-        shuffle_buffer=int(t.shuffle_buffer),
+        shuffle_buffer=int(cfg.trainer.shuffle_buffer),
         augment=bool(cfg.data.augment),
     )
-    steps_per_epoch = -(-len(data.x_train) // batch_size)
-    # `trainer.steps` counts iterations (the paper's unit); epochs then follow from it,
-    # the last one cut short, so gradients are still recorded once per epoch.
-    total_steps = int(t.steps) if t.steps else steps_per_epoch * int(t.epochs)
+    steps_per_epoch = -(-len(data.x_train) // int(cfg.trainer.batch_size))
+    # `trainer.steps` counts iterations (the paper's unit) and replaces epochs, the last
+    # epoch cut short (StepLimit), so gradients are still recorded once per epoch.
+    total_steps = int(cfg.trainer.steps or steps_per_epoch * int(cfg.trainer.epochs))
     epochs = -(-total_steps // steps_per_epoch)
     o = cfg.optim
-    s = o.schedule
     optimizer = make_optimizer(
         str(o.name),
         lr=float(o.lr),
@@ -119,12 +121,14 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
         momentum=float(o.momentum),
         nesterov=bool(o.nesterov),
         weight_decay=float(o.weight_decay),
-        schedule=str(s.name),
-        milestones=list(s.milestones),
-        gamma=float(s.gamma),
-        milestone_steps=None if s.milestone_steps is None else list(s.milestone_steps),
-        warmup_steps=int(s.warmup_steps),
-        warmup_lr=float(s.warmup_lr),
+        schedule=str(o.schedule.name),
+        milestones=list(o.schedule.milestones),
+        gamma=float(o.schedule.gamma),
+        milestone_steps=None
+        if o.schedule.milestone_steps is None
+        else list(o.schedule.milestone_steps),
+        warmup_steps=int(o.schedule.warmup_steps),
+        warmup_lr=float(o.schedule.warmup_lr),
     )
     model = model_from_config(cfg, data.input_shape, data.num_classes)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -158,6 +162,7 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     profile = recorder.profile_frame() if recorder else None
     test = None
     if data.x_test is not None:  # once, at the end, logged at the last epoch's step
+        batch_size = int(cfg.trainer.batch_size)
         test_ds = eval_pipeline(data, data.x_test, data.y_test, batch_size=batch_size)
         scores = model.evaluate(test_ds, return_dict=True, verbose=0)
         test = {"test_loss": float(scores["loss"]), "test_accuracy": float(scores["accuracy"])}

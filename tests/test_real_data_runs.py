@@ -166,3 +166,19 @@ def test_uncached_download_offline_is_one_line_before_training(tmp_path, trackin
     (run,) = runs_of(client)
     assert run.info.status == "FAILED" and "cifar100" in run.data.tags["error"]
     assert "train_loss" not in run.data.metrics  # nothing trained
+
+
+@pytest.mark.slow
+def test_augmented_deterministic_runs_repeat_bit_for_bit(make_cfg, client, cifar10):
+    overrides = [
+        "data=cifar10",
+        f"data.path={cifar10}",
+        "data.augment=true",
+        "trainer.deterministic=true",
+        "trainer.epochs=2",
+        "tracking.resume=false",
+        *SMALL,
+    ]
+    first, second = (run_job(make_cfg(*overrides), overrides=overrides) for _ in range(2))
+    for key in ("train_loss", "val_loss", "grad_first_norm", "test_loss"):
+        assert _history(client, first.run_id, key) == _history(client, second.run_id, key), key

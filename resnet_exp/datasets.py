@@ -93,10 +93,27 @@ def _expected(name: str) -> str:
 # ---------------------------------------------------------------- a local copy
 
 
-def _tar_members(path: Path) -> dict[str, tarfile.TarInfo]:
-    """A tarball's files by base name (the official tarballs hold one folder)."""
+def _tar_names(path: Path) -> set[str]:
+    """A tarball's file base names (the official tarballs hold one folder)."""
+    return _tar_names_cached(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _tar_names_cached(path: str, mtime_ns: int) -> frozenset[str]:
+    """Listing a gzipped tarball reads all of it: once per file version per process."""
     with tarfile.open(path) as tar:
-        return {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+        return frozenset(Path(m.name).name for m in tar.getmembers() if m.isfile())
+
+
+def _tar_files(path: Path, wanted: set[str]) -> dict[str, bytes]:
+    """The `wanted` files of a tarball by base name, in one pass over the compressed stream."""
+    out = {}
+    with tarfile.open(path, mode="r|*") as tar:
+        for member in tar:
+            name = Path(member.name).name
+            if member.isfile() and name in wanted:
+                out[name] = tar.extractfile(member).read()
+    return out
 
 
 def missing_file(name: str, path: str) -> str | None:
@@ -107,7 +124,7 @@ def missing_file(name: str, path: str) -> str | None:
     if root.is_file():
         if not tarfile.is_tarfile(root):
             return f"data.path={path}: not a folder or a tarball; expected {_expected(name)}"
-        have = _tar_members(root)
+        have = _tar_names(root)
         absent = [f for f in SPECS[name].files if f not in have and f"{f}.gz" not in have]
         where = f"tarball {root}"
     else:
@@ -126,22 +143,29 @@ def _find_in(root: Path, dataset: str, file: str) -> Path | None:
     return None
 
 
-def _read_bytes(root: Path, dataset: str, file: str) -> bytes:
-    """One file of a local copy (folder or tarball), gunzipped if it ends in .gz."""
+def _reader(root: Path, dataset: str):
+    """A function from a file name to its bytes (gunzipped), for a folder or a tarball."""
     if root.is_file():
-        members = _tar_members(root)
-        member = members.get(file) or members.get(f"{file}.gz")
-        if member is None:
+        files = SPECS[dataset].files
+        contents = _tar_files(root, {*files, *(f"{f}.gz" for f in files)})
+
+        def from_tar(file: str) -> bytes:
+            if file in contents:
+                return contents[file]
+            if f"{file}.gz" in contents:
+                return gzip.decompress(contents[f"{file}.gz"])
             raise DatasetUnavailable(f"{dataset}: {file} missing in tarball {root}")
-        with tarfile.open(root) as tar:
-            raw = tar.extractfile(member).read()
-        gzipped = member.name.endswith(".gz")
-    else:
+
+        return from_tar
+
+    def from_folder(file: str) -> bytes:
         found = _find_in(root, dataset, file)
         if found is None:
             raise DatasetUnavailable(f"{dataset}: {file} missing in {root}")
-        raw, gzipped = found.read_bytes(), found.suffix == ".gz"
-    return gzip.decompress(raw) if gzipped else raw
+        raw = found.read_bytes()
+        return gzip.decompress(raw) if found.suffix == ".gz" else raw
+
+    return from_folder
 
 
 def parse_idx(raw: bytes, what: str) -> np.ndarray:
@@ -173,20 +197,16 @@ def local_arrays(name: str, path: str, label_mode: str = "fine") -> Arrays:
     problem = missing_file(name, path)
     if problem:
         raise DatasetUnavailable(f"{name}: {problem}")
-    root = Path(path).expanduser()
+    read = _reader(Path(path).expanduser(), name)
     if name in ("mnist", "fashion_mnist"):
-        x_train, y_train, x_test, y_test = (
-            parse_idx(_read_bytes(root, name, f), f"{name} {f}") for f in IDX_FILES
+        x_train, y_train, x_test, y_test = (parse_idx(read(f), f"{name} {f}") for f in IDX_FILES)
+        return Arrays(
+            x_train[..., None], y_train.astype(np.int64), x_test[..., None], y_test.astype(np.int64)
         )
-        return Arrays(x_train[..., None], y_train.astype(np.int64), x_test[..., None], y_test)
     label_key = "labels" if name == "cifar10" else f"{label_mode}_labels"
     *train_files, test_file = SPECS[name].files
-    batches = [
-        _cifar_batch(_read_bytes(root, name, f), f"{name} {f}", label_key) for f in train_files
-    ]
-    x_test, y_test = _cifar_batch(
-        _read_bytes(root, name, test_file), f"{name} {test_file}", label_key
-    )
+    batches = [_cifar_batch(read(f), f"{name} {f}", label_key) for f in train_files]
+    x_test, y_test = _cifar_batch(read(test_file), f"{name} {test_file}", label_key)
     return Arrays(
         np.concatenate([b[0] for b in batches]),
         np.concatenate([b[1] for b in batches]),

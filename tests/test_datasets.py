@@ -44,7 +44,8 @@ def test_cifar10_from_folder_its_parent_or_the_tarball(files, where):
     }[where]
     a = local_arrays("cifar10", str(path))
     assert a.x_train.shape == (200, 32, 32, 3) and a.x_test.shape == (20, 32, 32, 3)
-    assert a.x_train.dtype == np.uint8 and a.y_train.dtype == np.int64
+    assert a.x_train.dtype == a.x_test.dtype == np.uint8
+    assert a.y_train.dtype == a.y_test.dtype == np.int64
     assert _paired(a.x_train, a.y_train) and _paired(a.x_test, a.y_test)
     assert set(a.y_train) == set(range(10))
 
@@ -76,7 +77,8 @@ def test_cifar100_fine_and_coarse_labels(files, key):
 def test_idx_files_gzipped_or_not(files, key, name):
     a = local_arrays(name, str(files[key]))
     assert a.x_train.shape == (100, 28, 28, 1) and a.x_test.shape == (20, 28, 28, 1)
-    assert a.x_train.dtype == np.uint8
+    assert a.x_train.dtype == a.x_test.dtype == np.uint8
+    assert a.y_train.dtype == a.y_test.dtype == np.int64
     assert _paired(a.x_train, a.y_train) and _paired(a.x_test, a.y_test)
 
 

@@ -66,6 +66,11 @@ class OptimizerName(StrEnum):
     adam = "adam"
 
 
+class WeightDecayMode(StrEnum):
+    decoupled = "decoupled"  # Keras: w -= lr * wd * w, outside the momentum
+    l2 = "l2"  # Caffe/Torch/He et al. 2016: wd * w added to the gradient (sgd only)
+
+
 class ScheduleName(StrEnum):
     constant = "constant"
     step = "step"
@@ -119,6 +124,7 @@ class OptimConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
+    weight_decay_mode: WeightDecayMode = WeightDecayMode.decoupled
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 
@@ -200,6 +206,10 @@ def check_config(cfg: DictConfig | Any) -> None:
     _check_image_data(data)
     if optim.weight_decay < 0:
         raise ConfigError(f"optim.weight_decay={optim.weight_decay}: must be >= 0")
+    if str(optim.weight_decay_mode) == "l2" and str(optim.name) != "sgd":
+        raise ConfigError(
+            f"optim.weight_decay_mode=l2: only optim=sgd; {optim.name} decays decoupled"
+        )
     if not 0.0 <= optim.momentum < 1.0:
         raise ConfigError(f"optim.momentum={optim.momentum}: must be in [0, 1)")
     milestones = list(optim.schedule.milestones)

@@ -129,6 +129,7 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
         else list(o.schedule.milestone_steps),
         warmup_steps=int(o.schedule.warmup_steps),
         warmup_lr=float(o.schedule.warmup_lr),
+        weight_decay_mode=str(o.weight_decay_mode),
     )
     model = model_from_config(cfg, data.input_shape, data.num_classes)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])

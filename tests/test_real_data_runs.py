@@ -74,6 +74,7 @@ def test_he2016_preset_composes_to_the_papers_values(make_cfg):
     assert (cfg.data.name, cfg.data.val_fraction, cfg.data.augment) == ("cifar10", 0.1, True)
     o = cfg.optim
     assert (o.name, o.lr, o.momentum, o.weight_decay) == ("sgd", 0.1, 0.9, 1e-4)
+    assert o.weight_decay_mode == "l2"  # through the momentum, as the paper's frameworks
     assert (o.schedule.name, list(o.schedule.milestone_steps), o.schedule.gamma) == (
         "step",
         [32000, 48000],
@@ -182,3 +183,27 @@ def test_augmented_deterministic_runs_repeat_bit_for_bit(make_cfg, client, cifar
     first, second = (run_job(make_cfg(*overrides), overrides=overrides) for _ in range(2))
     for key in ("train_loss", "val_loss", "grad_first_norm", "test_loss"):
         assert _history(client, first.run_id, key) == _history(client, second.run_id, key), key
+
+
+def test_l2_weight_decay_passes_through_the_momentum():
+    """With a zero data gradient, L2 decay (the paper's) accumulates in the momentum."""
+    from resnet_exp.optim import make_optimizer
+
+    def weights_after(mode: str, steps: int = 3) -> float:
+        w = keras.Variable(1.0)
+        opt = make_optimizer(
+            "sgd", lr=0.1, total_steps=10, momentum=0.9, weight_decay=0.1, weight_decay_mode=mode
+        )
+        for _ in range(steps):
+            opt.apply_gradients([(keras.ops.zeros(()), w)])
+        return float(w.numpy())
+
+    # by hand: Keras decoupled w <- w (1 - lr wd); L2: m <- 0.9 m - lr wd w, w <- w + m
+    decoupled, m, w = 1.0, 0.0, 1.0
+    for _ in range(3):
+        decoupled *= 1 - 0.1 * 0.1
+        m = 0.9 * m - 0.1 * 0.1 * w
+        w += m
+    assert weights_after("decoupled") == pytest.approx(decoupled, rel=1e-6)
+    assert weights_after("l2") == pytest.approx(w, rel=1e-6)
+    assert w < decoupled

@@ -7,6 +7,8 @@ python experiments/train.py -m experiment=depth_sweep
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -14,6 +16,7 @@ from omegaconf import DictConfig
 
 from resnet_exp.cli import validate_or_exit
 from resnet_exp.config import INJECTED_OVERRIDES, register_configs
+from resnet_exp.datasets import DatasetUnavailable
 
 register_configs()
 
@@ -25,7 +28,11 @@ def main(cfg: DictConfig):
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(INJECTED_OVERRIDES)]
-    return run_job(cfg, overrides=overrides, raise_errors=not in_sweep)
+    try:
+        return run_job(cfg, overrides=overrides, raise_errors=not in_sweep)
+    except DatasetUnavailable as err:  # the run is closed FAILED; say why in one line
+        print(f"data error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

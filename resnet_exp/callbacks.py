@@ -102,3 +102,21 @@ def _finite(metrics: dict[str, Any]) -> dict[str, float]:
         if math.isfinite(number):
             out[key] = number
     return out
+
+
+class StepLimit(keras.callbacks.Callback):
+    """Stop after `steps` optimiser iterations: training length stated in iterations.
+
+    Only added when the length is not a whole number of epochs; it counts in
+    Python and reads no logs, so it costs no device-to-host copy per batch.
+    """
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps = steps
+        self.done = 0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.done += 1
+        if self.done >= self.steps:
+            self.model.stop_training = True

@@ -17,6 +17,14 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from resnet_exp.architecture import DepthError, check_depth
 
+# `${if_at_least:${model.depth},110,400,0}`: a value that depends on another one,
+# e.g. He et al. 2016's warm-up, used for ResNet-110 only, in a sweep over depths.
+OmegaConf.register_new_resolver(
+    "if_at_least",
+    lambda value, threshold, then, otherwise: then if value >= threshold else otherwise,
+    replace=True,
+)
+
 # Overrides the sweep callback adds to every job: where a job logs and how many
 # threads it may use, not what it computes.
 INJECTED_OVERRIDES = (
@@ -47,11 +55,25 @@ class Shortcut(StrEnum):
 class DatasetName(StrEnum):
     digits = "digits"
     synthetic = "synthetic"
+    cifar10 = "cifar10"
+    cifar100 = "cifar100"
+    mnist = "mnist"
+    fashion_mnist = "fashion_mnist"
+
+
+class LabelMode(StrEnum):
+    fine = "fine"  # CIFAR-100's 100 classes
+    coarse = "coarse"  # its 20 superclasses
 
 
 class OptimizerName(StrEnum):
     sgd = "sgd"
     adam = "adam"
+
+
+class WeightDecayMode(StrEnum):
+    decoupled = "decoupled"  # Keras: w -= lr * wd * w, outside the momentum
+    l2 = "l2"  # Caffe/Torch/He et al. 2016: wd * w added to the gradient (sgd only)
 
 
 class ScheduleName(StrEnum):
@@ -82,14 +104,22 @@ class DataConfig:
     input_shape: list[int] = field(default_factory=lambda: [8, 8, 1])
     num_classes: int = 10
     num_samples: int = 512
-    standardize: bool = True
+    standardize: bool = True  # image datasets: per channel, training-split statistics
+    # image datasets (cifar10, cifar100, mnist, fashion_mnist): a local copy in the
+    # original format (folder or tarball); null: keras.datasets and its cache
+    path: str | None = None
+    label_mode: LabelMode = LabelMode.fine  # cifar100 only
+    augment: bool = False  # pad-4 random crop + horizontal flip (He et al. 2016)
 
 
 @dataclass
 class ScheduleConfig:
     name: ScheduleName = ScheduleName.constant
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of training
+    milestone_steps: list[int] | None = None  # in iterations; when set, replaces milestones
     gamma: float = 0.1
+    warmup_steps: int = 0  # iterations at warmup_lr before the schedule starts (He et al.: 400)
+    warmup_lr: float = 0.01
 
 
 @dataclass
@@ -99,12 +129,15 @@ class OptimConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
+    weight_decay_mode: WeightDecayMode = WeightDecayMode.decoupled
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 
 @dataclass
 class TrainerConfig:
     epochs: int = 10
+    steps: int | None = None  # training length in iterations; when set, replaces epochs
+    mixed_precision: bool = False  # mixed_float16 compute, float32 classifier, loss, gradients
     batch_size: int = 128
     deterministic: bool = False
     threads: int = 0  # 0: TensorFlow's default (all cores)
@@ -200,10 +233,16 @@ def check_config(cfg: DictConfig | Any) -> None:
         raise ConfigError(f"lesion.k={list(lesion.k)}: blocks deleted at once must be > 0")
     if trainer.threads < 0:
         raise ConfigError(f"trainer.threads={trainer.threads}: must be >= 0 (0 = all cores)")
-    if not 0.0 < data.val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction={data.val_fraction}: must be between 0 and 1")
+    if not 0.0 <= data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction={data.val_fraction}: must be in [0, 1)")
+    _check_length(cfg)
+    _check_image_data(data)
     if optim.weight_decay < 0:
         raise ConfigError(f"optim.weight_decay={optim.weight_decay}: must be >= 0")
+    if str(optim.weight_decay_mode) == "l2" and str(optim.name) != "sgd":
+        raise ConfigError(
+            f"optim.weight_decay_mode=l2: only optim=sgd; {optim.name} decays decoupled"
+        )
     if not 0.0 <= optim.momentum < 1.0:
         raise ConfigError(f"optim.momentum={optim.momentum}: must be in [0, 1)")
     milestones = list(optim.schedule.milestones)
@@ -221,6 +260,49 @@ def check_config(cfg: DictConfig | Any) -> None:
             f"data.input_shape={shape}: {model.name} needs [height, width, channels]; "
             "only model=mlp takes flat features"
         )
+
+
+def _check_length(cfg: DictConfig | Any) -> None:
+    """Training length in iterations, milestones in iterations, warm-up."""
+    trainer, schedule = cfg.trainer, cfg.optim.schedule
+    if trainer.steps is not None and trainer.steps <= 0:
+        raise ConfigError(f"trainer.steps={trainer.steps}: must be > 0 (null: use trainer.epochs)")
+    if schedule.milestone_steps is not None:
+        steps = list(schedule.milestone_steps)
+        if any(m <= 0 for m in steps) or steps != sorted(steps):
+            raise ConfigError(
+                f"optim.schedule.milestone_steps={steps}: must be increasing positive iterations"
+            )
+        if trainer.steps is not None and steps and steps[-1] >= trainer.steps:
+            raise ConfigError(
+                f"optim.schedule.milestone_steps={steps}: must be below "
+                f"trainer.steps={trainer.steps}"
+            )
+    if schedule.warmup_steps < 0:
+        raise ConfigError(f"optim.schedule.warmup_steps={schedule.warmup_steps}: must be >= 0")
+    if schedule.warmup_steps and schedule.warmup_lr <= 0:
+        raise ConfigError(f"optim.schedule.warmup_lr={schedule.warmup_lr}: must be > 0")
+
+
+def _check_image_data(data: DictConfig | Any) -> None:
+    """label_mode, augment and path only where they mean something; a local copy is complete."""
+    from resnet_exp.datasets import SPECS, missing_file
+
+    name = str(data.name)
+    if str(data.label_mode) != "fine" and name != "cifar100":
+        raise ConfigError(
+            f"data.label_mode={data.label_mode}: only data=cifar100 has coarse labels"
+        )
+    if name not in SPECS:
+        if data.path is not None:
+            raise ConfigError(f"data.path={data.path}: data={name} reads no files")
+        if data.augment:
+            raise ConfigError(f"data.augment=true: only image datasets ({', '.join(SPECS)})")
+        return
+    if data.path is not None:
+        problem = missing_file(name, str(data.path))
+        if problem:
+            raise ConfigError(problem)
 
 
 def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:

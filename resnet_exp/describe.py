@@ -139,10 +139,12 @@ def log_dataset(client: MlflowClient, run_id: str, data: Any, *, seed: int) -> N
         {"loader": "resnet_exp.data.load_dataset", "dataset": data.name, "seed": str(seed)}
     )
     inputs = []
-    for context, x, y in (
-        ("training", data.x_train, data.y_train),
-        ("validation", data.x_val, data.y_val),
-    ):
+    splits = [("training", data.x_train, data.y_train), ("validation", data.x_val, data.y_val)]
+    if getattr(data, "x_test", None) is not None:
+        splits.append(("test", data.x_test, data.y_test))
+    for context, x, y in splits:
+        if x is None or len(x) == 0:  # data.val_fraction=0: no validation split
+            continue
         dataset = mlflow.data.from_numpy(x, targets=y, source=source, name=data.name)
         inputs.append(
             DatasetInput(dataset._to_mlflow_entity(), [InputTag("mlflow.data.context", context)])

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from resnet_exp.config import check_config, flatten
+from resnet_exp.datasets import DatasetUnavailable
 from resnet_exp.describe import (
     NOTE,
     applicable_params,
@@ -121,7 +122,10 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
         _close(client, run_id, RunStatus.FAILED, message)
         if raise_errors:
             raise
-        log.exception("job %s failed", run_name(cfg))
+        if isinstance(err, DatasetUnavailable):  # a one-line reason; a traceback adds nothing
+            log.error("job %s failed: %s", run_name(cfg), err)
+        else:
+            log.exception("job %s failed", run_name(cfg))
         return JobOutcome("FAILED", run_id, error=message)
     finally:
         _restore_sigterm(previous)

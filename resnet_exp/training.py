@@ -7,6 +7,7 @@ only place that reads the whole config, and it hands plain values down.
 from __future__ import annotations
 
 import io
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from resnet_exp.branches import BranchRecorder
-from resnet_exp.callbacks import DivergenceMonitor, EpochTimer, MlflowEpochLogger
-from resnet_exp.data import Dataset, load_dataset, make_pipelines, probe_batch
+from resnet_exp.callbacks import DivergenceMonitor, EpochTimer, MlflowEpochLogger, StepLimit
+from resnet_exp.data import Dataset, eval_pipeline, load_dataset, make_pipelines, probe_batch
 from resnet_exp.describe import log_dataset
 from resnet_exp.gradients import GradientRecorder
 from resnet_exp.lesion import lesion_examples, lesion_study
@@ -35,13 +36,16 @@ class TrainResult:
     history: pd.DataFrame
     diverged_epoch: int | None = None
     profile: pd.DataFrame | None = None
+    test: dict[str, float] | None = None  # test_loss, test_accuracy, when the data has a test set
 
     @property
     def diverged(self) -> bool:
         return self.diverged_epoch is not None
 
 
-def configure_runtime(threads: int, deterministic: bool, seed: int) -> None:
+def configure_runtime(
+    threads: int, deterministic: bool, seed: int, mixed_precision: bool = False
+) -> None:
     """Thread pools and determinism must be set before TensorFlow runs its first op."""
     if threads > 0:
         try:
@@ -54,6 +58,8 @@ def configure_runtime(threads: int, deterministic: bool, seed: int) -> None:
     # a sequential sweep trains many models in one process: start each from a clean slate
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
+    # every run sets it: a sequential sweep must not inherit the previous job's policy
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
 
 
 def model_from_config(
@@ -81,11 +87,10 @@ def model_from_config(
     )
 
 
-def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
-    """Train the configured model, logging each epoch to `run_id` as it finishes."""
-    configure_runtime(int(cfg.trainer.threads), bool(cfg.trainer.deterministic), int(cfg.seed))
+def load_data(cfg: DictConfig) -> Dataset:
+    """The configured dataset, split; raises `DatasetUnavailable` before anything trains."""
     d = cfg.data
-    data = load_dataset(
+    return load_dataset(
         str(d.name),
         seed=int(cfg.seed),
         val_fraction=float(d.val_fraction),
@@ -93,26 +98,50 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
         input_shape=tuple(d.input_shape),
         num_classes=int(d.num_classes),
         num_samples=int(d.num_samples),
+        path=None if d.path is None else str(d.path),
+        label_mode=str(d.label_mode),
     )
+
+
+def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
+    """Train the configured model, logging each epoch to `run_id` as it finishes."""
+    configure_runtime(
+        int(cfg.trainer.threads),
+        bool(cfg.trainer.deterministic),
+        int(cfg.seed),
+        mixed_precision=bool(cfg.trainer.mixed_precision),
+    )
+    data = load_data(cfg)
     log_dataset(client, run_id, data, seed=int(cfg.seed))
     train_ds, val_ds = make_pipelines(
         data,
         batch_size=int(cfg.trainer.batch_size),
         seed=int(cfg.seed),
         shuffle_buffer=int(cfg.trainer.shuffle_buffer),
+        augment=bool(cfg.data.augment),
     )
     steps_per_epoch = -(-len(data.x_train) // int(cfg.trainer.batch_size))
+    # `trainer.steps` counts iterations (the paper's unit) and replaces epochs, the last
+    # epoch cut short (StepLimit), so gradients are still recorded once per epoch.
+    total_steps = int(cfg.trainer.steps or steps_per_epoch * int(cfg.trainer.epochs))
+    epochs = -(-total_steps // steps_per_epoch)
     o = cfg.optim
     optimizer = make_optimizer(
         str(o.name),
         lr=float(o.lr),
-        total_steps=steps_per_epoch * int(cfg.trainer.epochs),
+        total_steps=total_steps,
         momentum=float(o.momentum),
         nesterov=bool(o.nesterov),
         weight_decay=float(o.weight_decay),
         schedule=str(o.schedule.name),
         milestones=list(o.schedule.milestones),
         gamma=float(o.schedule.gamma),
+        milestone_steps=None
+        if o.schedule.milestone_steps is None
+        else list(o.schedule.milestone_steps),
+        warmup_steps=int(o.schedule.warmup_steps),
+        warmup_lr=float(o.schedule.warmup_lr),
+        weight_decay_mode=str(o.weight_decay_mode),
     )
     model = model_from_config(cfg, data.input_shape, data.num_classes)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -128,6 +157,8 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
         branches = BranchRecorder(x_probe)
         callbacks.append(branches)
     probes = [r for r in (recorder, branches) if r is not None]
+    if total_steps % steps_per_epoch:
+        callbacks.append(StepLimit(total_steps))
     monitor = DivergenceMonitor()
     callbacks += [
         monitor,
@@ -145,7 +176,7 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     fit = model.fit(
         train_ds,
         validation_data=val_ds,
-        epochs=int(cfg.trainer.epochs),
+        epochs=epochs,
         callbacks=callbacks,
         shuffle=False,  # the pipeline shuffles, seeded
         verbose=0,
@@ -155,16 +186,31 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     profile = recorder.profile_frame() if recorder else None
     if branches:
         log_frame_artifact(client, run_id, branches.frame(), "branch_magnitude.csv")
+    test = None
+    if data.x_test is not None:  # once, at the end, logged at the last epoch's step
+        batch_size = int(cfg.trainer.batch_size)
+        test_ds = eval_pipeline(data, data.x_test, data.y_test, batch_size=batch_size)
+        scores = model.evaluate(test_ds, return_dict=True, verbose=0)
+        test = {"test_loss": float(scores["loss"]), "test_accuracy": float(scores["accuracy"])}
+        finite = {k: v for k, v in test.items() if math.isfinite(v)}
+        log_batch(client, run_id, metrics=finite, step=len(history))
     if cfg.lesion.enabled and not monitor.diverged:
         _lesions(cfg, model, data, client, run_id, step=len(history))
-    return TrainResult(history=history, diverged_epoch=monitor.diverged_epoch, profile=profile)
+    return TrainResult(
+        history=history, diverged_epoch=monitor.diverged_epoch, profile=profile, test=test
+    )
 
 
 def _lesions(
     cfg: DictConfig, model: keras.Model, data: Dataset, client: MlflowClient, run_id: str, step: int
 ) -> None:
     """Delete blocks of the trained `model` (never modified) and log what that costs."""
-    x, y = lesion_examples(data.x_val, data.y_val, int(cfg.lesion.max_examples))
+    # the validation split, or the test set where a study keeps no validation split
+    x, y = (data.x_val, data.y_val) if len(data.x_val) else (data.x_test, data.y_test)
+    if x is None or not len(x):
+        return
+    x, y = lesion_examples(x, y, int(cfg.lesion.max_examples))
+    x = data.normalise(x)  # image datasets keep uint8 arrays; the network sees them normalised
     result = lesion_study(
         lambda skip: model_from_config(cfg, data.input_shape, data.num_classes, skip),
         model,

@@ -464,6 +464,8 @@ def depth_vs_accuracy(finals: pd.DataFrame) -> Figure | None:
     conds = [c for c in condition_order(data, cols) if c in set(data["condition"])]
     archs = [a for a in ARCHS if a in set(data["arch"])]
     panels = [("train_error", "training error"), ("val_error", "validation error")]
+    if "test_error" in data and data["test_error"].notna().any():  # Table 6 is test error
+        panels[1] = ("test_error", "test error")
     several = seed_counts(data, ["condition", "arch", "depth"])[1] > 1
     chances = []
     with theme():

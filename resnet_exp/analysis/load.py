@@ -518,7 +518,7 @@ def load_study(
     wide = _wide(long)
     run_columns = [c for c in frame.columns if c != "metric_keys"]
     epochs = frame[run_columns].merge(wide, on="run_id", how="inner")
-    for name in ("train", "val"):
+    for name in ("train", "val", "test"):  # test: logged once, at the last epoch
         if f"{name}_accuracy" in epochs:
             epochs[f"{name}_error"] = 1.0 - epochs[f"{name}_accuracy"]
     epochs = epochs.sort_values(["run_id", "epoch"]).reset_index(drop=True)

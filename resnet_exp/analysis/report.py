@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from resnet_exp.analysis.load import BROKEN, Study
+from resnet_exp.analysis.reference import reference_section
 from resnet_exp.analysis.summary import ARCHS, chance_error, condition_label
 
 FLAT_POINTS = 1.0  # percentage points of error
@@ -94,6 +95,11 @@ def table_frame(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         out[TABLE_HEADERS[column]] = [
             fmt_error(m, s)
             for m, s in zip(table[f"{column}_mean"], table[f"{column}_sd"], strict=True)
+        ]
+    if "test_error_mean" in table and table["test_error_mean"].notna().any():
+        out["test error (%)"] = [
+            fmt_error(m, s)
+            for m, s in zip(table["test_error_mean"], table["test_error_sd"], strict=True)
         ]
     for column in list(TABLE_HEADERS)[2:]:
         out[TABLE_HEADERS[column]] = table[column].map(fmt_num)
@@ -541,7 +547,7 @@ def write_report(
     lines = [f"# Depth study: {study.experiment}", "", *_study_lines(study), ""]
     lines += ["## What the numbers show", ""]
     lines += [s if s.startswith("  - ") else f"- {s}" for s in findings(study, table, finals)]
-    lines += ["", *sections]
+    lines += ["", *reference_section(study.experiment, table), *sections]
     if notes:
         lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     lines += [

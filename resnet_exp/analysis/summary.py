@@ -125,6 +125,7 @@ def run_finals(study: Study) -> pd.DataFrame:
     finals = study.runs.set_index("run_id").copy()
     finals["train_error"] = _last_finite(ep, "train_error", 1)
     finals["val_error"] = _last_finite(ep, "val_error", 1)
+    finals["test_error"] = _last_finite(ep, "test_error", 1)  # NaN where no test set
     finals["final_epoch"] = _end_epoch(ep, "train_error").astype("Int64")
     finals["grad_first_init"] = _at_epoch(ep, "grad_first_norm", 0)
     finals["grad_last_init"] = _at_epoch(ep, "grad_last_norm", 0)
@@ -151,7 +152,7 @@ def run_finals(study: Study) -> pd.DataFrame:
         if ratio_end is not None
         else fallback_end
     )
-    for column in FINAL_COLUMNS:
+    for column in (*FINAL_COLUMNS, "test_error"):
         finals[column] = finals[column].astype(float).where(_finite(finals[column].astype(float)))
     return finals.reset_index()
 
@@ -194,7 +195,7 @@ def summarise(study: Study) -> pd.DataFrame:
         row["diverged"] = int(group["diverged"].sum())
         row["failed"] = int((group["status"].isin(BROKEN) & ~group["diverged"]).sum())
         row["running"] = int(group["status"].isin(UNFINISHED).sum())
-        for column in ("train_error", "val_error"):
+        for column in ("train_error", "val_error", "test_error"):
             values = used[column].dropna()
             row[f"{column}_mean"] = float(values.mean()) if len(values) else np.nan
             row[f"{column}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan

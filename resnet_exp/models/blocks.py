@@ -369,12 +369,16 @@ def conv_stages(
 
 
 def classifier(x: Any, num_classes: int, *, kernel_initializer: str | KernelInit) -> Any:
-    """Softmax classifier, the last weight layer of every family, `classifier`."""
+    """Softmax classifier, the last weight layer of every family, `classifier`.
+
+    Always float32, so under mixed precision the softmax and the loss are too.
+    """
     return layers.Dense(
         num_classes,
         activation="softmax",
         kernel_initializer=_initializer(kernel_initializer, "classifier"),
         name="classifier",
+        dtype="float32",
     )(x)
 
 

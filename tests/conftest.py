@@ -45,13 +45,16 @@ def client(tracking_uri) -> MlflowClient:
 
 @pytest.fixture
 def make_cfg():
-    """Compose the project's config in-process, as Hydra would for a run."""
+    """Compose the project's config in-process, as Hydra would for a run.
+
+    `hydra=True` keeps the `hydra` node, as Hydra hands the config to callbacks.
+    """
     register_configs()
 
-    def _make(*overrides: str):
+    def _make(*overrides: str, hydra: bool = False):
         GlobalHydra.instance().clear()
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-            return compose("config", overrides=list(overrides))
+            return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
     yield _make
     GlobalHydra.instance().clear()

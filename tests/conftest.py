@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,11 +31,25 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An SQLite store whose schema MLflow has created: once, since its migrations take seconds."""
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def tracking_uri(tmp_path, monkeypatch) -> str:
-    """A fresh SQLite store in a temp dir, picked up by every run through the env."""
+def tracking_uri(tmp_path, monkeypatch, empty_store) -> str:
+    """A fresh SQLite store in a temp dir, picked up by every run through the env.
+
+    The test runs in that dir too, so the store's default artifact root
+    (./mlruns) is there and not in the checkout.
+    """
+    shutil.copyfile(empty_store, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
     return uri
 
 

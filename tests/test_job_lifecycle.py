@@ -255,3 +255,12 @@ def test_a_diverged_job_counts_as_finished_and_diverged_on_the_parent(make_cfg, 
     assert _recorded(parent, "finished") == 1
     assert _recorded(parent, "diverged") == 1
     assert _recorded(parent, "failed") == 0
+
+
+def test_an_interrupted_sweep_leaves_its_parent_killed_not_running(make_cfg, callbacks, client):
+    callback = callbacks()
+    callback.on_multirun_start(config=_multirun_config(make_cfg, [*TINY, "seed=0,1"]))
+    (parent,) = runs_of(client)
+    assert parent.info.status == "RUNNING"
+    callback._close_if_interrupted()  # what atexit runs when the launcher dies mid-sweep
+    assert client.get_run(parent.info.run_id).info.status == "KILLED"

@@ -242,6 +242,13 @@ BUGS = [
         'panels = [("train_error", "training error"), ("train_error", "validation error")]',
         ANALYSIS,
     ),
+    bug(
+        "training_curves draws training error as the dashed validation line",
+        "resnet_exp/analysis/figures.py",
+        'for value, style, lw in (("train_pct", "-", 1.8), ("val_pct", "--", 1.0)):',
+        'for value, style, lw in (("train_pct", "-", 1.8), ("train_pct", "--", 1.0)):',
+        ANALYSIS,
+    ),
 ]
 
 

@@ -9,6 +9,7 @@ data on their Axes (line data, scatter offsets), found by what a panel says
 
 from __future__ import annotations
 
+import inspect
 import io
 from collections import defaultdict
 from pathlib import Path
@@ -19,6 +20,7 @@ import pandas as pd
 import pytest
 from fake_study import log_fake_study
 from matplotlib.collections import PathCollection
+from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
 from resnet_exp.analysis import figures, load_grad_profiles, load_study
@@ -144,16 +146,21 @@ def test_summary_columns_hold_their_own_configurations_numbers(store):
 
 @pytest.fixture
 def drawn(monkeypatch, tmp_path):
-    """Call a figure function; return its Figure instead of writing files."""
+    """Call a figure function and return its Figure, writing no file.
+
+    Works whether the function returns the Figure or saves it (through
+    `figures.save`) and returns the file's path.
+    """
 
     def draw(maker, *args):
         captured = []
         monkeypatch.setattr(
             figures, "save", lambda fig, out, name: captured.append(fig) or Path(out) / name
         )
-        assert maker(*args, tmp_path) is not None
-        (fig,) = captured
-        return fig
+        wants_dir = "out_dir" in inspect.signature(maker).parameters
+        result = maker(*args, tmp_path) if wants_dir else maker(*args)
+        assert result is not None
+        return result if isinstance(result, Figure) else captured[0]
 
     return draw
 
@@ -195,8 +202,11 @@ def _lines(ax) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _same(line, curve) -> bool:
+    """Same y values, at the same x; x may be dodged sideways by up to 10% (depth axes)."""
     (x, y), (cx, cy) = line, curve
-    return len(x) == len(cx) and np.allclose(x, cx) and np.allclose(y, cy, rtol=1e-6)
+    return (
+        len(x) == len(cx) and np.allclose(x, cx, rtol=0.1, atol=0) and np.allclose(y, cy, rtol=1e-6)
+    )
 
 
 def _assert_panels_plot(panels, expected: dict, others: dict) -> None:
@@ -246,10 +256,13 @@ def test_depth_vs_accuracy_panels_plot_training_and_validation_error(store, draw
     # The dots are the runs themselves: one per run, at (depth, its error).
     scatters = [c for ax in train_panels for c in ax.collections if isinstance(c, PathCollection)]
     dots = np.concatenate([np.asarray(c.get_offsets(), float) for c in scatters])
-    per_run = sorted((r["depth"], 100 * (1 - r["train_accuracy"][EPOCHS])) for r in truth.values())
-    drawn_dots = sorted(map(tuple, dots))
-    assert len(drawn_dots) == len(per_run)
-    np.testing.assert_allclose(drawn_dots, per_run, rtol=1e-6)
+    per_run = np.array(
+        sorted((100 * (1 - r["train_accuracy"][EPOCHS]), r["depth"]) for r in truth.values())
+    )
+    drawn_dots = np.array(sorted((y, x) for x, y in dots))
+    assert drawn_dots.shape == per_run.shape
+    np.testing.assert_allclose(drawn_dots[:, 0], per_run[:, 0], rtol=1e-6)  # each run's error
+    np.testing.assert_allclose(drawn_dots[:, 1], per_run[:, 1], rtol=0.1)  # at its depth
 
 
 def _curves_over_epochs(truth, arch: str, value, centre) -> dict[int, tuple]:

@@ -249,13 +249,31 @@ BUGS = [
         'for value, style, lw in (("train_pct", "-", 1.8), ("train_pct", "--", 1.0)):',
         ANALYSIS,
     ),
+    bug(
+        "step schedule divides by gamma only once",
+        "resnet_exp/optim.py",
+        "values = [lr * gamma**i for i in range(len(boundaries) + 1)]",
+        "values = [lr * gamma ** min(i, 1) for i in range(len(boundaries) + 1)]",
+        ["tests/test_optim.py"],
+    ),
+    bug(
+        "lr logged at the epoch's end, not its start",
+        "resnet_exp/callbacks.py",
+        '            logs["lr"] = self._lr',
+        '            logs["lr"] = current_learning_rate(self.model.optimizer)',
+        ["tests/test_optim.py"],
+    ),
 ]
 
 
 def copy_checkout(dest: Path) -> None:
-    """The checkout's tracked files as they are now (uncommitted edits included)."""
+    """The checkout's files as they are now: tracked, edited, and new ones git does not ignore."""
     files = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\0")
     for name in filter(None, files):
         source = ROOT / name
@@ -285,7 +303,10 @@ def run_with(copy: Path, one: Bug) -> tuple[list[str], str]:
         path.write_text(text)
     lines = done.stdout.strip().splitlines()
     failed = sorted(set(re.findall(r"^FAILED (\S+)", done.stdout, re.M)))
-    return failed, lines[-1] if lines else done.stderr[-300:]
+    summary = lines[-1] if lines else done.stderr[-300:]
+    if done.returncode not in (0, 1):  # 1: tests failed; anything else: they did not run
+        summary = f"TESTS DID NOT RUN (pytest exit {done.returncode}): {summary}"
+    return failed, summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,13 +36,15 @@ JOBS = ["tests/test_job_lifecycle.py"]
 class Bug:
     name: str
     path: str
-    old: str
-    new: str
+    edits: tuple[tuple[str, str], ...]  # (old, new): the first whose old text occurs once applies
     tests: tuple[str, ...]
 
 
-def bug(name: str, path: str, old: str, new: str, tests: list[str]) -> Bug:
-    return Bug(name, path, old, new, tuple(tests))
+def bug(
+    name: str, path: str, old: str, new: str, tests: list[str], *other_versions: tuple[str, str]
+) -> Bug:
+    """`other_versions`: the same bug's (old, new) in other versions of the file."""
+    return Bug(name, path, ((old, new), *other_versions), tuple(tests))
 
 
 BUGS = [
@@ -78,8 +80,9 @@ BUGS = [
     bug(
         "a diverged run does not stop",
         "resnet_exp/callbacks.py",
+        "            self.diverged_epoch = epoch + 1\n"
         "            self.model.stop_training = True\n",
-        "",
+        "            self.diverged_epoch = epoch + 1\n",
         JOBS,
     ),
     bug(
@@ -213,6 +216,11 @@ BUGS = [
         "return data.x_train[index], data.y_train[index]",
         "return data.x_val[index % len(data.x_val)], data.y_val[index % len(data.x_val)]",
         ["tests/test_data.py"],
+        (
+            "return data.normalise(data.x_train[index]), data.y_train[index]",
+            "return data.normalise(data.x_val[index % len(data.x_val)]), "
+            "data.y_val[index % len(data.x_val)]",
+        ),
     ),
     bug(
         "gradient_dynamics rows swap first and last layer",
@@ -248,6 +256,10 @@ BUGS = [
         'for value, style, lw in (("train_pct", "-", 1.8), ("val_pct", "--", 1.0)):',
         'for value, style, lw in (("train_pct", "-", 1.8), ("train_pct", "--", 1.0)):',
         ANALYSIS,
+        (
+            'kinds = [("train_pct", "training error"), ("val_pct", "validation error")]',
+            'kinds = [("train_pct", "training error"), ("train_pct", "validation error")]',
+        ),
     ),
     bug(
         "step schedule divides by gamma only once",
@@ -286,9 +298,10 @@ def run_with(copy: Path, one: Bug) -> tuple[list[str], str]:
     """Apply `one` in `copy`, run its tests, restore the file; return (failing tests, summary)."""
     path = copy / one.path
     text = path.read_text()
-    if text.count(one.old) != 1:
-        return [], f"NOT APPLIED: the text to replace occurs {text.count(one.old)} times"
-    path.write_text(text.replace(one.old, one.new))
+    edit = next(((old, new) for old, new in one.edits if text.count(old) == 1), None)
+    if edit is None:
+        return [], "NOT APPLIED: the text to replace is not in the file exactly once"
+    path.write_text(text.replace(*edit))
     env = {**os.environ, "PYTHONPATH": str(copy), "TF_CPP_MIN_LOG_LEVEL": "2"}
     try:
         done = subprocess.run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,11 +31,25 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An SQLite store whose schema MLflow has created: once, since its migrations take seconds."""
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def tracking_uri(tmp_path, monkeypatch) -> str:
-    """A fresh SQLite store in a temp dir, picked up by every run through the env."""
+def tracking_uri(tmp_path, monkeypatch, empty_store) -> str:
+    """A fresh SQLite store in a temp dir, picked up by every run through the env.
+
+    The test runs in that dir too, so the store's default artifact root
+    (./mlruns) is there and not in the checkout.
+    """
+    shutil.copyfile(empty_store, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
     return uri
 
 
@@ -45,13 +60,16 @@ def client(tracking_uri) -> MlflowClient:
 
 @pytest.fixture
 def make_cfg():
-    """Compose the project's config in-process, as Hydra would for a run."""
+    """Compose the project's config in-process, as Hydra would for a run.
+
+    `hydra=True` keeps the `hydra` node, as Hydra hands the config to callbacks.
+    """
     register_configs()
 
-    def _make(*overrides: str):
+    def _make(*overrides: str, hydra: bool = False):
         GlobalHydra.instance().clear()
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-            return compose("config", overrides=list(overrides))
+            return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
     yield _make
     GlobalHydra.instance().clear()

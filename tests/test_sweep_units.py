@@ -27,11 +27,16 @@ def test_thread_share_never_oversubscribes():
     assert thread_share(4, cores=2) == 1
     assert thread_share(1, cores=8) == 8
     assert thread_share(3, cores=8) == 2
+    assert thread_share(0, cores=4) == 4
 
 
-def test_job_threads_per_launcher():
+def test_job_threads_per_launcher(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
     joblib = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"}
-    assert job_threads(_config({**joblib, "n_jobs": 4})) == thread_share(4)
+    assert job_threads(_config({**joblib, "n_jobs": 4})) == 2  # 8 cores / 4 jobs
+    assert job_threads(_config({**joblib, "n_jobs": 3})) == 2
+    assert job_threads(_config({**joblib, "n_jobs": -1})) == 1  # one job per core
+    assert job_threads(_config({**joblib, "n_jobs": 1})) is None  # sequential: TF's default
     slurm = {"_target_": "x.SlurmLauncher", "cpus_per_task": 6}
     assert job_threads(_config(slurm)) == 6
     assert job_threads(_config({"_target_": "x.BasicLauncher"})) is None

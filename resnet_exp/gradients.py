@@ -20,6 +20,7 @@ signal this module exists to show.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -60,10 +61,10 @@ def resolve_loss(model: keras.Model, loss: Any = None) -> LossFn:
 
 
 def kernel_paths(model: keras.Model) -> list[str]:
-    """Paths of the trainable kernels, in `model.trainable_variables` order.
+    """Paths of the trainable kernels, in `model.trainable_variables` (creation) order.
 
-    Functional models list their variables in topological order, so the first
-    path is the first layer and the last path is the classifier.
+    Creation order is forward order only for functional models; the probe finds
+    the forward order from its own trace (see `_KernelProbe`).
     """
     return [v.path for v in model.trainable_variables if v.path.endswith(_KERNEL_SUFFIX)]
 
@@ -84,16 +85,55 @@ def _as_input(data: Any) -> Any:
     return tf.nest.map_structure(convert, data)
 
 
+def call_accepts_training(model: keras.Model) -> bool:
+    """Whether `model.call` takes `training`; Keras's `fit` omits it when it does not."""
+    known = getattr(model, "_call_has_training_arg", None)  # what Keras's train_step reads
+    if known is not None:
+        return bool(known)
+    return "training" in inspect.signature(model.call).parameters
+
+
+def ensure_built(model: keras.Model, x: Any) -> None:
+    """Build a lazily built (subclassed) model from the probe inputs' shapes.
+
+    Keras would build it at the first training step, after `on_train_begin`;
+    building it here, symbolically, creates the same variables with the same
+    initial values (nothing is computed on data and no update is made), so
+    step 0 can be measured before the first update.
+    """
+    if model.built:
+        return
+    spec = tf.nest.map_structure(
+        lambda t: keras.KerasTensor((None, *t.shape[1:]), dtype=t.dtype.name), x
+    )
+    model(spec)
+
+
+def _resolve_layer(names: list[str], request: str, which: str) -> int:
+    """Index of the kernel that `request` names: a logged name or a layer's own name."""
+    hits = [i for i, n in enumerate(names) if n == request or n.split("/")[-1] == request]
+    if len(hits) != 1:
+        problem = "matches no kernel" if not hits else "is ambiguous"
+        raise ValueError(f"{which}_layer={request!r} {problem}; choose from: {', '.join(names)}")
+    return hits[0]
+
+
 class _KernelProbe:
-    """One `tf.function` for one model and loss: traced once, then reused.
+    """One `tf.function` for one model, loss and probe batch: traced once, then reused.
 
     Calling it costs one forward and one backward pass over the probe batch and
     a single device-to-host copy of a small vector.
+
+    Forward order: variables are created in whatever order the model's author
+    wrote (a subclassed model may create its head first), so the kernels are
+    ordered by where the traced forward pass first uses each of them: the
+    creation index of its first consuming op in the probe's own graph. That
+    costs nothing beyond the trace and holds for functional, Sequential and
+    subclassed models alike.
     """
 
-    def __init__(self, model: keras.Model, loss_fn: LossFn, loss_identifier: Any = None):
-        if not model.built:
-            raise ValueError("Build the model (call it or fit it once) before probing it.")
+    def __init__(self, model: keras.Model, loss_fn: LossFn, x: Any, y: Any, loss_identifier=None):
+        ensure_built(model, x)
         self.model = model
         self.loss_fn = loss_fn
         self._loss_identifier = loss_identifier
@@ -107,7 +147,7 @@ class _KernelProbe:
                 f"Model {model.name!r} has no trainable variable whose path ends with "
                 f"{_KERNEL_SUFFIX!r}; nothing to measure."
             )
-        self.names = [_layer_name(self._trainable[i].path) for i in self._kernel_index]
+        self._call_kwargs = {"training": True} if call_accepts_training(model) else {}
         self._signature = self._variables_signature(model)
         self._fn = tf.function(
             self._measure,
@@ -115,6 +155,26 @@ class _KernelProbe:
             autograph=False,  # straight-line code: skip AutoGraph's conversion cost
             jit_compile=bool(getattr(model, "jit_compile", False)),
         )
+        self._fn.get_concrete_function(x, y)  # trace now: the forward order comes from it
+        self.order, self.num_used = self._forward_order()
+        paths = [self._trainable[self._kernel_index[i]].path for i in self.order]
+        self.names = [_layer_name(p) for p in paths]
+
+    def _forward_order(self) -> tuple[np.ndarray, int]:
+        """Kernels sorted by first use in the forward pass; unused ones last, in creation order."""
+        kernels, forward_ops = self._traced
+        position = {op.name: i for i, op in enumerate(forward_ops)}
+        first_use = []
+        for tensor in kernels:
+            uses = [position[op.name] for op in tensor.consumers() if op.name in position]
+            first_use.append(min(uses) if uses else len(position))
+        num_used = sum(u < len(position) for u in first_use)
+        if num_used == 0:
+            raise ValueError(
+                f"No kernel of model {self.model.name!r} is used by its forward pass; "
+                "name the layers to compare with GradientRecorder(first_layer=..., last_layer=...)."
+            )
+        return np.argsort(first_use, kind="stable"), num_used
 
     @staticmethod
     def _variables_signature(model: keras.Model) -> tuple[int, ...]:
@@ -137,15 +197,17 @@ class _KernelProbe:
         # and stateless_call sees them in place of the variables.
         trainable = [tf.convert_to_tensor(v.value) for v in self._trainable]
         non_trainable = [tf.convert_to_tensor(v.value) for v in self._non_trainable]
+        kernels = [trainable[i] for i in self._kernel_index]
         with tf.GradientTape() as tape:
             tape.watch(trainable)
             y_pred, _discarded_state = self.model.stateless_call(
-                trainable, non_trainable, x, training=True
+                trainable, non_trainable, x, **self._call_kwargs
             )
             # Functions give one loss per sample, Loss objects a reduced value;
             # the mean makes both the "sum_over_batch_size" loss that fit uses.
             loss = tf.reduce_mean(tf.cast(self.loss_fn(y, y_pred), tf.float32))
-        kernels = [trainable[i] for i in self._kernel_index]
+        # Runs while tracing only: the graph's ops so far, in creation order, are the forward pass.
+        self._traced = (kernels, list(loss.graph.get_operations()))
         grads = tape.gradient(loss, kernels, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         grad_norms = [tf.norm(tf.cast(g, tf.float32)) for g in grads]
         weight_norms = [tf.norm(tf.cast(k, tf.float32)) for k in kernels]
@@ -155,7 +217,7 @@ class _KernelProbe:
     def __call__(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray, float]:
         values = self._fn(x, y).numpy().astype(np.float64)
         n = len(self._kernel_index)
-        return values[:n], values[n : 2 * n], float(values[-1])
+        return values[:n][self.order], values[n : 2 * n][self.order], float(values[-1])
 
 
 def kernel_gradient_norms(
@@ -171,8 +233,9 @@ def kernel_gradient_norms(
         `(layer_names, grad_norms, weight_norms, loss)`; non-finite values are
         returned as they are.
     """
-    probe = _KernelProbe(model, resolve_loss(model, loss_fn))
-    grad_norms, weight_norms, loss = probe(_as_input(x), _as_input(y))
+    x, y = _as_input(x), _as_input(y)
+    probe = _KernelProbe(model, resolve_loss(model, loss_fn), x, y)
+    grad_norms, weight_norms, loss = probe(x, y)
     return list(probe.names), grad_norms, weight_norms, loss
 
 
@@ -181,15 +244,21 @@ def _ratio(numerator: float, denominator: float) -> float:
         return float(np.float64(numerator) / np.float64(denominator))
 
 
-def step_metrics(grad_norms: np.ndarray, weight_norms: np.ndarray, loss: float) -> dict[str, float]:
+def step_metrics(
+    grad_norms: np.ndarray,
+    weight_norms: np.ndarray,
+    loss: float,
+    first: int = 0,
+    last: int = -1,
+) -> dict[str, float]:
     """The scalar summary logged per step: first and last layer, and their ratio."""
-    first, last = float(grad_norms[0]), float(grad_norms[-1])
+    g_first, g_last = float(grad_norms[first]), float(grad_norms[last])
     return {
-        "grad_first_norm": first,
-        "grad_last_norm": last,
-        "grad_first_rel": _ratio(first, weight_norms[0]),
-        "grad_last_rel": _ratio(last, weight_norms[-1]),
-        "grad_first_last_ratio": _ratio(first, last),
+        "grad_first_norm": g_first,
+        "grad_last_norm": g_last,
+        "grad_first_rel": _ratio(g_first, weight_norms[first]),
+        "grad_last_rel": _ratio(g_last, weight_norms[last]),
+        "grad_first_last_ratio": _ratio(g_first, g_last),
         "probe_loss": float(loss),
     }
 
@@ -197,19 +266,34 @@ def step_metrics(grad_norms: np.ndarray, weight_norms: np.ndarray, loss: float) 
 class GradientRecorder(keras.callbacks.Callback):
     """Records per-kernel loss-gradient norms on a fixed probe batch during `fit`.
 
-    Step 0 is measured in `on_train_begin`, before the first update; step
+    Step 0 is measured in `on_train_begin`, before the first update (a lazily
+    built subclassed model is built from the probe's shapes first); step
     `epoch + 1` at the end of each epoch. Each step's summary (`step_metrics`)
     goes to `history[step]` and, at epoch ends, into the epoch's `logs`, so
     Keras' `History` and any logger after this callback see it. The per-layer
-    profile goes to `profile` (rows with `PROFILE_COLUMNS`).
+    profile goes to `profile` (rows with `PROFILE_COLUMNS`), kernels in forward
+    order.
+
+    Works on functional, Sequential and subclassed models, with or without a
+    `training` argument to `call` (omitted when absent, as Keras's `fit` does).
 
     Args:
         x_probe: Inputs of the probe batch, kept fixed for the whole run.
         y_probe: Targets of the probe batch.
         loss: Loss to differentiate; None uses the compiled model's loss.
+        first_layer, last_layer: The layers to summarise as "first" and "last"
+            (a logged layer name or a layer's own name); by default the first
+            and last kernel the forward pass uses.
     """
 
-    def __init__(self, x_probe: Any, y_probe: Any, loss: Any = None):
+    def __init__(
+        self,
+        x_probe: Any,
+        y_probe: Any,
+        loss: Any = None,
+        first_layer: str | None = None,
+        last_layer: str | None = None,
+    ):
         super().__init__()
         self.x_probe = _as_input(x_probe)
         self.y_probe = _as_input(y_probe)
@@ -217,31 +301,49 @@ class GradientRecorder(keras.callbacks.Callback):
         self.history: dict[int, dict[str, float]] = {}
         self.profile: list[dict[str, Any]] = []
         self.layer_names: list[str] = []
+        self._requested = (first_layer, last_layer)
+        self._ends: tuple[int, int] = (0, -1)
         self._probe: _KernelProbe | None = None
         self._recorded_model: keras.Model | None = None
 
     @property
     def first_layer(self) -> str | None:
-        return self.layer_names[0] if self.layer_names else None
+        return self.layer_names[self._ends[0]] if self.layer_names else None
 
     @property
     def last_layer(self) -> str | None:
-        return self.layer_names[-1] if self.layer_names else None
+        return self.layer_names[self._ends[1]] if self.layer_names else None
+
+    def _set_layers(self, names: list[str], num_used: int) -> None:
+        """Name the kernels in forward order and pick the first and last to summarise."""
+        first, last = self._requested
+        self.layer_names = list(names)
+        self._ends = (
+            0 if first is None else _resolve_layer(names, first, "first"),
+            num_used - 1 if last is None else _resolve_layer(names, last, "last"),
+        )
 
     def measure(self, step: int) -> dict[str, float]:
         """Measure now and record the result as `step`; returns the step metrics."""
         model = self.model
-        if model is not self._recorded_model:  # a new model starts a new record
-            self.history, self.profile = {}, []
-            self._recorded_model = model
         # Resolve the loss only with the probe: `keras.losses.get` of a config
         # dict builds a new object each time, which would retrace every epoch.
         identifier = self.loss if self.loss is not None else getattr(model, "loss", None)
         if self._probe is None or not self._probe.matches(model, identifier):
-            self._probe = _KernelProbe(model, resolve_loss(model, identifier), identifier)
-            self.layer_names = list(self._probe.names)
-        grad_norms, weight_norms, loss = self._probe(self.x_probe, self.y_probe)
-        metrics = step_metrics(grad_norms, weight_norms, loss)
+            self._probe = _KernelProbe(
+                model, resolve_loss(model, identifier), self.x_probe, self.y_probe, identifier
+            )
+            self._set_layers(self._probe.names, self._probe.num_used)
+        return self.record(step, *self._probe(self.x_probe, self.y_probe))
+
+    def record(
+        self, step: int, grad_norms: np.ndarray, weight_norms: np.ndarray, loss: float
+    ) -> dict[str, float]:
+        """Store one step's norms (kernels in `layer_names` order); returns its summary."""
+        if self.model is not self._recorded_model:  # a new model starts a new record
+            self.history, self.profile = {}, []
+            self._recorded_model = self.model
+        metrics = step_metrics(grad_norms, weight_norms, loss, *self._ends)
         self.history[step] = metrics
         self.profile = [row for row in self.profile if row["epoch"] != step]
         self.profile.extend(

@@ -247,23 +247,97 @@ def _ratio(numerator: float, denominator: float) -> float:
 def step_metrics(
     grad_norms: np.ndarray,
     weight_norms: np.ndarray,
-    loss: float,
+    loss: float | None = None,
     first: int = 0,
     last: int = -1,
 ) -> dict[str, float]:
     """The scalar summary logged per step: first and last layer, and their ratio."""
     g_first, g_last = float(grad_norms[first]), float(grad_norms[last])
-    return {
+    metrics = {
         "grad_first_norm": g_first,
         "grad_last_norm": g_last,
         "grad_first_rel": _ratio(g_first, weight_norms[first]),
         "grad_last_rel": _ratio(g_last, weight_norms[last]),
         "grad_first_last_ratio": _ratio(g_first, g_last),
-        "probe_loss": float(loss),
     }
+    if loss is not None:
+        metrics["probe_loss"] = float(loss)
+    return metrics
 
 
-class GradientRecorder(keras.callbacks.Callback):
+class KernelGradientLog(keras.callbacks.Callback):
+    """What both recorders keep: per-step summaries, the per-layer profile, layer names.
+
+    Kernels are kept in forward order; `first_layer`/`last_layer` name the two
+    the summary compares (by default the first and last the forward pass uses).
+    """
+
+    def __init__(self, first_layer: str | None = None, last_layer: str | None = None):
+        super().__init__()
+        self.history: dict[int, dict[str, float]] = {}
+        self.profile: list[dict[str, Any]] = []
+        self.layer_names: list[str] = []
+        self._requested = (first_layer, last_layer)
+        self._ends: tuple[int, int] = (0, -1)
+        self._recorded_model: keras.Model | None = None
+
+    @property
+    def first_layer(self) -> str | None:
+        return self.layer_names[self._ends[0]] if self.layer_names else None
+
+    @property
+    def last_layer(self) -> str | None:
+        return self.layer_names[self._ends[1]] if self.layer_names else None
+
+    def _set_layers(self, names: list[str], num_used: int) -> None:
+        """Name the kernels in forward order and pick the first and last to summarise."""
+        first, last = self._requested
+        self.layer_names = list(names)
+        self._ends = (
+            0 if first is None else _resolve_layer(names, first, "first"),
+            num_used - 1 if last is None else _resolve_layer(names, last, "last"),
+        )
+
+    def _fresh_record(self) -> bool:
+        """True (and the record emptied) when the model changed since the last record."""
+        if self.model is self._recorded_model:
+            return False
+        self.history, self.profile = {}, []
+        self._recorded_model = self.model
+        return True
+
+    def record(
+        self,
+        step: int,
+        grad_norms: np.ndarray,
+        weight_norms: np.ndarray,
+        loss: float | None = None,
+    ) -> dict[str, float]:
+        """Store one step's norms (kernels in `layer_names` order); returns its summary."""
+        self._fresh_record()  # a new model starts a new record
+        metrics = step_metrics(grad_norms, weight_norms, loss, *self._ends)
+        self.history[step] = metrics
+        self.profile = [row for row in self.profile if row["epoch"] != step]
+        self.profile.extend(
+            {
+                "epoch": step,
+                "layer_index": index,
+                "layer_name": name,
+                "grad_norm": float(g),
+                "weight_norm": float(w),
+            }
+            for index, (name, g, w) in enumerate(
+                zip(self.layer_names, grad_norms, weight_norms, strict=True)
+            )
+        )
+        return metrics
+
+    def profile_frame(self) -> pd.DataFrame:
+        """The per-layer profile as a DataFrame, one row per (step, kernel)."""
+        return pd.DataFrame(self.profile, columns=PROFILE_COLUMNS)
+
+
+class GradientRecorder(KernelGradientLog):
     """Records per-kernel loss-gradient norms on a fixed probe batch during `fit`.
 
     Step 0 is measured in `on_train_begin`, before the first update (a lazily
@@ -294,34 +368,11 @@ class GradientRecorder(keras.callbacks.Callback):
         first_layer: str | None = None,
         last_layer: str | None = None,
     ):
-        super().__init__()
+        super().__init__(first_layer, last_layer)
         self.x_probe = _as_input(x_probe)
         self.y_probe = _as_input(y_probe)
         self.loss = loss
-        self.history: dict[int, dict[str, float]] = {}
-        self.profile: list[dict[str, Any]] = []
-        self.layer_names: list[str] = []
-        self._requested = (first_layer, last_layer)
-        self._ends: tuple[int, int] = (0, -1)
         self._probe: _KernelProbe | None = None
-        self._recorded_model: keras.Model | None = None
-
-    @property
-    def first_layer(self) -> str | None:
-        return self.layer_names[self._ends[0]] if self.layer_names else None
-
-    @property
-    def last_layer(self) -> str | None:
-        return self.layer_names[self._ends[1]] if self.layer_names else None
-
-    def _set_layers(self, names: list[str], num_used: int) -> None:
-        """Name the kernels in forward order and pick the first and last to summarise."""
-        first, last = self._requested
-        self.layer_names = list(names)
-        self._ends = (
-            0 if first is None else _resolve_layer(names, first, "first"),
-            num_used - 1 if last is None else _resolve_layer(names, last, "last"),
-        )
 
     def measure(self, step: int) -> dict[str, float]:
         """Measure now and record the result as `step`; returns the step metrics."""
@@ -336,30 +387,6 @@ class GradientRecorder(keras.callbacks.Callback):
             self._set_layers(self._probe.names, self._probe.num_used)
         return self.record(step, *self._probe(self.x_probe, self.y_probe))
 
-    def record(
-        self, step: int, grad_norms: np.ndarray, weight_norms: np.ndarray, loss: float
-    ) -> dict[str, float]:
-        """Store one step's norms (kernels in `layer_names` order); returns its summary."""
-        if self.model is not self._recorded_model:  # a new model starts a new record
-            self.history, self.profile = {}, []
-            self._recorded_model = self.model
-        metrics = step_metrics(grad_norms, weight_norms, loss, *self._ends)
-        self.history[step] = metrics
-        self.profile = [row for row in self.profile if row["epoch"] != step]
-        self.profile.extend(
-            {
-                "epoch": step,
-                "layer_index": index,
-                "layer_name": name,
-                "grad_norm": float(g),
-                "weight_norm": float(w),
-            }
-            for index, (name, g, w) in enumerate(
-                zip(self.layer_names, grad_norms, weight_norms, strict=True)
-            )
-        )
-        return metrics
-
     def on_train_begin(self, logs: dict | None = None) -> None:
         # A resumed fit (initial_epoch > 0) starts where the last epoch ended,
         # which is already recorded; only a fresh record gets step 0.
@@ -371,6 +398,150 @@ class GradientRecorder(keras.callbacks.Callback):
         if logs is not None:
             logs.update(metrics)
 
-    def profile_frame(self) -> pd.DataFrame:
-        """The per-layer profile as a DataFrame, one row per (step, kernel)."""
-        return pd.DataFrame(self.profile, columns=PROFILE_COLUMNS)
+
+class StepGradientRecorder(KernelGradientLog):
+    """Per-kernel gradient norms of the training steps themselves: what the optimiser received.
+
+    No second graph and no extra forward or backward pass: a few norm ops are
+    added to Keras's own train step, where the gradients are handed to the
+    optimiser, and accumulate in variables read once per epoch. Step 0 is the
+    first training step's gradient (computed on the initial weights, before the
+    first update); step `epoch + 1` is the mean over that epoch's steps of each
+    kernel's gradient norm, with the weight norms at the epoch's end. Unlike the
+    fixed probe, the gradients are of the training batches (shuffled,
+    augmented, with any regulariser in `model.losses`), so they are noisier per
+    step but cost almost nothing. No `probe_loss` is recorded (`train_loss` is).
+
+    Kernel order: the creation order of the kernels' gradient ops, reversed.
+    Back-propagation creates a kernel's gradient only after those of every layer
+    downstream of it, so this is a forward (topological) order: the classifier
+    last, the stem first, for any kind of model.
+
+    The hook wraps `model.optimizer.apply` for the duration of `fit` and
+    re-makes the train function so its trace includes the hook (Keras offers no
+    public per-step gradient hook); both are undone at the end of `fit`. With a
+    `LossScaleOptimizer` (mixed precision) the norms are unscaled, and steps the
+    optimiser skips for non-finite gradients are not counted.
+    """
+
+    def __init__(self, first_layer: str | None = None, last_layer: str | None = None):
+        super().__init__(first_layer, last_layer)
+        self._state: _StepState | None = None
+        self._optimizer: keras.optimizers.Optimizer | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        fresh = self._fresh_record() or 0 not in self.history
+        self._optimizer = self.model.optimizer
+        self._optimizer.apply = self._hooked_apply(self._optimizer.apply)
+        self.model.make_train_function(force=True)  # the next trace includes the hook
+        if self._state is not None:
+            self._state.reset(first=fresh)
+
+    def _hooked_apply(self, apply: Callable) -> Callable:
+        def hooked(grads, trainable_variables=None):
+            variables = list(
+                self.model.trainable_variables
+                if trainable_variables is None
+                else trainable_variables
+            )
+            self._accumulate(list(grads), variables)
+            return apply(grads, trainable_variables)
+
+        return hooked
+
+    def _accumulate(self, grads: list, variables: list) -> None:
+        """Runs once per trace, inside the train step: adds the accumulating ops."""
+        index = [i for i, v in enumerate(variables) if v.path.endswith(_KERNEL_SUFFIX)]
+        if not index:
+            raise ValueError(f"Model {self.model.name!r} has no trainable kernel to measure.")
+        kernels = [variables[i] for i in index]
+        kernel_grads = [grads[i] for i in index]
+        if self._state is None or list(map(id, self._state.kernels)) != list(map(id, kernels)):
+            self._state = _StepState(kernels)
+            order, num_used = _backward_order(kernel_grads)
+            self._state.order = order
+            self._set_layers([_layer_name(kernels[i].path) for i in order], num_used)
+        norms = tf.stack(
+            [tf.zeros([]) if g is None else tf.norm(tf.cast(g, tf.float32)) for g in kernel_grads]
+        )
+        scale = getattr(self._optimizer, "dynamic_scale", None)  # LossScaleOptimizer
+        if scale is not None:
+            norms = norms / tf.cast(scale, tf.float32)
+            keep = tf.reduce_all(tf.math.is_finite(norms))  # the optimiser skips this step
+            norms = tf.where(keep, norms, tf.zeros_like(norms))
+            counted = tf.cast(keep, tf.float32)
+        else:
+            counted = tf.ones([])
+        self._state.add(norms, counted)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        state = self._state
+        if state is None:  # no training step ran (an empty dataset)
+            return
+        first, means, weight_norms = state.read()
+        if 0 not in self.history and first is not None:
+            self.record(0, first[0][state.order], first[1][state.order])
+        metrics = self.record(int(epoch) + 1, means[state.order], weight_norms[state.order])
+        if logs is not None:
+            logs.update(metrics)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._optimizer is not None:
+            del self._optimizer.apply  # the class's own method again
+            self._optimizer = None
+            self.model.make_train_function(force=True)  # a later fit traces without the hook
+
+
+class _StepState:
+    """Variables the hooked train step writes to: step-0 norms and per-epoch sums."""
+
+    def __init__(self, kernels: list):
+        self.kernels = kernels
+        self.order = np.arange(len(kernels))
+        n = len(kernels)
+        with tf.init_scope():  # created once, outside the train function's graph
+            self.first = tf.Variable(tf.zeros([2, n]), trainable=False)
+            self.sums = tf.Variable(tf.zeros([n]), trainable=False)
+            self.steps = tf.Variable(0.0, trainable=False)
+            self.pending_first = tf.Variable(True, trainable=False)
+
+    def add(self, norms: tf.Tensor, counted: tf.Tensor) -> None:
+        """In-graph: remember the first counted step, add this step to the epoch's sums."""
+        take = tf.logical_and(self.pending_first, counted > 0)
+        weights = tf.stack([tf.norm(tf.cast(k, tf.float32)) for k in self.kernels])
+        self.first.assign(tf.where(take, tf.stack([norms, weights]), self.first))
+        self.pending_first.assign(tf.logical_and(self.pending_first, tf.logical_not(take)))
+        self.sums.assign_add(norms)
+        self.steps.assign_add(counted)
+
+    def reset(self, first: bool) -> None:
+        self.sums.assign(tf.zeros_like(self.sums))
+        self.steps.assign(0.0)
+        self.pending_first.assign(first)
+
+    def read(self) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """(step-0 grad and weight norms or None, this epoch's mean norms, weight norms now)."""
+        steps = float(self.steps.numpy())
+        means = (
+            self.sums.numpy().astype(np.float64) / steps
+            if steps
+            else np.full(len(self.kernels), np.nan)
+        )
+        first = None if bool(self.pending_first.numpy()) else self.first.numpy().astype(np.float64)
+        weights = np.array([float(tf.norm(tf.cast(k, tf.float32))) for k in self.kernels])
+        self.sums.assign(tf.zeros_like(self.sums))
+        self.steps.assign(0.0)
+        return first, means, weights
+
+
+def _backward_order(kernel_grads: list) -> tuple[np.ndarray, int]:
+    """Kernels in forward order, from the creation order of their gradient ops (reversed)."""
+    present = [g for g in kernel_grads if g is not None]
+    if not present or not hasattr(present[0], "graph"):  # eager (run_eagerly): keep creation order
+        return np.arange(len(kernel_grads)), len(kernel_grads)
+    position = {op.name: i for i, op in enumerate(present[0].graph.get_operations())}
+    created = [
+        position.get(g.op.name, -1) if g is not None else -1 for g in kernel_grads
+    ]  # -1: no gradient (unused kernel), sorted last
+    order = np.argsort([-c for c in created], kind="stable")
+    return order, sum(c >= 0 for c in created)

@@ -83,11 +83,18 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.initial = initial
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        self._initial_logged = False
+        self._log_initial()
+
+    def _log_initial(self) -> None:
+        """Step 0 as soon as it exists: before training, or (gathered in-step) after epoch 1."""
         metrics = _finite(self.initial() if self.initial else {})
-        if metrics:
+        if metrics and not self._initial_logged:
             log_batch(self.client, self.run_id, metrics=metrics, step=0)
+            self._initial_logged = True
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._log_initial()
         metrics = {_RENAMES.get(k, k): v for k, v in (logs or {}).items()}
         log_batch(self.client, self.run_id, metrics=_finite(metrics), step=epoch + 1)
 

@@ -49,6 +49,11 @@ class OptimizerName(StrEnum):
     adam = "adam"
 
 
+class GradientSource(StrEnum):
+    step = "step"  # the training steps' own gradients, gathered in Keras's train step (~free)
+    probe = "probe"  # a fixed probe batch, measured by a second graph (costs a trace per run)
+
+
 class ScheduleName(StrEnum):
     constant = "constant"
     step = "step"
@@ -118,6 +123,7 @@ class TrackingConfig:
 @dataclass
 class GradientsConfig:
     enabled: bool = True
+    source: GradientSource = GradientSource.step
     probe_size: int = 64  # examples in the fixed probe batch (cost: ~one training step per epoch)
 
 

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from resnet_exp.callbacks import DivergenceMonitor, EpochTimer, MlflowEpochLogger
 from resnet_exp.data import load_dataset, make_pipelines, probe_batch
-from resnet_exp.gradients import GradientRecorder
+from resnet_exp.gradients import GradientRecorder, StepGradientRecorder
 from resnet_exp.models import build_model
 from resnet_exp.optim import make_optimizer
 from resnet_exp.tracking import with_retry
@@ -108,9 +108,12 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
 
     recorder = None
     callbacks: list[keras.callbacks.Callback] = [EpochTimer()]
-    if cfg.gradients.enabled:
+    if cfg.gradients.enabled and cfg.gradients.source == "probe":
         x_probe, y_probe = probe_batch(data, int(cfg.gradients.probe_size), int(cfg.seed))
         recorder = GradientRecorder(x_probe, y_probe)
+    elif cfg.gradients.enabled:
+        recorder = StepGradientRecorder()
+    if recorder is not None:
         callbacks.append(recorder)
     monitor = DivergenceMonitor()
     callbacks += [

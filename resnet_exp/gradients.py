@@ -434,8 +434,18 @@ class StepGradientRecorder(KernelGradientLog):
         self._optimizer = self.model.optimizer
         self._optimizer.apply = self._hooked_apply(self._optimizer.apply)
         self.model.make_train_function(force=True)  # the next trace includes the hook
+        if self.model.built:  # else (built lazily) the state is created in the trace
+            self._ensure_state(
+                [v for v in self.model.trainable_variables if v.path.endswith(_KERNEL_SUFFIX)]
+            )
         if self._state is not None:
             self._state.reset(first=fresh)
+
+    def _ensure_state(self, kernels: list) -> None:
+        """Accumulators for these kernels; made before the trace when possible, since a
+        `tf.function` that creates variables is traced twice."""
+        if self._state is None or list(map(id, self._state.kernels)) != list(map(id, kernels)):
+            self._state = _StepState(kernels)
 
     def _hooked_apply(self, apply: Callable) -> Callable:
         def hooked(grads, trainable_variables=None):
@@ -456,11 +466,10 @@ class StepGradientRecorder(KernelGradientLog):
             raise ValueError(f"Model {self.model.name!r} has no trainable kernel to measure.")
         kernels = [variables[i] for i in index]
         kernel_grads = [grads[i] for i in index]
-        if self._state is None or list(map(id, self._state.kernels)) != list(map(id, kernels)):
-            self._state = _StepState(kernels)
-            order, num_used = _backward_order(kernel_grads)
-            self._state.order = order
-            self._set_layers([_layer_name(kernels[i].path) for i in order], num_used)
+        self._ensure_state(kernels)
+        order, num_used = _backward_order(kernel_grads)
+        self._state.order = order
+        self._set_layers([_layer_name(kernels[i].path) for i in order], num_used)
         norms = tf.stack(
             [tf.zeros([]) if g is None else tf.norm(tf.cast(g, tf.float32)) for g in kernel_grads]
         )

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from resnet_exp.callbacks import DivergenceMonitor, EpochTimer, MlflowEpochLogger
 from resnet_exp.data import load_dataset, make_pipelines, probe_batch
+from resnet_exp.fitprep import build_for_fit
 from resnet_exp.gradients import GradientRecorder, StepGradientRecorder
 from resnet_exp.models import build_model
 from resnet_exp.optim import make_optimizer
@@ -104,6 +105,7 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     )
     model = model_from_config(cfg, data.input_shape, data.num_classes)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    build_for_fit(model, train_ds.element_spec)  # the first epoch then traces its step once
     _log_text_artifact(client, run_id, _summary(model), "model_summary.txt")
 
     recorder = None

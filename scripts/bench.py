@@ -97,7 +97,8 @@ class Runner:
         register_configs()
         # The config tree next to the library in use, so an older checkout on
         # PYTHONPATH is measured with its own schema (before/after comparisons).
-        self.conf = Path(resnet_exp.__file__).resolve().parents[1] / "conf"
+        self.root = Path(resnet_exp.__file__).resolve().parents[1]
+        self.conf = self.root / "conf"
         self.uri = f"sqlite:///{store / 'mlflow.db'}"
         os.environ["MLFLOW_TRACKING_URI"] = self.uri
         self.client = MlflowClient(self.uri)
@@ -241,7 +242,7 @@ def process_to_first_epoch(runner: Runner) -> float:
         overrides.append(f"hydra.run.dir={tmp}")
         start = time.time()
         subprocess.run(
-            [sys.executable, str(ROOT / "experiments" / "train.py"), *overrides],
+            [sys.executable, str(runner.root / "experiments" / "train.py"), *overrides],
             env=env,
             cwd=tmp,
             check=True,

@@ -159,8 +159,9 @@ def cifar_run(samples: int, epochs: int) -> list[str]:
 
 RECORDING = {
     "off": ["gradients.enabled=false"],
-    "on (step)": ["gradients.enabled=true"],
+    "on (step)": ["gradients.enabled=true", "gradients.source=step"],
     "on (probe)": ["gradients.enabled=true", "gradients.source=probe"],
+    "on (default)": ["gradients.enabled=true"],  # an older checkout: its only recorder, the probe
 }
 
 
@@ -500,8 +501,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--recording-variants",
         nargs="+",
         choices=list(RECORDING),
-        default=list(RECORDING),
-        help="'on (probe)' is the only 'on' an older checkout knows",
+        default=["off", "on (step)", "on (probe)"],
+        help="an older checkout knows only 'off' and 'on (default)'",
     )
     for key, value in FULL.items():  # every setting can be overridden; None: the mode's value
         flag = "--" + key.replace("_", "-")

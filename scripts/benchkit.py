@@ -17,12 +17,17 @@ from pathlib import Path
 
 
 @contextmanager
-def stopwatch() -> Iterator[Callable[[], float]]:
-    """`with stopwatch() as elapsed: ...; elapsed()` gives wall seconds (frozen at exit)."""
-    start = time.perf_counter()
+def stopwatch(cpu: bool = False) -> Iterator[Callable[[], float]]:
+    """`with stopwatch() as elapsed: ...; elapsed()` gives wall seconds (frozen at exit).
+
+    `cpu=True` counts this process's CPU seconds (all threads) instead: on a
+    machine loaded by others that is the steadier measure of work done here.
+    """
+    clock = time.process_time if cpu else time.perf_counter
+    start = clock()
     end: list[float] = []
-    yield lambda: (end[0] if end else time.perf_counter()) - start
-    end.append(time.perf_counter())
+    yield lambda: (end[0] if end else clock()) - start
+    end.append(clock())
 
 
 def interleaved(

@@ -183,14 +183,14 @@ def part_recording(runner: Runner, s: dict, variants: list[str]) -> list[Row]:
         chosen = variants if i == 0 else [v for v in variants if v != "on (probe)"]
         cpu: dict[str, list[float]] = {v: [] for v in chosen}
 
-        def measure(variant: str, overrides: list[str]) -> float:
+        def measure(variant: str, overrides: list[str], cpu: dict = cpu) -> float:
             with stopwatch(cpu=True) as cpu_seconds:
                 wall = runner.timed(overrides)
             cpu[variant].append(cpu_seconds())
             return wall
 
         times = interleaved(
-            {v: (lambda v=v: measure(v, base + RECORDING[v])) for v in chosen}, s["repeats"], log
+            {v: (lambda v=v, o=base: measure(v, o + RECORDING[v])) for v in chosen}, s["repeats"], log
         )
         target = "<= 1.05" if "digits" in label else "<= 1.01"
         for v in chosen[1:]:

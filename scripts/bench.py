@@ -190,7 +190,9 @@ def part_recording(runner: Runner, s: dict, variants: list[str]) -> list[Row]:
             return wall
 
         times = interleaved(
-            {v: (lambda v=v, o=base: measure(v, o + RECORDING[v])) for v in chosen}, s["repeats"], log
+            {v: (lambda v=v, o=base: measure(v, o + RECORDING[v])) for v in chosen},
+            s["repeats"],
+            log,
         )
         target = "<= 1.05" if "digits" in label else "<= 1.01"
         for v in chosen[1:]:

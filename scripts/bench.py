@@ -78,6 +78,20 @@ FULL = dict(
     figure_epochs=50,
 )
 
+SETTINGS_HELP = {
+    "depths": "part 1: digits depths (part 2 uses the first)",
+    "epochs": "parts 1-2: epochs of a digits run",
+    "repeats": "parts 1-2: interleaved repeats of each variant",
+    "cifar_samples": "part 1: training images per epoch at CIFAR scale (50000 is CIFAR-10)",
+    "cifar_epochs": "part 1: epochs at CIFAR scale",
+    "flops_steps": "part 3: timed training steps of batch 128",
+    "flops_variants": f"part 3: any of {', '.join(FLOPS_VARIANTS)}",
+    "study_epochs": "part 4: epochs of each study job (15: the preset's, the 4-minute target)",
+    "study_depths": "part 4: depths to sweep, e.g. 8,20 ('': the preset's six)",
+    "figure_runs": "part 5: runs in the fake store",
+    "figure_epochs": "part 5: epochs per fake run",
+}
+
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -509,7 +523,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small settings: a few minutes")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS)
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "reports" / "bench", help="for bench.csv and bench.md"
+    )
     parser.add_argument(
         "--recording-variants",
         nargs="+",
@@ -519,10 +535,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     for key, value in FULL.items():  # every setting can be overridden; None: the mode's value
         flag = "--" + key.replace("_", "-")
+        about = f"{SETTINGS_HELP[key]} (quick: {QUICK[key]}, full: {value})"
         if isinstance(value, list):
-            parser.add_argument(flag, nargs="+", type=type(value[0]), default=None)
+            parser.add_argument(flag, nargs="+", type=type(value[0]), default=None, help=about)
         else:
-            parser.add_argument(flag, type=type(value), default=None)
+            parser.add_argument(flag, type=type(value), default=None, help=about)
     parser.add_argument("--flops-child", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

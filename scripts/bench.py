@@ -374,15 +374,22 @@ def flops_child(variant: str, steps: int, batch: int = 128) -> dict[str, float]:
     n = 2048
     a = tf.random.normal((n, n))
     b = tf.random.normal((n, n))
-    matmul = tf.function(lambda: tf.linalg.matmul(a, b), jit_compile=options.get("jit", False))
-    matmul().numpy()
-    runs = []
-    for _ in range(5):
-        with stopwatch() as elapsed:
-            matmul().numpy()
-        runs.append(elapsed())
-    peak = 2 * n**3 / min(runs)
+    matmuls = [
+        tf.function(lambda: tf.linalg.matmul(a, b), jit_compile=jit) for jit in (False, True)
+    ]
 
+    def peak_flops() -> float:
+        """The best of both matmul kernels (Eigen/oneDNN and XLA), best of 5 runs each."""
+        best = float("inf")
+        for matmul in matmuls:
+            matmul().numpy()
+            for _ in range(5):
+                with stopwatch() as elapsed:
+                    matmul().numpy()
+                best = min(best, elapsed())
+        return 2 * n**3 / best
+
+    peak_before = peak_flops()
     keras.utils.set_random_seed(0)
     model = build_model("resnet_cifar", 20, input_shape=(32, 32, 3), num_classes=10, seed=0)
     model.compile(
@@ -398,6 +405,7 @@ def flops_child(variant: str, steps: int, batch: int = 128) -> dict[str, float]:
         model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
     # training = forward + gradients w.r.t. inputs and weights: about 3x the forward pass
     per_image = 3 * conv_dense_flops(model)
+    peak = max(peak_flops(), peak_before)  # before and after training: load drifts
     return {"peak": peak, "achieved": per_image * len(x) / elapsed(), "per_image": per_image}
 
 

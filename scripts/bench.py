@@ -1,7 +1,7 @@
 """What does the framework cost, and how close is training to the machine's limit? One table.
 
     python scripts/bench.py --quick        # a few minutes
-    python scripts/bench.py                # full mode (~15 min on a quiet 2-core machine)
+    python scripts/bench.py                # full mode (~15-20 min on a quiet 2-core machine)
     python scripts/bench.py --parts recording framework --repeats 3
 
 Every row is a ratio of two things measured side by side in this one session
@@ -68,11 +68,11 @@ FULL = dict(
     depths=[20, 56],
     epochs=15,
     repeats=2,
-    cifar_samples=10000,
+    cifar_samples=6000,
     cifar_epochs=1,
-    flops_steps=30,
+    flops_steps=20,
     flops_variants=list(FLOPS_VARIANTS),
-    study_epochs=3,
+    study_epochs=2,
     study_depths="",
     figure_runs=200,
     figure_epochs=50,

@@ -82,7 +82,7 @@ SETTINGS_HELP = {
     "depths": "part 1: digits depths (part 2 uses the first)",
     "epochs": "parts 1-2: epochs of a digits run",
     "repeats": "parts 1-2: interleaved repeats of each variant",
-    "cifar_samples": "part 1: training images per epoch at CIFAR scale (50000 is CIFAR-10)",
+    "cifar_samples": "part 1: images per epoch at CIFAR scale (CIFAR-10: 50000; 0: skip)",
     "cifar_epochs": "part 1: epochs at CIFAR scale",
     "flops_steps": "part 3: timed training steps of batch 128",
     "flops_variants": f"part 3: any of {', '.join(FLOPS_VARIANTS)}",
@@ -185,12 +185,13 @@ def part_recording(runner: Runner, s: dict, variants: list[str]) -> list[Row]:
     scales = [
         (f"digits, ResNet-{d}, {s['epochs']} ep", digits_run(d, s["epochs"])) for d in s["depths"]
     ]
-    scales.append(
-        (
-            f"CIFAR scale ({s['cifar_samples']} img/ep), ResNet-20, {s['cifar_epochs']} ep",
-            cifar_run(s["cifar_samples"], s["cifar_epochs"]),
+    if s["cifar_samples"]:
+        scales.append(
+            (
+                f"CIFAR scale ({s['cifar_samples']} img/ep), ResNet-20, {s['cifar_epochs']} ep",
+                cifar_run(s["cifar_samples"], s["cifar_epochs"]),
+            )
         )
-    )
     for i, (label, base) in enumerate(scales):
         log(f"recording: {label}")
         # the fixed probe's cost is known to be large: measured at the first scale only

@@ -83,15 +83,17 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.initial = initial
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._initial_logged = False
+        self._initial_logged: set[str] = set()
         self._log_initial()
 
     def _log_initial(self) -> None:
-        """Step 0 as soon as it exists: before training, or (gathered in-step) after epoch 1."""
+        """Step-0 values as soon as they exist: before training (a probe) or after epoch 1
+        (gathered in the train step); each key once."""
         metrics = _finite(self.initial() if self.initial else {})
-        if metrics and not self._initial_logged:
-            log_batch(self.client, self.run_id, metrics=metrics, step=0)
-            self._initial_logged = True
+        new = {k: v for k, v in metrics.items() if k not in self._initial_logged}
+        if new:
+            log_batch(self.client, self.run_id, metrics=new, step=0)
+            self._initial_logged.update(new)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._log_initial()

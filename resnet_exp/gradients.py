@@ -470,9 +470,11 @@ class StepGradientRecorder(KernelGradientLog):
         order, num_used = _backward_order(kernel_grads)
         self._state.order = order
         self._set_layers([_layer_name(kernels[i].path) for i in order], num_used)
-        norms = tf.stack(
-            [tf.zeros([]) if g is None else tf.norm(tf.cast(g, tf.float32)) for g in kernel_grads]
-        )
+        squares = [
+            tf.zeros([]) if g is None else tf.reduce_sum(tf.square(tf.cast(g, tf.float32)))
+            for g in kernel_grads
+        ]
+        norms = tf.sqrt(tf.stack(squares))
         scale = getattr(self._optimizer, "dynamic_scale", None)  # LossScaleOptimizer
         if scale is not None:
             norms = norms / tf.cast(scale, tf.float32)
@@ -502,23 +504,32 @@ class StepGradientRecorder(KernelGradientLog):
 
 
 class _StepState:
-    """Variables the hooked train step writes to: step-0 norms and per-epoch sums."""
+    """Variables the hooked train step writes to: step-0 norms and per-epoch sums.
+
+    Weight norms are read eagerly, outside the train step: at creation or reset
+    (before any update: step 0) and at each epoch's end, so the step itself adds
+    only two ops per kernel (a square and a sum) and a few for the whole vector.
+    """
 
     def __init__(self, kernels: list):
         self.kernels = kernels
         self.order = np.arange(len(kernels))
         n = len(kernels)
         with tf.init_scope():  # created once, outside the train function's graph
-            self.first = tf.Variable(tf.zeros([2, n]), trainable=False)
+            self.first = tf.Variable(tf.zeros([n]), trainable=False)
             self.sums = tf.Variable(tf.zeros([n]), trainable=False)
             self.steps = tf.Variable(0.0, trainable=False)
             self.pending_first = tf.Variable(True, trainable=False)
+        self.initial_weights = self.weight_norms()
+
+    def weight_norms(self) -> np.ndarray:
+        with tf.init_scope():  # eager even when called while the train step traces
+            return np.array([float(tf.norm(tf.cast(k, tf.float32))) for k in self.kernels])
 
     def add(self, norms: tf.Tensor, counted: tf.Tensor) -> None:
         """In-graph: remember the first counted step, add this step to the epoch's sums."""
         take = tf.logical_and(self.pending_first, counted > 0)
-        weights = tf.stack([tf.norm(tf.cast(k, tf.float32)) for k in self.kernels])
-        self.first.assign(tf.where(take, tf.stack([norms, weights]), self.first))
+        self.first.assign(tf.where(take, norms, self.first))
         self.pending_first.assign(tf.logical_and(self.pending_first, tf.logical_not(take)))
         self.sums.assign_add(norms)
         self.steps.assign_add(counted)
@@ -527,8 +538,10 @@ class _StepState:
         self.sums.assign(tf.zeros_like(self.sums))
         self.steps.assign(0.0)
         self.pending_first.assign(first)
+        if first:
+            self.initial_weights = self.weight_norms()
 
-    def read(self) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    def read(self) -> tuple[tuple[np.ndarray, np.ndarray] | None, np.ndarray, np.ndarray]:
         """(step-0 grad and weight norms or None, this epoch's mean norms, weight norms now)."""
         steps = float(self.steps.numpy())
         means = (
@@ -536,11 +549,12 @@ class _StepState:
             if steps
             else np.full(len(self.kernels), np.nan)
         )
-        first = None if bool(self.pending_first.numpy()) else self.first.numpy().astype(np.float64)
-        weights = np.array([float(tf.norm(tf.cast(k, tf.float32))) for k in self.kernels])
+        first = None
+        if not bool(self.pending_first.numpy()):
+            first = (self.first.numpy().astype(np.float64), self.initial_weights)
         self.sums.assign(tf.zeros_like(self.sums))
         self.steps.assign(0.0)
-        return first, means, weights
+        return first, means, self.weight_norms()
 
 
 def _backward_order(kernel_grads: list) -> tuple[np.ndarray, int]:

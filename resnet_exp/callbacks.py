@@ -83,11 +83,20 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.initial = initial
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        self._initial_logged: set[str] = set()
+        self._log_initial()
+
+    def _log_initial(self) -> None:
+        """Step-0 values as soon as they exist: before training (a probe) or after epoch 1
+        (gathered in the train step); each key once."""
         metrics = _finite(self.initial() if self.initial else {})
-        if metrics:
-            log_batch(self.client, self.run_id, metrics=metrics, step=0)
+        new = {k: v for k, v in metrics.items() if k not in self._initial_logged}
+        if new:
+            log_batch(self.client, self.run_id, metrics=new, step=0)
+            self._initial_logged.update(new)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._log_initial()
         metrics = {_RENAMES.get(k, k): v for k, v in (logs or {}).items()}
         log_batch(self.client, self.run_id, metrics=_finite(metrics), step=epoch + 1)
 

@@ -76,6 +76,11 @@ class WeightDecayMode(StrEnum):
     l2 = "l2"  # Caffe/Torch/He et al. 2016: wd * w added to the gradient (sgd only)
 
 
+class GradientSource(StrEnum):
+    step = "step"  # the training steps' own gradients, gathered in Keras's train step (~free)
+    probe = "probe"  # a fixed probe batch, measured by a second graph (costs a trace per run)
+
+
 class ScheduleName(StrEnum):
     constant = "constant"
     step = "step"
@@ -158,6 +163,7 @@ class TrackingConfig:
 @dataclass
 class GradientsConfig:
     enabled: bool = True
+    source: GradientSource = GradientSource.step
     probe_size: int = 64  # examples in the fixed probe batch (cost: ~one training step per epoch)
 
 

@@ -77,6 +77,10 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
             log.info("skipping %s: FINISHED run %s has the same configuration", run_name(cfg), done)
             return JobOutcome("SKIPPED", done)
 
+    # TensorFlow loads only once the config is valid and the job is not skipped, and
+    # before the run opens: the run's duration is its training, not an import.
+    from resnet_exp import training
+
     tags = {
         "run_kind": "train",
         "config_hash": digest,
@@ -100,8 +104,6 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
     _install_sigterm()
     try:
         log_batch(client, run_id, params=applicable_params(flat))
-        from resnet_exp import training  # TensorFlow loads only once the config is valid
-
         training.log_config_artifact(client, run_id, cfg)
         result = training.train(cfg, client, run_id)
         training.log_frame_artifact(client, run_id, result.history, "history.csv")

@@ -79,6 +79,7 @@ class ProfileImageLogger(keras.callbacks.Callback):
         self.label = label
         self.seconds: list[float] = []  # per logged image: render + upload
         self.plot = ProfilePlot()
+        self._logged: set[int] = set()
 
     @classmethod
     def from_recorder(
@@ -101,8 +102,9 @@ class ProfileImageLogger(keras.callbacks.Callback):
     def _log(self, step: int) -> None:
 
         norms = self.profile(step)
-        if norms is None or len(norms) == 0:
+        if step in self._logged or norms is None or len(norms) == 0:
             return
+        self._logged.add(step)
         start = time.perf_counter()
         init = self.profile(0) if step else None
         title = f"{self.label} {'initialisation' if step == 0 else f'epoch {step}'}".strip()
@@ -116,4 +118,7 @@ class ProfileImageLogger(keras.callbacks.Callback):
         self._log(0)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        # an in-step recorder (gradients.source=step) has step 0 only once the first
+        # epoch's first step has run: log it then, before the epoch's own image
+        self._log(0)
         self._log(int(epoch) + 1)

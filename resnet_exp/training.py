@@ -22,7 +22,8 @@ from resnet_exp.branches import BranchRecorder
 from resnet_exp.callbacks import DivergenceMonitor, EpochTimer, MlflowEpochLogger, StepLimit
 from resnet_exp.data import Dataset, eval_pipeline, load_dataset, make_pipelines, probe_batch
 from resnet_exp.describe import log_dataset
-from resnet_exp.gradients import GradientRecorder
+from resnet_exp.fitprep import build_for_fit
+from resnet_exp.gradients import GradientRecorder, StepGradientRecorder
 from resnet_exp.lesion import lesion_examples, lesion_study
 from resnet_exp.models import build_model
 from resnet_exp.naming import run_name
@@ -145,13 +146,18 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     )
     model = model_from_config(cfg, data.input_shape, data.num_classes)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    build_for_fit(model, train_ds.element_spec)  # the first epoch then traces its step once
     _log_text_artifact(client, run_id, _summary(model), "model_summary.txt")
 
     recorder = branches = None
     callbacks: list[keras.callbacks.Callback] = [EpochTimer()]
+    # the fixed probe batch: the gradient probe's (source=probe) and the branch recorder's
     x_probe, y_probe = probe_batch(data, int(cfg.gradients.probe_size), int(cfg.seed))
-    if cfg.gradients.enabled:
+    if cfg.gradients.enabled and cfg.gradients.source == "probe":
         recorder = GradientRecorder(x_probe, y_probe)
+    elif cfg.gradients.enabled:
+        recorder = StepGradientRecorder()
+    if recorder is not None:
         callbacks.append(recorder)
     if cfg.branches.enabled:
         branches = BranchRecorder(x_probe)

@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchkit import stopwatch
 from fake_study import EPOCH_METRICS, GRADIENT_METRICS, log_run
 from mlflow.tracking import MlflowClient
 
@@ -54,16 +55,14 @@ def log_study(uri: str, runs: int, epochs: int, artifacts: str) -> None:
 def time_paths(uri: str, methods: list[str]) -> list[tuple[str, int, int, float, float]]:
     rows = []
     for method in methods:
-        started = time.perf_counter()
-        study = load_study("bench", tracking_uri=uri, method=method)
-        total = time.perf_counter() - started
+        with stopwatch() as total:
+            study = load_study("bench", tracking_uri=uri, method=method)
         client = MlflowClient(uri)
         run_keys = {run_id: METRICS for run_id in study.runs["run_id"]}
-        started = time.perf_counter()
-        long, used = fetch_histories(client, uri, run_keys, method=method)
-        histories = time.perf_counter() - started
+        with stopwatch() as histories:
+            long, used = fetch_histories(client, uri, run_keys, method=method)
         assert used == method, f"{method} fell back to {used}"
-        rows.append((method, len(study.runs), len(long), histories, total))
+        rows.append((method, len(study.runs), len(long), histories(), total()))
     return rows
 
 
@@ -119,11 +118,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
         artifacts = os.path.join(tmp, "artifacts")
-        started = time.perf_counter()
-        log_study(uri, args.runs, args.epochs, artifacts)
+        with stopwatch() as logged:
+            log_study(uri, args.runs, args.epochs, artifacts)
         print(
             f"logged {args.runs} runs x {args.epochs} epochs x 12 metrics to a temporary "
-            f"SQLite store in {time.perf_counter() - started:.1f} s"
+            f"SQLite store in {logged():.1f} s"
         )
         results = [("sqlite", *row) for row in time_paths(uri, ["sql", "client"])]
         if args.server:

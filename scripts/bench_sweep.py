@@ -2,7 +2,7 @@
 
 Each launcher runs the same study into its own fresh SQLite store (so neither
 resumes the other's runs), one after the other, alternating over repeats; the
-ratio is what matters on a shared, noisy machine.
+ratio is what matters on a shared, noisy machine. Also part 4 of `bench.py`.
 
     python scripts/bench_sweep.py [--experiment depth_sweep] [--epochs N] [--repeats 1]
 """
@@ -14,8 +14,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from benchkit import interleaved, stopwatch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,9 +36,9 @@ def run_study(experiment: str, extra: list[str], launcher: list[str]) -> float:
         command = [sys.executable, str(ROOT / "experiments" / "train.py"), "-m"]
         command += [f"experiment={experiment}", *extra, *launcher]
         command.append(f"hydra.sweep.dir={tmp}/multirun")
-        start = time.perf_counter()
-        subprocess.run(command, env=env, cwd=tmp, check=True, capture_output=True)
-        return time.perf_counter() - start
+        with stopwatch() as elapsed:
+            subprocess.run(command, env=env, cwd=tmp, check=True, capture_output=True)
+        return elapsed()
 
 
 def main() -> None:
@@ -47,12 +48,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     extra = [f"trainer.epochs={args.epochs}"] if args.epochs else []
-    times: dict[str, list[float]] = {name: [] for name in LAUNCHERS}
-    for repeat in range(args.repeats):
-        for name, launcher in LAUNCHERS.items():
-            seconds = run_study(args.experiment, extra, launcher)
-            times[name].append(seconds)
-            print(f"repeat {repeat}: {name:18s} {seconds:7.1f} s", flush=True)
+    times = interleaved(
+        {
+            name: (lambda launch=launcher: run_study(args.experiment, extra, launch))
+            for name, launcher in LAUNCHERS.items()
+        },
+        args.repeats,
+    )
     best = {name: min(values) for name, values in times.items()}
     sequential, parallel = best["sequential"], best["parallel (joblib)"]
     print(

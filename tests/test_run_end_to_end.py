@@ -145,3 +145,11 @@ def test_deterministic_seeded_runs_repeat_bit_for_bit(make_cfg, client):
         assert len(logged) == steps, key  # something to compare: not [] == []
         assert losses(second.run_id, key) == logged, key
     assert losses(second.run_id, "grad_last_norm") == losses(first.run_id, "grad_last_norm")
+
+
+def test_fixed_probe_source_is_still_available(make_cfg, client):
+    cfg = make_cfg(*TINY, "gradients.source=probe")
+    outcome = run_job(cfg, overrides=TINY)
+    for key in [*GRAD_METRICS, "probe_loss"]:
+        steps = [m.step for m in client.get_metric_history(outcome.run_id, key)]
+        assert sorted(steps) == [0, 1, 2], key

@@ -1,0 +1,127 @@
+"""The one timing and table harness every benchmark here uses.
+
+The machine is shared and noisy, so a benchmark never reports an absolute time
+alone: it runs the variants it compares alternately (A B, B A, A B, ...) in one
+session, takes medians, and reports their ratio with the spread over repeats.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+
+@contextmanager
+def stopwatch(cpu: bool = False) -> Iterator[Callable[[], float]]:
+    """`with stopwatch() as elapsed: ...; elapsed()` gives wall seconds (frozen at exit).
+
+    `cpu=True` counts this process's CPU seconds (all threads) instead: on a
+    machine loaded by others that is the steadier measure of work done here.
+    """
+    clock = time.process_time if cpu else time.perf_counter
+    start = clock()
+    end: list[float] = []
+    yield lambda: (end[0] if end else clock()) - start
+    end.append(clock())
+
+
+def interleaved(
+    variants: dict[str, Callable[[], float]], repeats: int, log: Callable[[str], None] = print
+) -> dict[str, list[float]]:
+    """Run each variant `repeats` times, alternating the order each repeat.
+
+    Each variant returns the seconds it measured (a run's own duration, say),
+    so what it times is up to it; this only orders the runs and collects them.
+    """
+    names = list(variants)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            seconds = variants[name]()
+            times[name].append(seconds)
+            log(f"  repeat {repeat}: {name:<28} {seconds:8.2f} s")
+    return times
+
+
+@dataclass
+class Row:
+    """One line of the table: `subject` over `baseline`, measured side by side.
+
+    Values are seconds (medians) unless `measure` says otherwise.
+    """
+
+    part: str
+    measure: str
+    subject: str
+    subject_value: float
+    baseline: str
+    baseline_value: float
+    target: str = ""
+    spread: str = ""  # min-max of the per-repeat ratios, when paired repeats exist
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.subject_value / self.baseline_value if self.baseline_value else float("nan")
+
+
+def ratio_row(
+    part: str,
+    measure: str,
+    times: dict[str, list[float]],
+    subject: str,
+    baseline: str,
+    target: str = "",
+    note: str = "",
+) -> Row:
+    """A row from interleaved times: ratio of medians, and the range of paired ratios."""
+    pairs = [a / b for a, b in zip(times[subject], times[baseline], strict=False) if b]
+    spread = f"{min(pairs):.3f}-{max(pairs):.3f}" if len(pairs) > 1 else ""
+    return Row(
+        part,
+        measure,
+        subject,
+        statistics.median(times[subject]),
+        baseline,
+        statistics.median(times[baseline]),
+        target=target,
+        spread=spread,
+        note=note,
+    )
+
+
+COLUMNS = [f.name for f in fields(Row)[:6]] + ["ratio"]
+COLUMNS += ["spread", "target", "note"]
+
+
+def _cells(row: Row) -> dict[str, str]:
+    cells = {k: str(v) for k, v in asdict(row).items()}
+    cells["subject_value"] = f"{row.subject_value:.4g}"
+    cells["baseline_value"] = f"{row.baseline_value:.4g}"
+    cells["ratio"] = f"{row.ratio:.3f}"
+    return cells
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        cells = _cells(row)
+        lines.append("| " + " | ".join(cells[c] for c in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(rows: list[Row], out: Path, header: str = "") -> tuple[Path, Path]:
+    """The table as CSV and Markdown (with `header` above it) in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out / "bench.csv", out / "bench.md"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({c: _cells(r)[c] for c in COLUMNS} for r in rows)
+    md_path.write_text((header + "\n\n" if header else "") + markdown(rows))
+    return csv_path, md_path

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -96,8 +97,20 @@ def _suggest(key: str) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
-def validate(argv: list[str]) -> str | None:
-    """None if every job the command line would launch is valid, else a one-line reason."""
+class CommandLineError(ValueError):
+    """A command line that cannot run; the message is one line."""
+
+
+@dataclass
+class Launch:
+    """What a valid command line will run: every job's composed config, and whether as a sweep."""
+
+    jobs: list[DictConfig]
+    multirun: bool
+
+
+def compose_jobs(argv: list[str]) -> Launch | None:
+    """Compose and check every job; None for flags that run nothing (--help, --cfg)."""
     if any(a in _SKIP_FLAGS or a.startswith("--cfg") for a in argv):
         return None
     overrides, config_name = split_argv(argv)
@@ -111,23 +124,39 @@ def validate(argv: list[str]) -> str | None:
             preset = _preset_sweeps(first, overrides)
             if preset:
                 jobs = [job + extra for job in jobs for extra in expand_sweeps(preset)]
+            multirun = any(a in ("-m", "--multirun") for a in argv) or str(
+                OmegaConf.select(first, "hydra.mode")
+            ).endswith("MULTIRUN")
+            composed = []
             for job in jobs:
                 try:
-                    check_config(compose(name, overrides=job))
+                    cfg = compose(name, overrides=job)
+                    check_config(cfg)
                 except ConfigError as err:
-                    return str(err)
+                    raise CommandLineError(str(err)) from None
                 except (HydraException, OmegaConfBaseException) as err:
-                    return explain(err, job)
+                    raise CommandLineError(explain(err, job)) from None
+                composed.append(cfg)
     except (HydraException, OmegaConfBaseException) as err:
-        return explain(err, overrides)
+        raise CommandLineError(explain(err, overrides)) from None
     finally:
         GlobalHydra.instance().clear()
+    return Launch(composed, multirun)
+
+
+def validate(argv: list[str]) -> str | None:
+    """None if every job the command line would launch is valid, else a one-line reason."""
+    try:
+        compose_jobs(argv)
+    except CommandLineError as err:
+        return str(err)
     return None
 
 
-def validate_or_exit(argv: list[str] | None = None) -> None:
+def validate_or_exit(argv: list[str] | None = None) -> Launch | None:
     """Print `config error: ...` on one line and exit 2 if the command line cannot run."""
-    problem = validate(sys.argv[1:] if argv is None else argv)
-    if problem:
-        print(f"config error: {problem}", file=sys.stderr)
+    try:
+        return compose_jobs(sys.argv[1:] if argv is None else argv)
+    except CommandLineError as err:
+        print(f"config error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 from dataclasses import dataclass
 from types import FrameType
 
@@ -18,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from resnet_exp.config import check_config, flatten
+from resnet_exp.preflight import check_store, store_error_line
 from resnet_exp.tracking import (
     config_hash,
     ensure_experiment,
@@ -64,7 +66,15 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
     check_config(cfg)
     flat = flatten(cfg)
     digest = config_hash(flat)
-    client = MlflowClient(resolve_tracking_uri(cfg.tracking.uri))
+    uri = resolve_tracking_uri(cfg.tracking.uri)
+    problem = check_store(uri)
+    if problem:  # a dead store fails in a second, not after MLflow's minutes of retries
+        line = store_error_line(uri, problem)
+        print(line, file=sys.stderr, flush=True)
+        if raise_errors:
+            raise SystemExit(2)
+        return JobOutcome("FAILED", None, error=line)
+    client = MlflowClient(uri)
     experiment_id = ensure_experiment(client, cfg.tracking.experiment)
 
     if cfg.tracking.resume:
@@ -111,6 +121,17 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
         _close(client, run_id, RunStatus.KILLED, "killed by signal")
         raise
     except Exception as err:
+        problem = check_store(uri)
+        if problem:  # the store died mid-run: nothing more can be logged, say so once
+            line = store_error_line(
+                uri,
+                f"{problem}; {run_name(cfg)} (run {run_id}) stopped: "
+                "what it logged before is kept, its status stays RUNNING",
+            )
+            print(line, file=sys.stderr)
+            if raise_errors:
+                raise SystemExit(1) from None
+            return JobOutcome("FAILED", run_id, error=line)
         message = f"{type(err).__name__}: {err}"
         _close(client, run_id, RunStatus.FAILED, message)
         if raise_errors:

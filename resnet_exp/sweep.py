@@ -29,6 +29,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from resnet_exp.config import INJECTED_OVERRIDES
+from resnet_exp.preflight import check_store, store_error_line, store_or_exit
 from resnet_exp.tracking import ensure_experiment, log_batch, resolve_tracking_uri, with_retry
 
 log = logging.getLogger(__name__)
@@ -120,9 +121,12 @@ class MlflowSweepCallback(Callback):
         self.client: MlflowClient | None = None
         self.parent_id: str | None = None
         self.experiment_id: str | None = None
+        self.uri: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         uri = resolve_tracking_uri(config.tracking.uri)
+        store_or_exit(uri)  # once, before any job: a dead store must not fail every job
+        self.uri = uri
         self.client = MlflowClient(uri)
         self.experiment_id = ensure_experiment(self.client, config.tracking.experiment)
         overrides = sweep_overrides(config)
@@ -176,6 +180,14 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         assert self.client is not None and self.parent_id is not None
+        problem = check_store(self.uri)
+        if problem:
+            print(
+                store_error_line(self.uri, f"{problem}; the sweep's results cannot be read"),
+                file=sys.stderr,
+            )
+            self.parent_id = None
+            sys.exit(1)
         summary = summarise_children(self.client, self.experiment_id, self.parent_id)
         counts, failed = summary["counts"], summary["failed"]
         log_batch(self.client, self.parent_id, metrics={f"jobs_{k}": v for k, v in counts.items()})
@@ -195,7 +207,7 @@ class MlflowSweepCallback(Callback):
             sys.exit(1)
 
     def _close_if_interrupted(self) -> None:
-        if self.client is not None and self.parent_id is not None:
+        if self.client is not None and self.parent_id is not None and not check_store(self.uri):
             with_retry(
                 self.client.set_terminated,
                 self.parent_id,

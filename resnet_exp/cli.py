@@ -71,7 +71,7 @@ def explain(err: Exception, overrides: list[str]) -> str:
     if isinstance(err, MissingConfigException):
         group = (err.missing_cfg_file or "").split("/")[0]
         given = next((o for o in overrides if o.split("=")[0] == group), group)
-        options = ", ".join(o for o in err.options or [] if not o.endswith("_schema"))
+        options = ", ".join(err.options or [])
         return f"{given}: no such option" + (f"; choose from {options}" if options else "")
     cause = err.__cause__ or err.__context__ or err
     if isinstance(cause, OmegaConfBaseException):
@@ -121,12 +121,15 @@ def compose_jobs(argv: list[str]) -> Launch | None:
             name = config_name or "config"
             jobs = expand_sweeps(overrides)
             first = compose(name, overrides=jobs[0], return_hydra_config=True)
-            preset = _preset_sweeps(first, overrides)
-            if preset:
-                jobs = [job + extra for job in jobs for extra in expand_sweeps(preset)]
             multirun = any(a in ("-m", "--multirun") for a in argv) or str(
                 OmegaConf.select(first, "hydra.mode")
             ).endswith("MULTIRUN")
+            if not multirun and len(jobs) > 1:
+                sweep = next(o for o in overrides if len(expand_sweeps([o])) > 1)
+                raise CommandLineError(f"{sweep} is a sweep: add -m (--multirun) to run each value")
+            preset = _preset_sweeps(first, overrides) if multirun else []
+            if preset:
+                jobs = [job + extra for job in jobs for extra in expand_sweeps(preset)]
             composed = []
             for job in jobs:
                 try:

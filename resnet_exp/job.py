@@ -18,6 +18,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from resnet_exp import quiet
 from resnet_exp.config import check_config, flatten
 from resnet_exp.preflight import check_store, store_error_line
 from resnet_exp.tracking import (
@@ -103,6 +104,7 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
     _install_sigterm()
     try:
         log_batch(client, run_id, params=flat)
+        quiet.import_tensorflow()
         from resnet_exp import training  # TensorFlow loads only once the config is valid
 
         training.log_config_artifact(client, run_id, cfg)

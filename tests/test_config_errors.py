@@ -15,6 +15,15 @@ BAD = {
     "model=mlp model.depth=7": ["model.depth=7", "2n+2"],
     "model=resnet_basic model.depth=20": ["model.depth=20", "resnet_basic"],
     "model.activation=gelu": ["model.activation=gelu", "relu"],
+    "model.kernel_initializer=nosuch": ["model.kernel_initializer=nosuch", "he_normal"],
+    "seed=-1": ["seed=-1", "2**32 - 1"],
+    "seed=4294967296": ["seed=4294967296", "2**32 - 1"],
+    "data=data_schema": ["data=data_schema", "no such option", "digits"],
+    "optim=optim_schema": ["optim=optim_schema", "no such option", "sgd"],
+    "model=model_schema": ["model=model_schema", "no such option", "resnet_cifar"],
+    "+model.foo=1": ["model.foo", "unknown key"],
+    "+optim.schedule.gama=2": ["optim.schedule.gama", "unknown key", "optim.schedule.gamma"],
+    "model.depth=8,14": ["model.depth=8,14", "add -m"],
 }
 
 
@@ -45,3 +54,39 @@ def test_valid_config_passes_validation():
     assert validate(["-m", "model.depth=8,20,56", "model.residual=true,false"]) is None
     assert validate(["model=mlp", "model.depth=200"]) is None
     assert validate(["model=resnet_basic", "model.depth=34"]) is None
+
+
+def test_help_lists_no_schema_entries():
+    result = run_train("--help")
+    assert result.returncode == 0, result.stderr
+    assert "resnet_cifar" in result.stdout
+    assert "_schema" not in result.stdout
+
+
+def test_initializer_names_are_the_keras_names_that_build_our_kernels():
+    """config.py keeps the names (to fail before TensorFlow); they must be exactly Keras's."""
+    import keras
+
+    from resnet_exp.config import Initializer
+
+    public = {n for n in dir(keras.initializers) if n.islower() and not n.startswith("_")}
+    usable = set()
+    for name in public - {"get", "serialize", "deserialize"}:
+        try:
+            init = keras.initializers.get(name)
+            init((3, 3, 4, 8))  # a conv kernel
+            init((16, 10))  # a dense kernel
+        except (KeyError, TypeError, ValueError):
+            continue
+        usable.add(name)
+    assert {i.value for i in Initializer} == usable
+
+
+def test_a_preset_sweep_is_a_sweep_even_without_m():
+    from resnet_exp.cli import compose_jobs
+
+    launch = compose_jobs(["experiment=depth_sweep"])
+    assert launch.multirun and len(launch.jobs) == 12
+    assert len({(j.model.depth, j.model.residual) for j in launch.jobs}) == 12
+    single = compose_jobs(["experiment=depth_sweep", "hydra.mode=RUN"])
+    assert not single.multirun and len(single.jobs) == 1

@@ -39,4 +39,8 @@ if __name__ == "__main__":
         from resnet_exp.preflight import stores_or_exit
 
         stores_or_exit(launch.jobs)  # a dead store: one line now, not minutes of retries later
+        if launch.multirun:
+            from resnet_exp import progress
+
+            progress.planned_jobs = launch.jobs  # the sweep callback counts and skips from these
     main()

@@ -18,7 +18,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from resnet_exp import quiet
+from resnet_exp import progress, quiet
 from resnet_exp.config import check_config, flatten
 from resnet_exp.preflight import check_store, store_error_line
 from resnet_exp.tracking import (
@@ -81,7 +81,10 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
     if cfg.tracking.resume:
         done = find_finished_run(client, experiment_id, digest)
         if done:
-            log.info("skipping %s: FINISHED run %s has the same configuration", run_name(cfg), done)
+            if cfg.tracking.parent_run_id:  # in a sweep the launching process has said so
+                log.debug("skipping %s: FINISHED run %s has the same config", run_name(cfg), done)
+            else:
+                progress.say(progress.skip_line(run_name(cfg), done))
             return JobOutcome("SKIPPED", done)
 
     tags = {
@@ -118,6 +121,8 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
             log.warning("%s diverged at epoch %s", run_name(cfg), result.diverged_epoch)
         log_batch(client, run_id, tags=end_tags)
         with_retry(client.set_terminated, run_id, RunStatus.to_string(RunStatus.FINISHED))
+        if not cfg.tracking.parent_run_id:  # a sweep's launching process reports its jobs
+            progress.report_run(client, uri, run_id)
         return JobOutcome("FINISHED", run_id, diverged=result.diverged)
     except (KeyboardInterrupt, Terminated):
         _close(client, run_id, RunStatus.KILLED, "killed by signal")

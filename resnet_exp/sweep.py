@@ -28,6 +28,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from resnet_exp import progress
 from resnet_exp.config import INJECTED_OVERRIDES
 from resnet_exp.preflight import check_store, store_error_line, store_or_exit
 from resnet_exp.tracking import ensure_experiment, log_batch, resolve_tracking_uri, with_retry
@@ -122,6 +123,11 @@ class MlflowSweepCallback(Callback):
         self.parent_id: str | None = None
         self.experiment_id: str | None = None
         self.uri: str | None = None
+        self.progress: progress.SweepProgress | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Parallel launchers pickle the callbacks into each job: leave the progress thread."""
+        return {**self.__dict__, "progress": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         uri = resolve_tracking_uri(config.tracking.uri)
@@ -145,6 +151,7 @@ class MlflowSweepCallback(Callback):
             f"'{config.tracking.experiment}' at {uri}",
             file=sys.stderr,
         )
+        self.progress = progress.start_sweep(self.client, self.experiment_id, self.parent_id)
 
     def _open_parent(self, key: str, overrides: list[str], config: DictConfig) -> str:
         assert self.client is not None and self.experiment_id is not None
@@ -188,16 +195,22 @@ class MlflowSweepCallback(Callback):
             )
             self.parent_id = None
             sys.exit(1)
+        if self.progress is not None:
+            self.progress.stop()
+        table = progress.results_table(self.client, self.experiment_id, self.parent_id)
+        if table:
+            print(table, file=sys.stderr)
         summary = summarise_children(self.client, self.experiment_id, self.parent_id)
         counts, failed = summary["counts"], summary["failed"]
         log_batch(self.client, self.parent_id, metrics={f"jobs_{k}": v for k, v in counts.items()})
         status = "FAILED" if failed else "FINISHED"
         with_retry(self.client.set_terminated, self.parent_id, status)
-        self.parent_id = None
+        parent_id, self.parent_id = self.parent_id, None
         print(
             f"[resnet-exp] sweep done: {counts['configs']} configurations, "
             f"{counts['finished']} finished ({counts['diverged']} diverged), "
-            f"{counts['failed']} failed, {counts['killed']} killed",
+            f"{counts['failed']} failed, {counts['killed']} killed; browse: "
+            + progress.where_to_look(self.uri, self.experiment_id, parent_id),
             file=sys.stderr,
         )
         if failed:

@@ -17,9 +17,10 @@ import tensorflow as tf
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from resnet_exp.callbacks import DivergenceMonitor, EpochTimer, MlflowEpochLogger
+from resnet_exp.callbacks import DivergenceMonitor, EpochLines, EpochTimer, MlflowEpochLogger
 from resnet_exp.data import load_dataset, make_pipelines, probe_batch
 from resnet_exp.gradients import GradientRecorder
+from resnet_exp.job import run_name
 from resnet_exp.models import build_model
 from resnet_exp.optim import make_optimizer
 from resnet_exp.tracking import with_retry
@@ -117,6 +118,9 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
         monitor,
         MlflowEpochLogger(
             client, run_id, initial=(lambda: recorder.history.get(0, {})) if recorder else None
+        ),
+        EpochLines(
+            run_name(cfg), int(cfg.trainer.epochs), 60.0 if cfg.tracking.parent_run_id else 0
         ),
     ]
     fit = model.fit(

@@ -9,7 +9,6 @@ TensorFlow, and the first problem is printed as one line naming the key.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import sys
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from resnet_exp.config import ConfigError, check_config, flatten, register_configs
+from resnet_exp.config import ConfigError, check_config, register_configs, unknown_key
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 _VALUE_FLAGS = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"}
@@ -78,23 +77,10 @@ def explain(err: Exception, overrides: list[str]) -> str:
         key = getattr(cause, "full_key", None) or ""
         msg = str(getattr(cause, "msg", cause)).splitlines()[0]
         if "not in" in msg and key:
-            return f"{key}: unknown key{_suggest(key)}"
+            return unknown_key(key)
         value = next((o.split("=", 1)[1] for o in overrides if o.split("=")[0] == key), None)
         return f"{key}={value}: {msg}" if value is not None else f"{key}: {msg}"
     return " ".join(str(err).split())
-
-
-def _suggest(key: str) -> str:
-    try:
-        register_configs()
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            known = list(flatten(compose("config")))
-    except Exception:
-        return ""
-    finally:
-        GlobalHydra.instance().clear()
-    close = difflib.get_close_matches(key, known, n=1)
-    return f"; did you mean {close[0]}?" if close else ""
 
 
 class CommandLineError(ValueError):

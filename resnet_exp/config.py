@@ -181,14 +181,18 @@ def schema_keys() -> set[str]:
     return set(flatten(schema))
 
 
+def unknown_key(key: str) -> str:
+    """`key: unknown key`, with the closest known key when one is close."""
+    close = difflib.get_close_matches(key, sorted(schema_keys()), n=1)
+    return f"{key}: unknown key" + (f"; did you mean {close[0]}?" if close else "")
+
+
 def _check_known_keys(cfg: DictConfig | Any) -> None:
     """Hydra's `+key=value` adds a key even to a typed node: refuse it like a typo."""
     known = schema_keys()
     for key in flatten(cfg):
         if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            raise ConfigError(f"{key}: unknown key{hint}")
+            raise ConfigError(unknown_key(key))
 
 
 def check_config(cfg: DictConfig | Any) -> None:

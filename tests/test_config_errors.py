@@ -90,3 +90,13 @@ def test_a_preset_sweep_is_a_sweep_even_without_m():
     assert len({(j.model.depth, j.model.residual) for j in launch.jobs}) == 12
     single = compose_jobs(["experiment=depth_sweep", "hydra.mode=RUN"])
     assert not single.multirun and len(single.jobs) == 1
+
+
+def test_every_preset_that_sweeps_runs_as_a_sweep():
+    """A preset with sweep params must set hydra.mode=MULTIRUN, or it trains one config quietly."""
+    from resnet_exp.cli import CONF_DIR, compose_jobs
+
+    presets = sorted((CONF_DIR / "experiment").glob("*.yaml"))
+    for preset in [p for p in presets if "sweeper:" in p.read_text()]:
+        launch = compose_jobs([f"experiment={preset.stem}"])
+        assert launch.multirun, f"{preset.name}: add `hydra: mode: MULTIRUN`"

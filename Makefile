@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 SERVER_PORT ?= 5001
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-fast lint ui server clean
+.PHONY: help demo test test-fast lint ui server clean reset
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}' \
-		| sed -e 's/$$(UI_PORT)/$(UI_PORT)/' -e 's/$$(SERVER_PORT)/$(SERVER_PORT)/'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
+		| sed -e 's/$$(UI_PORT)/$(UI_PORT)/g' -e 's/$$(SERVER_PORT)/$(SERVER_PORT)/g' \
+		| awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
 demo: $(VENV)/.installed ## the default study (depth_sweep on digits, in parallel), then its figures
 	$(PY) experiments/train.py -m experiment=depth_sweep hydra/launcher=joblib
@@ -44,3 +45,6 @@ server: $(VENV)/.installed ## a tracking server on http://127.0.0.1:$(SERVER_POR
 
 clean: ## remove Hydra outputs and caches (keeps mlflow.db and the venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache
+
+reset: clean ## start afresh: also delete every logged run (mlflow.db, mlruns, mlartifacts, tracking-server) and reports/
+	rm -rf $(MLFLOW_DB) mlruns mlartifacts tracking-server reports

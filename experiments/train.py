@@ -2,21 +2,25 @@
 
 python experiments/train.py model.depth=56 model.residual=false
 python experiments/train.py -m model.depth=8,20,56 model.residual=true,false
-python experiments/train.py -m experiment=depth_sweep
+python experiments/train.py experiment=depth_sweep      # a study preset is a sweep by itself
 """
 
 from __future__ import annotations
 
 import sys
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
+from resnet_exp.quiet import quiet_tensorflow
 
-from resnet_exp.cli import validate_or_exit
-from resnet_exp.config import INJECTED_OVERRIDES, register_configs
-from resnet_exp.datasets import DatasetUnavailable
+quiet_tensorflow()  # before anything imports TensorFlow
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from resnet_exp.cli import validate_or_exit  # noqa: E402
+from resnet_exp.config import INJECTED_OVERRIDES, register_configs  # noqa: E402
+from resnet_exp.datasets import DatasetUnavailable  # noqa: E402
 
 register_configs()
 
@@ -25,6 +29,7 @@ register_configs()
 def main(cfg: DictConfig):
     from resnet_exp.job import run_job  # MLflow and TensorFlow load only for a valid config
 
+    quiet_tensorflow()  # again: a parallel launcher's workers do not run this module's top
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(INJECTED_OVERRIDES)]
@@ -36,5 +41,13 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
-    validate_or_exit()
+    launch = validate_or_exit()
+    if launch is not None:
+        from resnet_exp.preflight import stores_or_exit
+
+        stores_or_exit(launch.jobs)  # a dead store: one line now, not minutes of retries later
+        if launch.multirun:
+            from resnet_exp import progress
+
+            progress.planned_jobs = launch.jobs  # the sweep callback counts and skips from these
     main()

@@ -17,6 +17,7 @@ import keras
 from mlflow.tracking import MlflowClient
 
 from resnet_exp.optim import current_learning_rate
+from resnet_exp.progress import epoch_line, say
 from resnet_exp.tracking import log_batch
 
 # Keras's log keys -> the contract's metric names.
@@ -129,3 +130,22 @@ class StepLimit(keras.callbacks.Callback):
         self.done += 1
         if self.done >= self.steps:
             self.model.stop_training = True
+
+
+class EpochLines(keras.callbacks.Callback):
+    """One line per epoch on stderr (never a progress bar: logs stay readable).
+
+    `min_interval_s` thins the lines of short epochs: a sweep's jobs pass a minute,
+    so only slow runs report per epoch there, and the sweep's own lines stay readable.
+    """
+
+    def __init__(self, label: str, epochs: int, min_interval_s: float = 0.0) -> None:
+        super().__init__()
+        self.label, self.epochs, self.min_interval_s = label, epochs, min_interval_s
+        self._last = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        now = time.perf_counter()
+        if now - self._last >= self.min_interval_s:
+            self._last = now
+            say(epoch_line(self.label, epoch + 1, self.epochs, logs or {}))

@@ -9,9 +9,9 @@ TensorFlow, and the first problem is printed as one line naming the key.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -21,7 +21,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from resnet_exp.config import ConfigError, check_config, flatten, register_configs
+from resnet_exp.config import ConfigError, check_config, register_configs, unknown_key
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 _VALUE_FLAGS = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"}
@@ -70,34 +70,33 @@ def explain(err: Exception, overrides: list[str]) -> str:
     if isinstance(err, MissingConfigException):
         group = (err.missing_cfg_file or "").split("/")[0]
         given = next((o for o in overrides if o.split("=")[0] == group), group)
-        options = ", ".join(o for o in err.options or [] if not o.endswith("_schema"))
+        options = ", ".join(err.options or [])
         return f"{given}: no such option" + (f"; choose from {options}" if options else "")
     cause = err.__cause__ or err.__context__ or err
     if isinstance(cause, OmegaConfBaseException):
         key = getattr(cause, "full_key", None) or ""
         msg = str(getattr(cause, "msg", cause)).splitlines()[0]
         if "not in" in msg and key:
-            return f"{key}: unknown key{_suggest(key)}"
+            return unknown_key(key)
         value = next((o.split("=", 1)[1] for o in overrides if o.split("=")[0] == key), None)
         return f"{key}={value}: {msg}" if value is not None else f"{key}: {msg}"
     return " ".join(str(err).split())
 
 
-def _suggest(key: str) -> str:
-    try:
-        register_configs()
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            known = list(flatten(compose("config")))
-    except Exception:
-        return ""
-    finally:
-        GlobalHydra.instance().clear()
-    close = difflib.get_close_matches(key, known, n=1)
-    return f"; did you mean {close[0]}?" if close else ""
+class CommandLineError(ValueError):
+    """A command line that cannot run; the message is one line."""
 
 
-def validate(argv: list[str]) -> str | None:
-    """None if every job the command line would launch is valid, else a one-line reason."""
+@dataclass
+class Launch:
+    """What a valid command line will run: every job's composed config, and whether as a sweep."""
+
+    jobs: list[DictConfig]
+    multirun: bool
+
+
+def compose_jobs(argv: list[str]) -> Launch | None:
+    """Compose and check every job; None for flags that run nothing (--help, --cfg)."""
     if any(a in _SKIP_FLAGS or a.startswith("--cfg") for a in argv):
         return None
     overrides, config_name = split_argv(argv)
@@ -108,26 +107,45 @@ def validate(argv: list[str]) -> str | None:
             name = config_name or "config"
             jobs = expand_sweeps(overrides)
             first = compose(name, overrides=jobs[0], return_hydra_config=True)
-            preset = _preset_sweeps(first, overrides)
+            multirun = any(a in ("-m", "--multirun") for a in argv) or str(
+                OmegaConf.select(first, "hydra.mode")
+            ).endswith("MULTIRUN")
+            if not multirun and len(jobs) > 1:
+                sweep = next(o for o in overrides if len(expand_sweeps([o])) > 1)
+                raise CommandLineError(f"{sweep} is a sweep: add -m (--multirun) to run each value")
+            preset = _preset_sweeps(first, overrides) if multirun else []
             if preset:
                 jobs = [job + extra for job in jobs for extra in expand_sweeps(preset)]
+            composed = []
             for job in jobs:
                 try:
-                    check_config(compose(name, overrides=job))
+                    cfg = compose(name, overrides=job)
+                    check_config(cfg)
                 except ConfigError as err:
-                    return str(err)
+                    raise CommandLineError(str(err)) from None
                 except (HydraException, OmegaConfBaseException) as err:
-                    return explain(err, job)
+                    raise CommandLineError(explain(err, job)) from None
+                composed.append(cfg)
     except (HydraException, OmegaConfBaseException) as err:
-        return explain(err, overrides)
+        raise CommandLineError(explain(err, overrides)) from None
     finally:
         GlobalHydra.instance().clear()
+    return Launch(composed, multirun)
+
+
+def validate(argv: list[str]) -> str | None:
+    """None if every job the command line would launch is valid, else a one-line reason."""
+    try:
+        compose_jobs(argv)
+    except CommandLineError as err:
+        return str(err)
     return None
 
 
-def validate_or_exit(argv: list[str] | None = None) -> None:
+def validate_or_exit(argv: list[str] | None = None) -> Launch | None:
     """Print `config error: ...` on one line and exit 2 if the command line cannot run."""
-    problem = validate(sys.argv[1:] if argv is None else argv)
-    if problem:
-        print(f"config error: {problem}", file=sys.stderr)
+    try:
+        return compose_jobs(sys.argv[1:] if argv is None else argv)
+    except CommandLineError as err:
+        print(f"config error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -8,6 +8,7 @@ here imports TensorFlow, so a bad config fails in well under a second.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -45,6 +46,29 @@ class Activation(StrEnum):
     relu = "relu"
     tanh = "tanh"
     sigmoid = "sigmoid"
+
+
+class Initializer(StrEnum):
+    """The `keras.initializers` names that can start both a conv and a dense kernel.
+
+    Kept here so that a typo fails before TensorFlow loads; a test checks the list
+    against Keras (left out: `constant`, which needs a value, and `identity` and
+    `stft`, which only fit some shapes).
+    """
+
+    glorot_normal = "glorot_normal"
+    glorot_uniform = "glorot_uniform"
+    he_normal = "he_normal"
+    he_uniform = "he_uniform"
+    lecun_normal = "lecun_normal"
+    lecun_uniform = "lecun_uniform"
+    ones = "ones"
+    orthogonal = "orthogonal"
+    random_normal = "random_normal"
+    random_uniform = "random_uniform"
+    truncated_normal = "truncated_normal"
+    variance_scaling = "variance_scaling"
+    zeros = "zeros"
 
 
 class Shortcut(StrEnum):
@@ -94,7 +118,7 @@ class ModelConfig:
     residual: bool = True
     batch_norm: bool = True
     activation: Activation = Activation.relu
-    kernel_initializer: str = "he_normal"
+    kernel_initializer: Initializer = Initializer.he_normal
     shortcut: Shortcut = Shortcut.A
     width: int = 128  # mlp hidden width
     blocks_per_stage: list[int] | None = None  # resnet_basic; derived from depth when null
@@ -198,21 +222,50 @@ class Config:
 
 
 def register_configs() -> None:
-    """Put the schema in Hydra's ConfigStore; the YAML files extend these nodes."""
-    cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="data", name="data_schema", node=DataConfig)
-    cs.store(group="optim", name="optim_schema", node=OptimConfig)
+    """Put the schema in Hydra's ConfigStore.
+
+    Only the whole config's schema is stored: its typed `model`, `data` and
+    `optim` fields type whatever a group's YAML file puts there, so no schema
+    needs to be a (selectable, `--help`-listed) option of a group.
+    """
+    ConfigStore.instance().store(name="config_schema", node=Config)
 
 
 class ConfigError(ValueError):
     """A configuration the project cannot run; the message is one line."""
 
 
+MAX_SEED = 2**32 - 1  # numpy's and Keras's seeds are unsigned 32-bit
+
+
+def schema_keys() -> set[str]:
+    """Every dotted key the schema defines (`model.depth`, `optim.schedule.gamma`, ...)."""
+    schema = OmegaConf.structured(Config)
+    for name, node in (("model", ModelConfig), ("data", DataConfig), ("optim", OptimConfig)):
+        schema[name] = OmegaConf.structured(node)
+    return set(flatten(schema))
+
+
+def unknown_key(key: str) -> str:
+    """`key: unknown key`, with the closest known key when one is close."""
+    close = difflib.get_close_matches(key, sorted(schema_keys()), n=1)
+    return f"{key}: unknown key" + (f"; did you mean {close[0]}?" if close else "")
+
+
+def _check_known_keys(cfg: DictConfig | Any) -> None:
+    """Hydra's `+key=value` adds a key even to a typed node: refuse it like a typo."""
+    known = schema_keys()
+    for key in flatten(cfg):
+        if key not in known:
+            raise ConfigError(unknown_key(key))
+
+
 def check_config(cfg: DictConfig | Any) -> None:
     """Raise ConfigError for values that are well-typed but cannot run."""
+    _check_known_keys(cfg)
     model, data, optim, trainer = cfg.model, cfg.data, cfg.optim, cfg.trainer
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise ConfigError(f"seed={cfg.seed}: must be between 0 and 2**32 - 1")
     try:
         check_depth(str(model.name), int(model.depth), model.blocks_per_stage)
     except DepthError as err:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 from dataclasses import dataclass
 from types import FrameType
 
@@ -17,6 +18,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from resnet_exp import progress, quiet
 from resnet_exp.config import check_config, flatten
 from resnet_exp.datasets import DatasetUnavailable
 from resnet_exp.describe import (
@@ -27,6 +29,7 @@ from resnet_exp.describe import (
     run_description,
 )
 from resnet_exp.naming import comparison_tags, run_name
+from resnet_exp.preflight import check_store, store_error_line
 from resnet_exp.tracking import (
     config_hash,
     ensure_experiment,
@@ -66,7 +69,15 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
     check_config(cfg)
     flat = flatten(cfg)
     digest = config_hash(flat)
-    client = MlflowClient(resolve_tracking_uri(cfg.tracking.uri))
+    uri = resolve_tracking_uri(cfg.tracking.uri)
+    problem = check_store(uri)
+    if problem:  # a dead store fails in a second, not after MLflow's minutes of retries
+        line = store_error_line(uri, problem)
+        print(line, file=sys.stderr, flush=True)
+        if raise_errors:
+            raise SystemExit(2)
+        return JobOutcome("FAILED", None, error=line)
+    client = MlflowClient(uri)
     experiment_id = ensure_experiment(client, cfg.tracking.experiment)
     if not cfg.tracking.parent_run_id:  # in a sweep, the parent process did it once
         describe_experiment(client, experiment_id, cfg.tracking.experiment)
@@ -74,11 +85,15 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
     if cfg.tracking.resume:
         done = find_finished_run(client, experiment_id, digest)
         if done:
-            log.info("skipping %s: FINISHED run %s has the same configuration", run_name(cfg), done)
+            if cfg.tracking.parent_run_id:  # in a sweep the launching process has said so
+                log.debug("skipping %s: FINISHED run %s has the same config", run_name(cfg), done)
+            else:
+                progress.say(progress.skip_line(run_name(cfg), done))
             return JobOutcome("SKIPPED", done)
 
     # TensorFlow loads only once the config is valid and the job is not skipped, and
     # before the run opens: the run's duration is its training, not an import.
+    quiet.import_tensorflow()
     from resnet_exp import training
 
     tags = {
@@ -115,11 +130,24 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
             log.warning("%s diverged at epoch %s", run_name(cfg), result.diverged_epoch)
         log_batch(client, run_id, tags=end_tags)
         with_retry(client.set_terminated, run_id, RunStatus.to_string(RunStatus.FINISHED))
+        if not cfg.tracking.parent_run_id:  # a sweep's launching process reports its jobs
+            progress.report_run(client, uri, run_id)
         return JobOutcome("FINISHED", run_id, diverged=result.diverged)
     except (KeyboardInterrupt, Terminated):
         _close(client, run_id, RunStatus.KILLED, "killed by signal")
         raise
     except Exception as err:
+        problem = check_store(uri)
+        if problem:  # the store died mid-run: nothing more can be logged, say so once
+            line = store_error_line(
+                uri,
+                f"{problem}; {run_name(cfg)} (run {run_id}) stopped: "
+                "what it logged before is kept, its status stays RUNNING",
+            )
+            print(line, file=sys.stderr)
+            if raise_errors:
+                raise SystemExit(1) from None
+            return JobOutcome("FAILED", run_id, error=line)
         message = f"{type(err).__name__}: {err}"
         _close(client, run_id, RunStatus.FAILED, message)
         if raise_errors:

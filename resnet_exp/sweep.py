@@ -28,9 +28,11 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from resnet_exp import progress
 from resnet_exp.config import INJECTED_OVERRIDES
 from resnet_exp.describe import NOTE, describe_experiment, provenance_tags, sweep_description
 from resnet_exp.naming import varying_keys
+from resnet_exp.preflight import check_store, store_error_line, store_or_exit
 from resnet_exp.tracking import ensure_experiment, log_batch, resolve_tracking_uri, with_retry
 
 log = logging.getLogger(__name__)
@@ -122,9 +124,17 @@ class MlflowSweepCallback(Callback):
         self.client: MlflowClient | None = None
         self.parent_id: str | None = None
         self.experiment_id: str | None = None
+        self.uri: str | None = None
+        self.progress: progress.SweepProgress | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Parallel launchers pickle the callbacks into each job: leave the progress thread."""
+        return {**self.__dict__, "progress": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         uri = resolve_tracking_uri(config.tracking.uri)
+        store_or_exit(uri)  # once, before any job: a dead store must not fail every job
+        self.uri = uri
         self.client = MlflowClient(uri)
         self.experiment_id = ensure_experiment(self.client, config.tracking.experiment)
         describe_experiment(self.client, self.experiment_id, config.tracking.experiment)
@@ -147,6 +157,7 @@ class MlflowSweepCallback(Callback):
             f"'{config.tracking.experiment}' at {uri}",
             file=sys.stderr,
         )
+        self.progress = progress.start_sweep(self.client, self.experiment_id, self.parent_id)
 
     def _open_parent(self, key: str, overrides: list[str], config: DictConfig) -> str:
         assert self.client is not None and self.experiment_id is not None
@@ -184,17 +195,31 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         assert self.client is not None and self.parent_id is not None
+        problem = check_store(self.uri)
+        if problem:
+            print(
+                store_error_line(self.uri, f"{problem}; the sweep's results cannot be read"),
+                file=sys.stderr,
+            )
+            self.parent_id = None
+            sys.exit(1)
+        if self.progress is not None:
+            self.progress.stop()
+        table = progress.results_table(self.client, self.experiment_id, self.parent_id)
+        if table:
+            print(table, file=sys.stderr)
         summary = summarise_children(self.client, self.experiment_id, self.parent_id)
         counts, failed = summary["counts"], summary["failed"]
         # tags, not metrics: the chart view then opens on the children's training metrics
         log_batch(self.client, self.parent_id, tags={f"jobs_{k}": v for k, v in counts.items()})
         status = "FAILED" if failed else "FINISHED"
         with_retry(self.client.set_terminated, self.parent_id, status)
-        self.parent_id = None
+        parent_id, self.parent_id = self.parent_id, None
         print(
             f"[resnet-exp] sweep done: {counts['configs']} configurations, "
             f"{counts['finished']} finished ({counts['diverged']} diverged), "
-            f"{counts['failed']} failed, {counts['killed']} killed",
+            f"{counts['failed']} failed, {counts['killed']} killed; browse: "
+            + progress.where_to_look(self.uri, self.experiment_id, parent_id),
             file=sys.stderr,
         )
         if failed:
@@ -204,7 +229,7 @@ class MlflowSweepCallback(Callback):
             sys.exit(1)
 
     def _close_if_interrupted(self) -> None:
-        if self.client is not None and self.parent_id is not None:
+        if self.client is not None and self.parent_id is not None and not check_store(self.uri):
             with_retry(
                 self.client.set_terminated,
                 self.parent_id,

@@ -19,7 +19,13 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from resnet_exp.branches import BranchRecorder
-from resnet_exp.callbacks import DivergenceMonitor, EpochTimer, MlflowEpochLogger, StepLimit
+from resnet_exp.callbacks import (
+    DivergenceMonitor,
+    EpochLines,
+    EpochTimer,
+    MlflowEpochLogger,
+    StepLimit,
+)
 from resnet_exp.data import Dataset, eval_pipeline, load_dataset, make_pipelines, probe_batch
 from resnet_exp.describe import log_dataset
 from resnet_exp.fitprep import build_for_fit
@@ -175,6 +181,7 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
             if probes
             else None,
         ),
+        EpochLines(run_name(cfg), epochs, 60.0 if cfg.tracking.parent_run_id else 0),
     ]
     if recorder and cfg.tracking.profile_images:
         label = run_name(cfg)

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,27 @@ def run_train(*args: str, env: dict | None = None, cwd: Path | None = None, time
 def runs_of(client: MlflowClient, experiment: str = "resnet-exp"):
     exp = client.get_experiment_by_name(experiment)
     return [] if exp is None else client.search_runs([exp.experiment_id])
+
+
+def start_long_run(cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    """A tiny run of 500 epochs in the background, to be stopped while it trains."""
+    return subprocess.Popen(
+        [sys.executable, str(TRAIN), *TINY, "trainer.epochs=500"],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+    )
+
+
+def wait_for_an_epoch(client: MlflowClient, process: subprocess.Popen, timeout_s: float = 240):
+    """The run once it has logged an epoch; kill the process and fail if it never does."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = runs_of(client)
+        if runs and client.get_metric_history(runs[0].info.run_id, "train_loss"):
+            return runs[0]
+        time.sleep(1)
+    process.kill()
+    pytest.fail("the run never logged an epoch")

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY, TRAIN, run_train, runs_of
+from conftest import TINY, run_train, runs_of, start_long_run, wait_for_an_epoch
 
 pytestmark = pytest.mark.slow
 
@@ -104,22 +101,8 @@ def test_a_diverged_and_a_failing_job_do_not_cost_their_neighbours(tracking_uri,
 
 
 def test_sigterm_marks_the_run_killed(tracking_uri, client, tmp_path):
-    process = subprocess.Popen(
-        [sys.executable, str(TRAIN), *TINY, "trainer.epochs=500"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        runs = runs_of(client)
-        if runs and client.get_metric_history(runs[0].info.run_id, "train_loss"):
-            break
-        time.sleep(1)
-    else:
-        process.kill()
-        pytest.fail("the run never logged an epoch")
+    process = start_long_run(tmp_path)
+    wait_for_an_epoch(client, process)
     process.terminate()
     process.wait(timeout=120)
     (run,) = runs_of(client)

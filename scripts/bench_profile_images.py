@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 
 import keras
-from bench_gradient_overhead import EpochClock
 from mlflow.tracking import MlflowClient
 
+from resnet_exp.callbacks import EpochTimer
 from resnet_exp.data import load_dataset, probe_batch
 from resnet_exp.gradients import GradientRecorder
 from resnet_exp.models import build_model
@@ -36,20 +36,20 @@ def one_depth(client: MlflowClient, experiment_id: str, data, depth: int, args) 
         metrics=["accuracy"],
     )
     run_id = client.create_run(experiment_id, run_name=f"d{depth}").info.run_id
-    clock = EpochClock()
     recorder = GradientRecorder(*probe_batch(data, 64, 0))
     images = ProfileImageLogger.from_recorder(client, run_id, recorder, label=f"d{depth}-plain")
-    model.fit(
+    fit = model.fit(
         data.x_train,
         data.y_train,
         batch_size=args.batch_size,
         epochs=args.epochs,
         validation_data=(data.x_val, data.y_val),
-        callbacks=[clock, recorder, images],
+        callbacks=[EpochTimer(), recorder, images],  # the timer first: epochs without the image
         verbose=0,
     )
     client.set_terminated(run_id)
-    epoch = statistics.median(clock.seconds[1:] or clock.seconds)
+    seconds = fit.history["epoch_time_s"]
+    epoch = statistics.median(seconds[1:] or seconds)
     image = statistics.median(images.seconds)
     return [
         str(depth),

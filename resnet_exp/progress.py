@@ -247,6 +247,12 @@ class SweepProgress:
         self.poll()
 
 
+def _table_order(run) -> tuple[int, str]:
+    """By depth (the `depth` tag; `d8` before `d14`), then by name."""
+    depth = run.data.tags.get("depth", "")
+    return (int(depth) if depth.isdigit() else 1 << 30, run.info.run_name or "")
+
+
 def results_table(client: MlflowClient, experiment_id: str, parent_id: str) -> str:
     """Every child of the sweep (this launch's and earlier ones'), one row per run."""
     import pandas as pd
@@ -258,7 +264,7 @@ def results_table(client: MlflowClient, experiment_id: str, parent_id: str) -> s
         max_results=50000,
     )
     rows = []
-    for run in sorted(runs, key=lambda r: r.info.run_name or ""):
+    for run in sorted(runs, key=_table_order):
         r = read_result(client, run)
         row = {
             "run": r.name,

@@ -80,6 +80,7 @@ class ProfileImageLogger(keras.callbacks.Callback):
         self.seconds: list[float] = []  # per logged image: render + upload
         self.plot = ProfilePlot()
         self._logged: set[int] = set()
+        self._init: Sequence[float] | None = None
 
     @classmethod
     def from_recorder(
@@ -100,13 +101,16 @@ class ProfileImageLogger(keras.callbacks.Callback):
         return cls(client, run_id, norms, label=label)
 
     def _log(self, step: int) -> None:
-
+        if step in self._logged:  # checked first: reading the profile is the costly part
+            return
         norms = self.profile(step)
-        if step in self._logged or norms is None or len(norms) == 0:
+        if norms is None or len(norms) == 0:
             return
         self._logged.add(step)
+        if step == 0:
+            self._init = norms  # drawn in grey under every later step
         start = time.perf_counter()
-        init = self.profile(0) if step else None
+        init = self._init if step else None
         title = f"{self.label} {'initialisation' if step == 0 else f'epoch {step}'}".strip()
         image = self.plot.render(norms, init, title)
         with_retry(

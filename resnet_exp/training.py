@@ -172,6 +172,7 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     if total_steps % steps_per_epoch:
         callbacks.append(StepLimit(total_steps))
     monitor = DivergenceMonitor()
+    label = run_name(cfg)
     callbacks += [
         monitor,
         MlflowEpochLogger(
@@ -181,10 +182,9 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
             if probes
             else None,
         ),
-        EpochLines(run_name(cfg), epochs, 60.0 if cfg.tracking.parent_run_id else 0),
+        EpochLines(label, epochs, 60.0 if cfg.tracking.parent_run_id else 0),
     ]
     if recorder and cfg.tracking.profile_images:
-        label = run_name(cfg)
         callbacks.append(ProfileImageLogger.from_recorder(client, run_id, recorder, label=label))
     fit = model.fit(
         train_ds,

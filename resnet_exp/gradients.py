@@ -525,8 +525,11 @@ class _StepState:
         self.initial_weights = self.weight_norms()
 
     def weight_norms(self) -> np.ndarray:
+        # NumPy on the variables' values: a third of the time of an eager TF op per kernel
         with tf.init_scope():  # eager even when called while the train step traces
-            return np.array([float(tf.norm(tf.cast(k, tf.float32))) for k in self.kernels])
+            return np.array(
+                [np.linalg.norm(np.asarray(k.numpy(), dtype=np.float64)) for k in self.kernels]
+            )
 
     def add(self, norms: tf.Tensor, counted: tf.Tensor) -> None:
         """In-graph: remember the first counted step, add this step to the epoch's sums."""

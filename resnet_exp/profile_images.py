@@ -18,6 +18,7 @@ import keras
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from mlflow.tracking import MlflowClient
 
 from resnet_exp.tracking import with_retry
@@ -28,12 +29,19 @@ _DPI = 80
 
 
 class ProfilePlot:
-    """One small figure, redrawn per step: building axes and log-axis tick labels
-    (mathtext) each time costs several times more than updating two lines."""
+    """One small figure, redrawn per step by blitting.
+
+    Drawing the axes (ticks, tick labels, title layout) is three quarters of a full
+    Agg draw. The x range is fixed by the number of layers and the y range is
+    rounded out to whole decades, so the axes change only when the profile leaves
+    its decades: they are drawn then, kept as a background, and each step restores
+    it and draws just the two lines and the title over it (matplotlib's documented
+    blitting technique). About 3 ms an image instead of 17 ms.
+    """
 
     def __init__(self) -> None:
         self.fig = Figure(figsize=_SIZE, dpi=_DPI)
-        FigureCanvasAgg(self.fig)
+        self.canvas = FigureCanvasAgg(self.fig)
         self.fig.subplots_adjust(left=0.15, right=0.97, top=0.88, bottom=0.2)
         ax = self.ax = self.fig.add_subplot()
         (self.init,) = ax.plot([], [], color="0.7", linewidth=1.2, label="init")
@@ -41,7 +49,11 @@ class ProfilePlot:
         ax.set_xlabel("layer (first → last)", fontsize=8)
         ax.set_ylabel("log10 ‖∂L/∂W‖", fontsize=8)  # log values on a linear axis: fast ticks
         ax.tick_params(labelsize=7)
-        self.title = ax.set_title("", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are counted
+        # a figure text at a fixed place: an axes title is re-laid out on every full draw
+        self.title = self.fig.text(0.56, 0.97, "", fontsize=9, ha="center", va="top")
+        self._frame: tuple[int, float, float] | None = None  # what the background shows
+        self._background = None
 
     def render(
         self, grad_norms: Sequence[float], init_norms: Sequence[float] | None, title: str
@@ -49,14 +61,41 @@ class ProfilePlot:
         """An RGB uint8 array: log10 gradient norm per layer index, initialisation in grey."""
         with np.errstate(divide="ignore", invalid="ignore"):
             now = np.log10(np.asarray(grad_norms, dtype=float))
-            init = np.log10(np.asarray(init_norms, dtype=float)) if init_norms else []
+            init = np.log10(np.asarray(init_norms, dtype=float)) if init_norms else np.array([])
         self.now.set_data(np.arange(len(now)), now)
         self.init.set_data(np.arange(len(init)), init)
         self.title.set_text(title)
-        self.ax.relim()
-        self.ax.autoscale_view()
-        self.fig.canvas.draw()
-        return np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()
+        frame = _frame(len(now), np.concatenate([now, init]))
+        if frame != self._frame:
+            self._draw_background(frame)
+        self.canvas.restore_region(self._background)
+        self.ax.draw_artist(self.init)
+        self.ax.draw_artist(self.now)
+        self.fig.draw_artist(self.title)
+        return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
+
+    def _draw_background(self, frame: tuple[int, float, float]) -> None:
+        """Draw the axes for this x and y range without the lines and title, and keep them."""
+        layers, low, high = frame
+        self.ax.set_xlim(-0.5, layers - 0.5)
+        self.ax.set_ylim(low, high)
+        moving = (self.init, self.now, self.title)
+        for artist in moving:
+            artist.set_visible(False)
+        self.canvas.draw()
+        self._background = self.canvas.copy_from_bbox(self.fig.bbox)
+        for artist in moving:
+            artist.set_visible(True)
+        self._frame = frame
+
+
+def _frame(layers: int, values: np.ndarray) -> tuple[int, float, float]:
+    """The plot's x extent and its y range: the finite values' range rounded out to decades."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return max(layers, 1), 0.0, 1.0
+    low, high = float(np.floor(finite.min())), float(np.ceil(finite.max()))
+    return max(layers, 1), low, high if high > low else low + 1.0
 
 
 class ProfileImageLogger(keras.callbacks.Callback):
@@ -91,12 +130,10 @@ class ProfileImageLogger(keras.callbacks.Callback):
         *,
         label: str = "",
     ) -> ProfileImageLogger:
-        """Read a `GradientRecorder`'s profile through its public `profile_frame()`."""
+        """Read a recorder's per-layer `profile` rows (kept in layer order, step by step)."""
 
         def norms(step: int) -> list[float]:
-            frame = recorder.profile_frame()
-            rows = frame.loc[frame["epoch"] == step].sort_values("layer_index")
-            return rows["grad_norm"].tolist()
+            return [row["grad_norm"] for row in recorder.profile if row["epoch"] == step]
 
         return cls(client, run_id, norms, label=label)
 

@@ -67,8 +67,8 @@ QUICK = dict(
 FULL = dict(
     depths=[20, 56],
     epochs=15,
-    repeats=2,
-    cifar_samples=6000,
+    repeats=3,
+    cifar_samples=50000,
     cifar_epochs=1,
     flops_steps=20,
     flops_variants=list(FLOPS_VARIANTS),
@@ -175,6 +175,11 @@ def cifar_run(samples: int, epochs: int) -> list[str]:
 RECORDING = {
     "off": ["gradients.enabled=false"],
     "on (step)": ["gradients.enabled=true", "gradients.source=step"],
+    "on (step, no images)": [
+        "gradients.enabled=true",
+        "gradients.source=step",
+        "tracking.profile_images=false",
+    ],
     "on (probe)": ["gradients.enabled=true", "gradients.source=probe"],
     "on (default)": ["gradients.enabled=true"],  # an older checkout: its only recorder, the probe
 }
@@ -194,8 +199,10 @@ def part_recording(runner: Runner, s: dict, variants: list[str]) -> list[Row]:
         )
     for i, (label, base) in enumerate(scales):
         log(f"recording: {label}")
-        # the fixed probe's cost is known to be large: measured at the first scale only
-        chosen = variants if i == 0 else [v for v in variants if v != "on (probe)"]
+        # the fixed probe's cost is known to be large, and the images' cost is a fixed
+        # amount per epoch: both are split out at the first (smallest) scale only
+        later = ("on (probe)", "on (step, no images)")
+        chosen = variants if i == 0 else [v for v in variants if v not in later]
         cpu: dict[str, list[float]] = {v: [] for v in chosen}
 
         def measure(variant: str, overrides: list[str], cpu: dict = cpu) -> float:
@@ -539,7 +546,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--recording-variants",
         nargs="+",
         choices=list(RECORDING),
-        default=["off", "on (step)", "on (probe)"],
+        default=["off", "on (step)", "on (step, no images)", "on (probe)"],
         help="an older checkout knows only 'off' and 'on (default)'",
     )
     for key, value in FULL.items():  # every setting can be overridden; None: the mode's value

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import keras
 import numpy as np
@@ -103,6 +104,10 @@ class ProfileImageLogger(keras.callbacks.Callback):
 
     `profile(step)` returns that step's per-layer gradient norms (or None when
     nothing was measured); it must run after the recorder in the callback list.
+    Drawing and logging happen on one worker thread, so training does not wait
+    for them: PNG and WebP encoding and the store's writes release the GIL and
+    overlap the next epoch. `on_train_end` waits for the last image, so every
+    image is stored before `fit` returns, and re-raises a logging error there.
     """
 
     def __init__(
@@ -116,10 +121,12 @@ class ProfileImageLogger(keras.callbacks.Callback):
         super().__init__()
         self.client, self.run_id, self.profile = client, run_id, profile
         self.label = label
-        self.seconds: list[float] = []  # per logged image: render + upload
-        self.plot = ProfilePlot()
+        self.seconds: list[float] = []  # per logged image: render + upload, on the worker
+        self.plot = ProfilePlot()  # used by the worker thread only
         self._logged: set[int] = set()
         self._init: Sequence[float] | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
 
     @classmethod
     def from_recorder(
@@ -138,22 +145,39 @@ class ProfileImageLogger(keras.callbacks.Callback):
         return cls(client, run_id, norms, label=label)
 
     def _log(self, step: int) -> None:
-        if step in self._logged:  # checked first: reading the profile is the costly part
+        if step in self._logged:
             return
         norms = self.profile(step)
         if norms is None or len(norms) == 0:
             return
         self._logged.add(step)
+        norms = list(norms)  # a copy: the worker draws it later
         if step == 0:
             self._init = norms  # drawn in grey under every later step
-        start = time.perf_counter()
         init = self._init if step else None
         title = f"{self.label} {'initialisation' if step == 0 else f'epoch {step}'}".strip()
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="profile-image")
+        self._pending.append(self._worker.submit(self._draw_and_log, step, norms, init, title))
+
+    def _draw_and_log(
+        self, step: int, norms: list[float], init: list[float] | None, title: str
+    ) -> None:
+        start = time.perf_counter()
         image = self.plot.render(norms, init, title)
         with_retry(
             self.client.log_image, self.run_id, image, key=IMAGE_KEY, step=step, synchronous=True
         )
         self.seconds.append(time.perf_counter() - start)
+
+    def flush(self) -> None:
+        """Wait until every submitted image is stored; re-raise the first error."""
+        pending, self._pending = self._pending, []
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+        for future in pending:
+            future.result()
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._log(0)
@@ -163,3 +187,6 @@ class ProfileImageLogger(keras.callbacks.Callback):
         # epoch's first step has run: log it then, before the epoch's own image
         self._log(0)
         self._log(int(epoch) + 1)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.flush()

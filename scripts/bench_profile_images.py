@@ -2,8 +2,11 @@
 
 Trains CIFAR ResNets on the digits with the real callbacks (epoch clock,
 GradientRecorder, ProfileImageLogger) logging to a fresh SQLite store, and
-prints, per depth, the median epoch (training + validation, without the image)
-and the median image (render with Agg + `log_image` upload), and their ratio.
+prints, per depth, the median epoch (training + validation) and the median image
+(render with Agg + `log_image` upload, timed on the logger's worker thread, where
+it overlaps the next epoch), and their ratio: what the images would cost if
+they were drawn on the training thread. What they cost a run is part 1 of
+`scripts/bench.py` (the "on (step)" and "on (step, no images)" rows).
 
     python scripts/bench_profile_images.py --depths 20 56 --epochs 4
 """

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
+import re
 
-from resnet_exp.profile_images import ProfilePlot
+import keras
+import numpy as np
+import pytest
+
+from resnet_exp.gradients import StepGradientRecorder
+from resnet_exp.models import build_model
+from resnet_exp.profile_images import ProfileImageLogger, ProfilePlot
 
 INIT = [0.5, 0.3, 0.2, 0.25, 0.4]
 EARLY = [0.6, 0.2, 0.15, 0.3, 0.5]  # the same decades as INIT: the background is reused
@@ -51,3 +57,39 @@ def test_zero_and_missing_norms_still_draw():
     assert image.shape[2] == 3
     assert plot.ax.get_ylim() == (-3.0, -2.0)
     assert ProfilePlot().render([0.0, 0.0], None, "all zero").shape[2] == 3
+
+
+def _tiny_fit(callbacks: list, epochs: int = 3) -> None:
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(64, 8, 8, 1)).astype("float32")
+    y = np.arange(64) % 4
+    model = build_model("resnet_cifar", 8, input_shape=(8, 8, 1), num_classes=4, seed=0)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=16, epochs=epochs, callbacks=callbacks, verbose=0)
+
+
+def test_every_step_is_stored_when_fit_returns(client):
+    """Images are drawn and logged off the training thread, and all are in the store at the end."""
+    run_id = client.create_run(client.create_experiment("images")).info.run_id
+    recorder = StepGradientRecorder()
+    images = ProfileImageLogger.from_recorder(client, run_id, recorder, label="d8-residual")
+    _tiny_fit([recorder, images])
+    files = [f.path for f in client.list_artifacts(run_id, "images")]
+    steps = sorted({int(re.search(r"\+step\+(\d+)\+", f).group(1)) for f in files})
+    assert steps == [0, 1, 2, 3]  # initialisation and every epoch
+    assert sum(f.endswith(".png") for f in files) == 4
+    assert len(images.seconds) == 4
+    assert client.get_run(run_id).data.tags.get("mlflow.loggedImages") == "True"
+
+
+def test_a_store_error_is_raised_when_fit_ends(client, monkeypatch):
+    run_id = client.create_run(client.create_experiment("broken")).info.run_id
+
+    def refuse(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(client, "log_image", refuse)
+    recorder = StepGradientRecorder()
+    images = ProfileImageLogger.from_recorder(client, run_id, recorder)
+    with pytest.raises(OSError, match="disk full"):
+        _tiny_fit([recorder, images], epochs=1)

@@ -9,6 +9,7 @@ TensorFlow, and the first problem is printed as one line naming the key.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import sys
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from resnet_exp.config import ConfigError, check_config, register_configs, unknown_key
@@ -83,6 +84,14 @@ def explain(err: Exception, overrides: list[str]) -> str:
     return " ".join(str(err).split())
 
 
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    """What `compose(..., return_hydra_config=False)` returns: the same config less `hydra`."""
+    job = copy.deepcopy(cfg)
+    with open_dict(job):
+        del job["hydra"]
+    return job
+
+
 class CommandLineError(ValueError):
     """A command line that cannot run; the message is one line."""
 
@@ -114,12 +123,14 @@ def compose_jobs(argv: list[str]) -> Launch | None:
                 sweep = next(o for o in overrides if len(expand_sweeps([o])) > 1)
                 raise CommandLineError(f"{sweep} is a sweep: add -m (--multirun) to run each value")
             preset = _preset_sweeps(first, overrides) if multirun else []
+            reusable = jobs[0]  # `first` is this job's config, plus Hydra's own node
             if preset:
                 jobs = [job + extra for job in jobs for extra in expand_sweeps(preset)]
             composed = []
             for job in jobs:
                 try:
-                    cfg = compose(name, overrides=job)
+                    # one composition fewer (~0.1 s) where the first job is the one composed
+                    cfg = _without_hydra(first) if job == reusable else compose(name, job)
                     check_config(cfg)
                 except ConfigError as err:
                     raise CommandLineError(str(err)) from None

@@ -316,8 +316,9 @@ class KernelGradientLog(keras.callbacks.Callback):
         """Store one step's norms (kernels in `layer_names` order); returns its summary."""
         self._fresh_record()  # a new model starts a new record
         metrics = step_metrics(grad_norms, weight_norms, loss, *self._ends)
+        if step in self.history:  # measured again (a resumed fit): replace its rows
+            self.profile = [row for row in self.profile if row["epoch"] != step]
         self.history[step] = metrics
-        self.profile = [row for row in self.profile if row["epoch"] != step]
         self.profile.extend(
             {
                 "epoch": step,

@@ -66,7 +66,7 @@ class ProfilePlot:
         self.now.set_data(np.arange(len(now)), now)
         self.init.set_data(np.arange(len(init)), init)
         self.title.set_text(title)
-        frame = _frame(len(now), np.concatenate([now, init]))
+        frame = _extent(len(now), np.concatenate([now, init]))
         if frame != self._frame:
             self._draw_background(frame)
         self.canvas.restore_region(self._background)
@@ -90,7 +90,7 @@ class ProfilePlot:
         self._frame = frame
 
 
-def _frame(layers: int, values: np.ndarray) -> tuple[int, float, float]:
+def _extent(layers: int, values: np.ndarray) -> tuple[int, float, float]:
     """The plot's x extent and its y range: the finite values' range rounded out to decades."""
     finite = values[np.isfinite(values)]
     if not finite.size:

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,25 @@ def empty_store(tmp_path_factory) -> Path:
     return path
 
 
+def copy_store(empty_store: Path, folder: Path) -> str:
+    """A fresh store in `folder`, copied from the migrated empty one; returns its URI."""
+    shutil.copyfile(empty_store, folder / "mlflow.db")
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def new_store(tmp_path_factory, empty_store) -> Callable[[str], tuple[Path, str, MlflowClient]]:
+    """For module-scoped fixtures: `new_store(name)` is (a new temp folder, its store's URI,
+    a client of it)."""
+
+    def make(name: str) -> tuple[Path, str, MlflowClient]:
+        folder = tmp_path_factory.mktemp(name)
+        uri = copy_store(empty_store, folder)
+        return folder, uri, MlflowClient(uri)
+
+    return make
+
+
 @pytest.fixture
 def tracking_uri(tmp_path, monkeypatch, empty_store) -> str:
     """A fresh SQLite store in a temp dir, picked up by every run through the env.
@@ -47,8 +67,7 @@ def tracking_uri(tmp_path, monkeypatch, empty_store) -> str:
     The test runs in that dir too, so the store's default artifact root
     (./mlruns) is there and not in the checkout.
     """
-    shutil.copyfile(empty_store, tmp_path / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = copy_store(empty_store, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
     return uri

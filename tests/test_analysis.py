@@ -34,11 +34,9 @@ EPOCHS = 4
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(new_store):
     """A store with one experiment per situation; returns (uri, tmp folder, facts)."""
-    tmp = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    client = MlflowClient(uri)
+    tmp, uri, client = new_store("mlflow")
     art = str(tmp / "artifacts")
     facts = {}
     # The main study: a sweep over depth x plain/residual x batch norm x 2 seeds,

@@ -29,11 +29,9 @@ EPOCHS = 4
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(new_store):
     """One-seed and two-seed studies, and a bn_ablation-like one where no-BN nets diverge."""
-    tmp = tmp_path_factory.mktemp("figdata")
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    client = MlflowClient(uri)
+    tmp, uri, client = new_store("figdata")
     common = dict(epochs=EPOCHS, diverge=False, fail=False)
     for name, seeds in (("one-seed", (0,)), ("two-seeds", (0, 1))):
         art = f"{tmp}/artifacts/{name}"

@@ -144,6 +144,9 @@ def test_a_measurement_leaves_every_variable_untouched(images):
     for variable, value in zip(model.optimizer.variables, before_optimizer, strict=True):
         np.testing.assert_array_equal(variable.numpy(), value)
     assert recorder.history[0] == recorder.history[1]  # same state, same probe: same numbers
+    recorder.measure(1)  # a step measured again replaces its rows, keeps the others
+    steps = recorder.profile_frame()["epoch"].tolist()
+    assert steps.count(0) == steps.count(1) == len(recorder.layer_names)
 
 
 def _seeded_fit(images, *, record: bool, seed: int = 3, epochs: int = 2):

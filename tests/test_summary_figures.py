@@ -32,10 +32,8 @@ EPOCHS = 3
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("summary")
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    client = MlflowClient(uri)
+def store(new_store):
+    tmp, uri, client = new_store("summary")
     log_fake_study(
         client,
         "s",

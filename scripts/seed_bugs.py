@@ -30,6 +30,18 @@ RUN_TEST = "tests/test_run_end_to_end.py::test_run_logs_every_param_metric_and_a
 MODELS = ["tests/test_model_values.py", "tests/test_models.py"]
 ANALYSIS = ["tests/test_summary_figures.py", "tests/test_analysis.py"]
 JOBS = ["tests/test_job_lifecycle.py"]
+# Issue 22's classes of bugs: the tests that should catch each class (fast tier only).
+AUGMENT = ["tests/test_data.py", "tests/test_datasets.py"]
+SPLITS = ["tests/test_datasets.py", "tests/test_real_data_runs.py", RUN_TEST]
+LESION_INPUTS = ["tests/test_lesion.py", "tests/test_real_data_runs.py"]
+STEPS = ["tests/test_optim.py", "tests/test_real_data_runs.py", RUN_TEST]
+RECORDER = ["tests/test_step_gradients.py", "tests/test_gradients.py"]
+OPTIM = ["tests/test_optim.py"]
+EDGES = ["tests/test_config_errors.py", "tests/test_lesion.py"]
+LESION_BOOKS = ["tests/test_lesion.py", "tests/test_lesion_report.py"]
+STORE = ["tests/test_store_preflight.py"]
+SUMMARY = [*JOBS, "tests/test_sweep_units.py"]
+REPORT = ["tests/test_analysis.py", "tests/test_reference_report.py", "tests/test_lesion_report.py"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,10 @@ BUGS = [
         '"grad_first_last_ratio": _ratio(first, last),',
         '"grad_first_last_ratio": _ratio(last, first),',
         ["tests/test_gradients.py", RUN_TEST],
+        (
+            '"grad_first_last_ratio": _ratio(g_first, g_last),',
+            '"grad_first_last_ratio": _ratio(g_last, g_first),',
+        ),
     ),
     bug(
         "step-0 metrics logged at step 1",
@@ -128,6 +144,10 @@ BUGS = [
         "log_batch(self.client, self.run_id, metrics=metrics, step=0)",
         "log_batch(self.client, self.run_id, metrics=metrics, step=1)",
         [RUN_TEST, *JOBS],
+        (
+            "log_batch(self.client, self.run_id, metrics=new, step=0)",
+            "log_batch(self.client, self.run_id, metrics=new, step=1)",
+        ),
     ),
     bug(
         "child run not tagged with its parent",
@@ -275,6 +295,294 @@ BUGS = [
         '            logs["lr"] = current_learning_rate(self.model.optimizer)',
         ["tests/test_optim.py"],
     ),
+    # Issue 22: new bugs in each class the held-out set found, written before their tests.
+    # 1. which augmentation is applied
+    bug(
+        "augmentation flips upside down",
+        "resnet_exp/data.py",
+        "return tf.image.stateless_random_flip_left_right(x, seed=flip_seed), y",
+        "return tf.image.stateless_random_flip_up_down(x, seed=flip_seed), y",
+        AUGMENT,
+    ),
+    bug(
+        "augmentation pads 2 pixels, not 4",
+        "resnet_exp/data.py",
+        "padded = tf.pad(x, [[4, 4], [4, 4], [0, 0]])",
+        "padded = tf.pad(x, [[2, 2], [2, 2], [0, 0]])",
+        AUGMENT,
+    ),
+    bug(
+        "augmentation pads only the rows",
+        "resnet_exp/data.py",
+        "padded = tf.pad(x, [[4, 4], [4, 4], [0, 0]])",
+        "padded = tf.pad(x, [[4, 4], [0, 0], [0, 0]])",
+        AUGMENT,
+    ),
+    bug(
+        "augmentation also jitters brightness",
+        "resnet_exp/data.py",
+        "    x = tf.image.stateless_random_crop(padded, tf.shape(x), seed=crop_seed)\n",
+        "    x = tf.image.stateless_random_crop(padded, tf.shape(x), seed=crop_seed)\n"
+        "    x = tf.image.stateless_random_brightness(x, 8, seed=crop_seed)\n",
+        AUGMENT,
+    ),
+    # 2. the split behind every logged number
+    bug(
+        "test metrics measured on the validation split",
+        "resnet_exp/training.py",
+        "test_ds = eval_pipeline(data, data.x_test, data.y_test, batch_size=batch_size)",
+        "test_ds = eval_pipeline(data, data.x_val, data.y_val, batch_size=batch_size)",
+        SPLITS,
+    ),
+    bug(
+        "the test dataset input logs the validation arrays",
+        "resnet_exp/describe.py",
+        'splits.append(("test", data.x_test, data.y_test))',
+        'splits.append(("test", data.x_val, data.y_val))',
+        SPLITS,
+    ),
+    bug(
+        "the validation dataset input logs the training arrays",
+        "resnet_exp/describe.py",
+        '("validation", data.x_val, data.y_val)]',
+        '("validation", data.x_train, data.y_train)]',
+        SPLITS,
+    ),
+    # 3. what the lesion study evaluates on
+    bug(
+        "lesions evaluate raw uint8 inputs",
+        "resnet_exp/training.py",
+        "    x = data.normalise(x)  # image datasets",
+        '    x = x.astype("float32")  # image datasets',
+        LESION_INPUTS,
+    ),
+    bug(
+        "lesions scale inputs to [0, 1] instead of normalising",
+        "resnet_exp/training.py",
+        "    x = data.normalise(x)  # image datasets",
+        "    x = x / 255.0  # image datasets",
+        LESION_INPUTS,
+    ),
+    bug(
+        "lesions normalise with the evaluated split's own statistics",
+        "resnet_exp/training.py",
+        "    x = data.normalise(x)  # image datasets",
+        "    x = (x - x.mean()) / (x.std() + 1e-7)  # image datasets",
+        LESION_INPUTS,
+    ),
+    # 4. how long a run trains
+    bug(
+        "the step limit lets one step too many through",
+        "resnet_exp/callbacks.py",
+        "if self.done >= self.steps:",
+        "if self.done > self.steps:",
+        STEPS,
+    ),
+    bug(
+        "steps per epoch rounded down",
+        "resnet_exp/training.py",
+        "steps_per_epoch = -(-len(data.x_train) // int(cfg.trainer.batch_size))",
+        "steps_per_epoch = len(data.x_train) // int(cfg.trainer.batch_size)",
+        STEPS,
+    ),
+    bug(
+        "one epoch too many when steps fill whole epochs",
+        "resnet_exp/training.py",
+        "epochs = -(-total_steps // steps_per_epoch)",
+        "epochs = total_steps // steps_per_epoch + 1",
+        STEPS,
+    ),
+    # 5. the in-step recorder's numbers
+    bug(
+        "the epoch's step count is not reset between epochs",
+        "resnet_exp/gradients.py",
+        "        self.sums.assign(tf.zeros_like(self.sums))\n"
+        "        self.steps.assign(0.0)\n"
+        "        return first",
+        "        self.sums.assign(tf.zeros_like(self.sums))\n        return first",
+        RECORDER,
+    ),
+    bug(
+        "an epoch's value is its last step's norm over the step count",
+        "resnet_exp/gradients.py",
+        "self.sums.assign_add(norms)",
+        "self.sums.assign(norms)",
+        RECORDER,
+    ),
+    bug(
+        "step-0 weight norms read after the first epoch",
+        "resnet_exp/gradients.py",
+        "first = (self.first.numpy().astype(np.float64), self.initial_weights)",
+        "first = (self.first.numpy().astype(np.float64), self.weight_norms())",
+        RECORDER,
+    ),
+    bug(
+        "step 0 keeps the last step, not the first",
+        "resnet_exp/gradients.py",
+        "take = tf.logical_and(self.pending_first, counted > 0)",
+        "take = counted > 0",
+        RECORDER,
+    ),
+    # 6. optimiser options in every mode
+    bug(
+        "L2 mode drops Nesterov",
+        "resnet_exp/optim.py",
+        "return L2SGD(l2=weight_decay, learning_rate=rate, momentum=momentum, nesterov=nesterov)",
+        "return L2SGD(l2=weight_decay, learning_rate=rate, momentum=momentum)",
+        OPTIM,
+    ),
+    bug(
+        "L2 mode uses the default momentum",
+        "resnet_exp/optim.py",
+        "return L2SGD(l2=weight_decay, learning_rate=rate, momentum=momentum, nesterov=nesterov)",
+        "return L2SGD(l2=weight_decay, learning_rate=rate, momentum=0.9, nesterov=nesterov)",
+        OPTIM,
+    ),
+    bug(
+        "Adam ignores the schedule",
+        "resnet_exp/optim.py",
+        "return keras.optimizers.AdamW(learning_rate=rate, weight_decay=weight_decay)",
+        "return keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay)",
+        OPTIM,
+    ),
+    # 7. validation at the edges
+    bug(
+        "val_fraction 1 accepted",
+        "resnet_exp/config.py",
+        "if not 0.0 <= data.val_fraction < 1.0:",
+        "if not 0.0 <= data.val_fraction <= 1.0:",
+        EDGES,
+    ),
+    bug(
+        "momentum 0 refused",
+        "resnet_exp/config.py",
+        "if not 0.0 <= optim.momentum < 1.0:",
+        "if not 0.0 < optim.momentum < 1.0:",
+        EDGES,
+    ),
+    bug(
+        "lesion.max_examples=0 (all) refused",
+        "resnet_exp/config.py",
+        "if lesion.max_examples < 0:",
+        "if lesion.max_examples <= 0:",
+        EDGES,
+    ),
+    bug(
+        "the largest seed refused",
+        "resnet_exp/config.py",
+        "if not 0 <= cfg.seed <= MAX_SEED:",
+        "if not 0 <= cfg.seed < MAX_SEED:",
+        EDGES,
+    ),
+    # 8. lesion and block bookkeeping
+    bug(
+        "single-block drops signed the wrong way",
+        "resnet_exp/lesion.py",
+        "return [spec.index, spec.name, spec.stage, spec.downsampling, acc, intact - acc]",
+        "return [spec.index, spec.name, spec.stage, spec.downsampling, acc, acc - intact]",
+        LESION_BOOKS,
+    ),
+    bug(
+        "k-block drops signed the wrong way",
+        "resnet_exp/lesion.py",
+        'rows.append([k, draw, ";".join(chosen), acc, intact - acc])',
+        'rows.append([k, draw, ";".join(chosen), acc, acc - intact])',
+        LESION_BOOKS,
+    ),
+    bug(
+        "the report rebuilds intact accuracy with the drop's sign flipped",
+        "resnet_exp/analysis/lesion.py",
+        'single["intact_accuracy"] = single["accuracy"] + single["drop"]',
+        'single["intact_accuracy"] = single["accuracy"] - single["drop"]',
+        LESION_BOOKS,
+    ),
+    bug(
+        "the worst block is the least harmful one",
+        "resnet_exp/analysis/lesion.py",
+        'worst = same.sort_values("pts").groupby(keys)["block"].last()',
+        'worst = same.sort_values("pts").groupby(keys)["block"].first()',
+        LESION_BOOKS,
+    ),
+    bug(
+        "block indices count from 0",
+        "resnet_exp/models/anatomy.py",
+        "index=len(specs) + 1,",
+        "index=len(specs),",
+        LESION_BOOKS,
+    ),
+    bug(
+        "lesion_max_drop is the smallest drop",
+        "resnet_exp/lesion.py",
+        'out["lesion_max_drop"] = float(same["drop"].max())',
+        'out["lesion_max_drop"] = float(same["drop"].min())',
+        LESION_BOOKS,
+    ),
+    # 9. the store check on server errors
+    bug(
+        "a 5xx server passes the store check",
+        "resnet_exp/preflight.py",
+        "if err.code in (401, 403):",
+        "if err.code in (401, 403) or err.code >= 500:",
+        STORE,
+    ),
+    bug(
+        "every HTTP error but 404 passes the store check",
+        "resnet_exp/preflight.py",
+        "if err.code in (401, 403):",
+        "if err.code != 404:",
+        STORE,
+    ),
+    # 10. the sweep summary
+    bug(
+        "summary reports a config's first attempt",
+        "resnet_exp/sweep.py",
+        "latest = max(config_runs, key=lambda r: r.info.start_time or 0)",
+        "latest = min(config_runs, key=lambda r: r.info.start_time or 0)",
+        SUMMARY,
+    ),
+    bug(
+        "summary reports the last run the search returned",
+        "resnet_exp/sweep.py",
+        "latest = max(config_runs, key=lambda r: r.info.start_time or 0)",
+        "latest = config_runs[-1]",
+        SUMMARY,
+    ),
+    # 11. the report's computed sentences and tables
+    bug(
+        "error trend judged on validation error",
+        "resnet_exp/analysis/report.py",
+        '        100 * first["train_error_mean"],\n        100 * last["train_error_mean"],',
+        '        100 * first["val_error_mean"],\n        100 * last["val_error_mean"],',
+        REPORT,
+    ),
+    bug(
+        "the sd between seeds is the population sd",
+        "resnet_exp/analysis/summary.py",
+        'row[f"{column}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan',
+        'row[f"{column}_sd"] = float(values.std(ddof=0)) if len(values) > 1 else np.nan',
+        REPORT,
+    ),
+    bug(
+        "pooled spread is the mean of the sds",
+        "resnet_exp/analysis/report.py",
+        "math.sqrt(sum(s * s for s in values) / len(values)) if len(values) == len(sds) else math.nan",
+        "sum(values) / len(values) if len(values) == len(sds) else math.nan",
+        REPORT,
+    ),
+    bug(
+        "paper's values at the wrong depths",
+        "resnet_exp/analysis/reference.py",
+        "{20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43}",
+        "{20: 8.75, 32: 7.17, 44: 7.51, 56: 6.97, 110: 6.43}",
+        REPORT,
+    ),
+    bug(
+        "plain-vs-residual gap computed on validation error",
+        "resnet_exp/analysis/report.py",
+        'gap = 100 * (at.loc["plain", "train_error_mean"] - at.loc["residual", "train_error_mean"])',
+        'gap = 100 * (at.loc["plain", "val_error_mean"] - at.loc["residual", "val_error_mean"])',
+        REPORT,
+    ),
 ]
 
 
@@ -294,11 +602,17 @@ def copy_checkout(dest: Path) -> None:
             shutil.copy2(source, dest / name)
 
 
+def applicable_edit(one: Bug, root: Path) -> tuple[str, str] | None:
+    """The first of the bug's (old, new) whose old text occurs exactly once in its file."""
+    text = (root / one.path).read_text()
+    return next(((old, new) for old, new in one.edits if text.count(old) == 1), None)
+
+
 def run_with(copy: Path, one: Bug) -> tuple[list[str], str]:
     """Apply `one` in `copy`, run its tests, restore the file; return (failing tests, summary)."""
     path = copy / one.path
     text = path.read_text()
-    edit = next(((old, new) for old, new in one.edits if text.count(old) == 1), None)
+    edit = applicable_edit(one, copy)
     if edit is None:
         return [], "NOT APPLIED: the text to replace is not in the file exactly once"
     path.write_text(text.replace(*edit))
@@ -326,12 +640,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("numbers", nargs="*", type=int, help="bugs to seed (default: all)")
     parser.add_argument("--list", action="store_true", help="list the bugs and exit")
+    parser.add_argument(
+        "--check", action="store_true", help="only check that each bug's text applies"
+    )
     args = parser.parse_args(argv)
     chosen = [(i, b) for i, b in enumerate(BUGS, 1) if not args.numbers or i in args.numbers]
     if args.list:
         for i, one in chosen:
             print(f"{i:2d}. {one.name} ({one.path})")
         return 0
+    if args.check:
+        stale = [i for i, one in chosen if applicable_edit(one, ROOT) is None]
+        print(f"{len(chosen) - len(stale)} of {len(chosen)} bugs apply; stale: {stale}")
+        return 1 if stale else 0
     missed = []
     with tempfile.TemporaryDirectory(prefix="seed-bugs-") as tmp:
         copy = Path(tmp)

@@ -86,7 +86,12 @@ def job_threads(config: DictConfig) -> int | None:
 
 
 def summarise_children(client: MlflowClient, experiment_id: str, parent_id: str) -> dict[str, Any]:
-    """Count configurations by outcome; a config with any FINISHED run counts as finished."""
+    """Count configurations by the outcome of their latest attempt (by start time).
+
+    A configuration is tried again when a relaunch retrains it (an earlier FAILED or
+    KILLED run, or `tracking.resume=false`): what this sweep reports is what its last
+    attempt did, whatever the earlier ones did.
+    """
     runs = with_retry(
         client.search_runs,
         [experiment_id],
@@ -99,16 +104,15 @@ def summarise_children(client: MlflowClient, experiment_id: str, parent_id: str)
     counts = {"finished": 0, "diverged": 0, "failed": 0, "killed": 0, "running": 0}
     failed: list[str] = []
     for config_runs in by_config.values():
-        done = [r for r in config_runs if r.info.status == "FINISHED"]
-        if done:
-            counts["finished"] += 1
-            counts["diverged"] += any(r.data.tags.get("diverged") == "true" for r in done)
-            continue
         latest = max(config_runs, key=lambda r: r.info.start_time or 0)
         status = latest.info.status
-        key = {"FAILED": "failed", "KILLED": "killed"}.get(status, "running")
+        key = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}.get(
+            status, "running"
+        )
         counts[key] += 1
-        if key != "running":
+        if key == "finished":
+            counts["diverged"] += latest.data.tags.get("diverged") == "true"
+        elif key != "running":
             reason = latest.data.tags.get("error", status)
             failed.append(
                 f"{latest.info.run_name} ({latest.data.tags.get('overrides', '')}): {reason}"

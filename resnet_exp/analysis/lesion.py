@@ -72,9 +72,14 @@ def load_lesions(study: Study) -> LesionData:
         frame = load_run_artifacts(study, name, columns, what=what)
         return runs.merge(frame, on="run_id", how="inner") if not frame.empty else pd.DataFrame()
 
-    has = study.epochs.groupby("run_id").max(numeric_only=True)
-    lesioned = has.index[has.get("lesion_intact_accuracy", pd.Series(dtype=float)).notna()]
-    branched = has.index[has.get("branch_ratio_mean", pd.Series(dtype=float)).notna()]
+    logged = study.epochs.groupby("run_id").max(numeric_only=True)
+
+    def runs_with(metric: str) -> pd.Index:
+        """The runs that logged `metric` (none when no run did: the column is absent)."""
+        return logged.index[logged[metric].notna()] if metric in logged else logged.index[:0]
+
+    lesioned = runs_with("lesion_intact_accuracy")
+    branched = runs_with("branch_ratio_mean")
     single = multi = branches = pd.DataFrame()
     if len(lesioned):
         single = load(SINGLE_ARTIFACT, SINGLE_COLUMNS, "lesion figures")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from resnet_exp.quiet import quiet_tensorflow
+from resnet_exp.run.quiet import quiet_tensorflow
 
 quiet_tensorflow()  # before anything imports TensorFlow
 
@@ -18,16 +18,16 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from resnet_exp.cli import validate_or_exit  # noqa: E402
-from resnet_exp.config import INJECTED_OVERRIDES, register_configs  # noqa: E402
-from resnet_exp.datasets import DatasetUnavailable  # noqa: E402
+from resnet_exp.config.schema import INJECTED_OVERRIDES, register_configs  # noqa: E402
+from resnet_exp.data.files import DatasetUnavailable  # noqa: E402
+from resnet_exp.run.command_line import validate_or_exit  # noqa: E402
 
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig):
-    from resnet_exp.job import run_job  # MLflow and TensorFlow load only for a valid config
+    from resnet_exp.run.job import run_job  # MLflow and TensorFlow load only for a valid config
 
     quiet_tensorflow()  # again: a parallel launcher's workers do not run this module's top
     hydra_cfg = HydraConfig.get()
@@ -43,11 +43,11 @@ def main(cfg: DictConfig):
 if __name__ == "__main__":
     launch = validate_or_exit()
     if launch is not None:
-        from resnet_exp.preflight import stores_or_exit
+        from resnet_exp.tracking.preflight import stores_or_exit
 
         stores_or_exit(launch.jobs)  # a dead store: one line now, not minutes of retries later
         if launch.multirun:
-            from resnet_exp import progress
+            from resnet_exp.run import progress
 
             progress.planned_jobs = launch.jobs  # the sweep callback counts and skips from these
     main()

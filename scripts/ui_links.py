@@ -14,8 +14,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from resnet_exp.tracking import resolve_tracking_uri  # noqa: E402
-from resnet_exp.ui import study_links  # noqa: E402
+from resnet_exp.tracking.store import resolve_tracking_uri  # noqa: E402
+from resnet_exp.tracking.ui import study_links  # noqa: E402
 
 
 def main() -> None:

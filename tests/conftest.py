@@ -15,11 +15,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
-from resnet_exp.config import register_configs
+from resnet_exp.config.schema import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "experiments" / "train.py"
-sys.path.insert(0, str(ROOT / "scripts"))  # tests use the scripts' helpers (fake_study, server)
+sys.path.insert(0, str(ROOT / "scripts"))  # tests start servers with scripts/tracking_server.py
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage pings from tests
 
 # Settings that make any run tiny: a few epochs on small synthetic data.

@@ -1,7 +1,7 @@
 """The analysis side: MLflow -> tidy frames -> figures and report.md.
 
 A temporary SQLite MLflow store is filled with fake runs that follow the
-training side's contract (`scripts/fake_study.py`), so these tests need
+training side's contract (`tests/fake_study.py`), so these tests need
 neither TensorFlow nor a training run. The report's table is checked against
 numbers recomputed here straight from MLflow's client API, not through the
 analysis code.
@@ -23,7 +23,7 @@ from fake_study import log_fake_study, log_run
 from mlflow.tracking import MlflowClient
 
 from resnet_exp.analysis import StudyError, load_grad_profiles, load_study, resolve_tracking_uri
-from resnet_exp.analysis.cli import main
+from resnet_exp.analysis.command import main
 from resnet_exp.analysis.figures import FIGURES
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage pings from tests

@@ -1,4 +1,4 @@
-"""`scripts/bench.py --quick` with tiny settings writes a table with a row for every part."""
+"""`scripts/dev/bench.py --quick` with tiny settings writes a table with a row for every part."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ TINY = [
 def test_quick_bench_prints_and_writes_every_row(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), *TINY, "--out", str(tmp_path)],
+        [sys.executable, str(ROOT / "scripts" / "dev" / "bench.py"), *TINY, "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         env=env,

@@ -18,12 +18,12 @@ import keras
 import numpy as np
 import pytest
 
-from resnet_exp.data import synthetic_arrays
-from resnet_exp.lesion import accuracy, lesion_study, lesioned_model
+from resnet_exp.data.splits import synthetic_arrays
 from resnet_exp.models import build_model
 from resnet_exp.models.anatomy import block_specs
-from resnet_exp.preflight import check_store
-from resnet_exp.sweep import summarise_children
+from resnet_exp.recording.lesions import accuracy, lesion_study, lesioned_model
+from resnet_exp.run.sweep import summarise_children
+from resnet_exp.tracking.preflight import check_store
 
 IMAGE = (8, 8, 1)
 

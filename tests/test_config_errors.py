@@ -56,7 +56,7 @@ def test_bad_value_deep_in_a_sweep_stops_the_whole_sweep_before_it_starts(unopen
 
 
 def test_valid_config_passes_validation():
-    from resnet_exp.cli import validate
+    from resnet_exp.run.command_line import validate
 
     assert validate(["model.depth=8"]) is None
     assert validate(["-m", "model.depth=8,20,56", "model.residual=true,false"]) is None
@@ -75,7 +75,7 @@ def test_initializer_names_are_the_keras_names_that_build_our_kernels():
     """config.py keeps the names (to fail before TensorFlow); they must be exactly Keras's."""
     import keras
 
-    from resnet_exp.config import Initializer
+    from resnet_exp.config.schema import Initializer
 
     public = {n for n in dir(keras.initializers) if n.islower() and not n.startswith("_")}
     usable = set()
@@ -91,7 +91,7 @@ def test_initializer_names_are_the_keras_names_that_build_our_kernels():
 
 
 def test_a_preset_sweep_is_a_sweep_even_without_m():
-    from resnet_exp.cli import compose_jobs
+    from resnet_exp.run.command_line import compose_jobs
 
     launch = compose_jobs(["experiment=depth_sweep"])
     assert launch.multirun and len(launch.jobs) == 12
@@ -102,7 +102,7 @@ def test_a_preset_sweep_is_a_sweep_even_without_m():
 
 def test_every_preset_that_sweeps_runs_as_a_sweep():
     """A preset with sweep params must set hydra.mode=MULTIRUN, or it trains one config quietly."""
-    from resnet_exp.cli import CONF_DIR, compose_jobs
+    from resnet_exp.run.command_line import CONF_DIR, compose_jobs
 
     presets = sorted((CONF_DIR / "experiment").glob("*.yaml"))
     for preset in [p for p in presets if "sweeper:" in p.read_text()]:

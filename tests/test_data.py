@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from resnet_exp.data import load_dataset, probe_batch
+from resnet_exp.data.splits import load_dataset, probe_batch
 
 KWARGS = {"input_shape": (4, 4, 1), "num_classes": 3, "num_samples": 60, "val_fraction": 0.25}
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from real_formats import tarball, write_cifar10, write_cifar100, write_idx
 
-from resnet_exp import datasets
-from resnet_exp.cli import validate
-from resnet_exp.data import load_dataset, make_pipelines, probe_batch
-from resnet_exp.datasets import DatasetUnavailable, local_arrays
+from resnet_exp.data import files as datasets
+from resnet_exp.data.files import DatasetUnavailable, local_arrays
+from resnet_exp.data.splits import load_dataset, make_pipelines, probe_batch
+from resnet_exp.run.command_line import validate
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """What the figures draw and what the report says, checked against MLflow's numbers.
 
-A fake study in a temporary SQLite store (`scripts/fake_study.py`, the training
+A fake study in a temporary SQLite store (`tests/fake_study.py`, the training
 side's contract) is loaded the way `make_figures` loads it; each figure's
 plotted data (read back from its Axes, by the `gid` each artist carries) is
 compared with numbers recomputed here from MLflow's client API alone.

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 from test_gradients import conv_net
 
-from resnet_exp.fitprep import build_for_fit
+from resnet_exp.training.prepare import build_for_fit
 
 
 def _fit(prebuild: bool):

@@ -9,7 +9,7 @@ import tensorflow as tf
 from keras import layers
 from twins import assert_training_unchanged
 
-from resnet_exp.gradients import GradientRecorder, kernel_gradient_norms
+from resnet_exp.recording.gradients import GradientRecorder, kernel_gradient_norms
 
 NUM_CLASSES = 10
 

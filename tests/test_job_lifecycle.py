@@ -20,12 +20,12 @@ from conftest import TINY, runs_of
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict, read_write
 
-from resnet_exp.callbacks import DivergenceMonitor, MlflowEpochLogger
-from resnet_exp.cli import expand_sweeps
-from resnet_exp.config import INJECTED_OVERRIDES
-from resnet_exp.job import Terminated, find_finished_run, run_job
-from resnet_exp.sweep import MlflowSweepCallback
-from resnet_exp.tracking import ensure_experiment
+from resnet_exp.config.schema import INJECTED_OVERRIDES
+from resnet_exp.run.command_line import expand_sweeps
+from resnet_exp.run.job import Terminated, find_finished_run, run_job
+from resnet_exp.run.sweep import MlflowSweepCallback
+from resnet_exp.tracking.store import ensure_experiment
+from resnet_exp.training.callbacks import DivergenceMonitor, MlflowEpochLogger
 
 # Without batch norm, lr = 1e4 overflows within the first epoch (a NaN loss).
 DIVERGING = [*TINY, "model.batch_norm=false", "optim.lr=10000", "trainer.epochs=4"]
@@ -104,7 +104,7 @@ def test_only_a_finished_run_counts_as_done(client):
 def test_relaunch_retries_a_failed_or_killed_config_and_skips_a_finished_one(
     make_cfg, client, monkeypatch
 ):
-    from resnet_exp import training
+    from resnet_exp.training import fit as training
 
     real_train = training.train
 

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from conftest import TINY
 
-from resnet_exp.branches import BranchRecorder
-from resnet_exp.config import ConfigError, check_config
-from resnet_exp.lesion import lesion_study, lesioned_model, predict
+from resnet_exp.config.schema import ConfigError, check_config
 from resnet_exp.models import PadShortcut, build_model
 from resnet_exp.models.anatomy import block_specs
+from resnet_exp.recording.branches import BranchRecorder
+from resnet_exp.recording.lesions import lesion_study, lesioned_model, predict
 
 IMAGE = (8, 8, 1)
 
@@ -251,7 +251,7 @@ def _csv(client, run_id: str, name: str) -> pd.DataFrame:
 
 
 def test_a_run_logs_lesions_and_branch_magnitudes_to_mlflow(make_cfg, client):
-    from resnet_exp.job import run_job
+    from resnet_exp.run.job import run_job
 
     overrides = [*TINY, "model.depth=14", "lesion.enabled=true", "branches.enabled=true"]
     overrides += ["lesion.k=[1,2,8]", "lesion.draws=2", "lesion.max_examples=40"]
@@ -289,7 +289,7 @@ def test_a_run_logs_lesions_and_branch_magnitudes_to_mlflow(make_cfg, client):
 
 
 def test_lesion_accuracy_with_every_example_is_the_validation_accuracy(make_cfg, client):
-    from resnet_exp.job import run_job
+    from resnet_exp.run.job import run_job
 
     outcome = run_job(make_cfg(*TINY, "lesion.enabled=true", "lesion.k=[1]", "lesion.draws=1"))
     metrics = client.get_run(outcome.run_id).data.metrics

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from conftest import TINY
 
-from resnet_exp.analysis.lesion import LesionData, lesion_findings, lesion_table
+from resnet_exp.analysis.lesion_report import LesionData, lesion_findings, lesion_table
 
 
 def _single(drops: dict[str, list[float]], intact: float = 0.98) -> pd.DataFrame:
@@ -55,8 +55,8 @@ def test_the_report_says_plainly_when_the_data_disagree():
 
 @pytest.mark.slow
 def test_lesion_figures_and_report_regenerate_from_a_store(make_cfg, client, tmp_path):
-    from resnet_exp.analysis.cli import main
-    from resnet_exp.job import run_job
+    from resnet_exp.analysis.command import main
+    from resnet_exp.run.job import run_job
 
     lesion = ["lesion.enabled=true", "branches.enabled=true", "lesion.k=[1,2]", "lesion.draws=2"]
     for residual in ("true", "false"):

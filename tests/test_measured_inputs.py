@@ -26,9 +26,9 @@ import pandas as pd
 import pytest
 from real_formats import write_cifar10
 
-from resnet_exp import training
-from resnet_exp.data import Dataset, make_pipelines, probe_batch
-from resnet_exp.job import run_job
+from resnet_exp.data.splits import Dataset, make_pipelines, probe_batch
+from resnet_exp.run.job import run_job
+from resnet_exp.training import fit as training
 
 PAD = 4
 
@@ -44,7 +44,7 @@ def _hand_normalise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndar
 
 
 def _spy(monkeypatch, name: str) -> list:
-    """Wrap `resnet_exp.training.<name>` so every value it returns is kept, then returned."""
+    """Wrap `resnet_exp.training.fit.<name>` so every value it returns is kept, then returned."""
     kept: list = []
     real = getattr(training, name)
 

@@ -20,9 +20,9 @@ import tensorflow as tf
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from resnet_exp.config import ConfigError, check_config, register_configs
-from resnet_exp.gradients import StepGradientRecorder
-from resnet_exp.optim import make_optimizer
+from resnet_exp.config.schema import ConfigError, check_config, register_configs
+from resnet_exp.recording.gradients import StepGradientRecorder
+from resnet_exp.training.optim import make_optimizer
 
 # ---------------------------------------------------------------------------------------
 # 5. The in-step gradient recorder: means over an epoch's steps, replayed by hand.

@@ -35,7 +35,7 @@ def test_html_report_embeds_local_figures_and_leaves_no_relative_link(tmp_path):
 
 
 def test_ui_links_open_each_study_in_model_training_mode(client):
-    from resnet_exp.ui import study_links
+    from resnet_exp.tracking.ui import study_links
 
     exp = client.create_experiment("depth_sweep")
     client.create_experiment("empty")

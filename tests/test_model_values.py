@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from resnet_exp.architecture import (
+from resnet_exp.config.depths import (
     DepthError,
     basic_blocks_per_stage,
     check_depth,
@@ -196,7 +196,7 @@ def test_depths_without_a_block_or_off_the_grid_are_refused(family, depth):
 
 
 def test_config_validation_refuses_depth_2_before_anything_runs():
-    from resnet_exp.cli import validate
+    from resnet_exp.run.command_line import validate
 
     assert "model.depth=2" in validate(["model.depth=2"])
     assert "model.depth=2" in validate(["model=mlp", "model.depth=2"])

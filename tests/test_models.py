@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from resnet_exp.architecture import DepthError
+from resnet_exp.config.depths import DepthError
 from resnet_exp.models import PadShortcut, build_model, kernel_variables
 
 SMALL = (8, 8, 1)
@@ -222,7 +222,7 @@ def test_saturating_activations_build(activation: str):
 
 
 def test_config_enums_are_accepted():
-    from resnet_exp.config import Activation, ModelFamily, Shortcut
+    from resnet_exp.config.schema import Activation, ModelFamily, Shortcut
 
     model = build(ModelFamily.resnet_cifar, 8, activation=Activation.tanh, shortcut=Shortcut.B)
     assert model.name == "resnet_cifar8_residual"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from resnet_exp.config import flatten
-from resnet_exp.describe import applicable_params, run_description
-from resnet_exp.naming import comparison_tags, run_name, varying_keys
-from resnet_exp.tracking import config_hash
+from resnet_exp.config.schema import flatten
+from resnet_exp.tracking.describe import applicable_params, run_description
+from resnet_exp.tracking.naming import comparison_tags, run_name, varying_keys
+from resnet_exp.tracking.store import config_hash
 
 
 def test_names_lead_with_depth_and_kind(make_cfg):

@@ -12,7 +12,7 @@ CHATTER = ("oneDNN", "absl::InitializeLog", "retracing", "Retrying", "cpu_featur
 
 
 def test_eta_appears_after_a_few_jobs_and_counts_down():
-    from resnet_exp.progress import SweepProgress
+    from resnet_exp.run.progress import SweepProgress
 
     progress = SweepProgress(client=None, experiment_id="0", parent_id="p", total=10)
     progress.started = time.time() - 120
@@ -24,7 +24,7 @@ def test_eta_appears_after_a_few_jobs_and_counts_down():
 
 
 def test_epoch_line_is_one_line_with_errors_and_ratio():
-    from resnet_exp.progress import epoch_line
+    from resnet_exp.console import epoch_line
 
     logs = {"loss": 1.5, "accuracy": 0.6, "val_accuracy": 0.5, "grad_first_last_ratio": 3.2}
     line = epoch_line("d8-plain", 2, 10, {**logs, "epoch_time_s": 1.25})
@@ -84,7 +84,7 @@ def test_a_preset_without_m_runs_as_a_sweep(tmp_path, monkeypatch):
 
 
 def test_the_final_sweep_table_is_ordered_by_depth_not_by_name(client):
-    from resnet_exp.progress import results_table
+    from resnet_exp.run.progress import results_table
 
     experiment_id = client.create_experiment("order")
     parent = client.create_run(experiment_id, run_name="sweep").info.run_id

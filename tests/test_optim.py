@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import pytest
 
-from resnet_exp.callbacks import EpochTimer
-from resnet_exp.optim import current_learning_rate, learning_rate, make_optimizer
+from resnet_exp.training.callbacks import EpochTimer
+from resnet_exp.training.optim import current_learning_rate, learning_rate, make_optimizer
 
 
 def _at(rate, steps):

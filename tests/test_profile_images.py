@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from resnet_exp.gradients import StepGradientRecorder
 from resnet_exp.models import build_model
-from resnet_exp.profile_images import ProfileImageLogger, ProfilePlot
+from resnet_exp.recording.gradients import StepGradientRecorder
+from resnet_exp.recording.profile_images import ProfileImageLogger, ProfilePlot
 
 INIT = [0.5, 0.3, 0.2, 0.25, 0.4]
 EARLY = [0.6, 0.2, 0.15, 0.3, 0.5]  # the same decades as INIT: the background is reused

@@ -8,8 +8,8 @@ import pytest
 from conftest import run_train, runs_of
 from real_formats import write_cifar10, write_cifar100, write_idx
 
-from resnet_exp.job import run_job
-from resnet_exp.optim import learning_rate
+from resnet_exp.run.job import run_job
+from resnet_exp.training.optim import learning_rate
 
 SMALL = ["model.depth=8", "trainer.batch_size=32", "gradients.probe_size=16"]
 
@@ -89,7 +89,7 @@ def test_he2016_preset_composes_to_the_papers_values(make_cfg):
 
 
 def test_he2016_sweep_covers_the_papers_depths():
-    from resnet_exp.cli import validate
+    from resnet_exp.run.command_line import validate
 
     assert validate(["-m", "experiment=he2016_cifar10"]) is None
     assert validate(["-m", "experiment=mnist_depth"]) is None
@@ -100,7 +100,7 @@ def test_he2016_sweep_covers_the_papers_depths():
 def test_mixed_precision_trains_with_float32_outputs_and_gradients(make_cfg, client, cifar10):
     overrides = ["data=cifar10", f"data.path={cifar10}", "trainer.epochs=1", *SMALL]
     mixed = run_job(make_cfg(*overrides, "trainer.mixed_precision=true"), overrides=overrides)
-    from resnet_exp import training
+    from resnet_exp.training import fit as training
 
     assert keras.mixed_precision.global_policy().name == "mixed_float16"
     model = training.model_from_config(make_cfg(*overrides), (32, 32, 3), 10)
@@ -187,7 +187,7 @@ def test_augmented_deterministic_runs_repeat_bit_for_bit(make_cfg, client, cifar
 
 def test_l2_weight_decay_passes_through_the_momentum():
     """With a zero data gradient, L2 decay (the paper's) accumulates in the momentum."""
-    from resnet_exp.optim import make_optimizer
+    from resnet_exp.training.optim import make_optimizer
 
     def weights_after(mode: str, steps: int = 3) -> float:
         w = keras.Variable(1.0)

@@ -221,7 +221,7 @@ def _log_lesions(client, run_id: str, intact: float, drops: list[float], k2: lis
 def test_lesion_section_without_branch_magnitudes(new_store, tmp_path, monkeypatch):
     """Lesions logged, branch magnitudes not: make_figures reports the lesions (it used to
     crash in load_lesions) with each net's intact accuracy, mean and worst drop."""
-    from resnet_exp.analysis.cli import main
+    from resnet_exp.analysis.command import main
 
     _, uri, client = new_store("lesions-only")
     experiment_id = client.create_experiment("lesions")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import TINY, run_train, runs_of
 
-from resnet_exp.job import run_job
+from resnet_exp.run.job import run_job
 
 GRAD_METRICS = [
     "grad_first_norm",
@@ -91,7 +91,7 @@ def test_gradients_disabled_logs_no_gradient_metrics(make_cfg, client):
 
 
 def test_a_run_that_raises_ends_failed_not_running(make_cfg, client, monkeypatch):
-    from resnet_exp import training
+    from resnet_exp.training import fit as training
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")

@@ -8,12 +8,14 @@ import sys
 import keras
 from conftest import ROOT
 
+from resnet_exp.compat import keras_untouched
 from resnet_exp.models import build_model
-from resnet_exp.training import configure_runtime, keras_untouched
+from resnet_exp.training.fit import configure_runtime
 
 FRESH = """
 import keras
-from resnet_exp.training import configure_runtime, keras_untouched
+from resnet_exp.compat import keras_untouched
+from resnet_exp.training.fit import configure_runtime
 calls = []
 keras.backend.clear_session = lambda *a, **k: calls.append(1)
 before = keras_untouched()
@@ -47,8 +49,8 @@ def test_validation_reuses_the_first_composition_exactly():
     """The first job's config, taken from the composition with Hydra's node, is compose()'s."""
     from hydra import compose, initialize_config_dir
 
-    from resnet_exp.cli import compose_jobs
-    from resnet_exp.config import register_configs
+    from resnet_exp.config.schema import register_configs
+    from resnet_exp.run.command_line import compose_jobs
 
     argv = ["experiment=depth_sweep", "model.depth=20", "model.residual=false", "seed=3"]
     launch = compose_jobs(argv)

@@ -10,7 +10,7 @@ from test_gradients import CONV_KERNELS, conv_net
 from test_gradients_reach import HeadFirst
 from twins import assert_training_unchanged
 
-from resnet_exp.gradients import StepGradientRecorder
+from resnet_exp.recording.gradients import StepGradientRecorder
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import TINY, run_train, start_long_run, wait_for_an_epoch
 
-from resnet_exp.preflight import check_store
+from resnet_exp.tracking.preflight import check_store
 
 
 def _dead_port() -> int:

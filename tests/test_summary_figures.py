@@ -1,6 +1,6 @@
 """What the summary table holds and what each figure plots, against MLflow's own numbers.
 
-A fake study (`scripts/fake_study.py`, no TensorFlow) is logged to a real
+A fake study (`tests/fake_study.py`, no TensorFlow) is logged to a real
 SQLite store with its depths in a scrambled order. The expected numbers are
 recomputed here from `MlflowClient` alone; the figures are checked through the
 data on their Axes (line data, scatter offsets), found by what a panel says

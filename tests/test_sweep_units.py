@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from resnet_exp.cli import expand_sweeps
-from resnet_exp.sweep import job_threads, sweep_key, sweep_overrides, thread_share
-from resnet_exp.tracking import config_hash
+from resnet_exp.run.command_line import expand_sweeps
+from resnet_exp.run.sweep import job_threads, sweep_key, sweep_overrides, thread_share
+from resnet_exp.tracking.store import config_hash
 
 
 def _config(launcher: dict, threads: int = 0):

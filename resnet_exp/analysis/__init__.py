@@ -6,10 +6,10 @@
     study.runs        # a row per run: typed params, status, diverged, tags
 
 The figures and report.md come from `python scripts/make_figures.py`
-(`resnet_exp.analysis.cli`). Modules: `load` (MLflow -> pandas), `summary`
+(`resnet_exp.analysis.command`). Modules: `load` (MLflow -> pandas), `summary`
 (final numbers and means over seeds), `figures`, `report`, `cli`, and
 `lesion` / `lesion_figures` (block lesions and branch magnitudes, when logged). A fake study
-in the same MLflow contract, for tests and benchmarks, is `scripts/fake_study.py`.
+in the same MLflow contract, for tests and benchmarks, is `tests/fake_study.py`.
 """
 
 from resnet_exp.analysis.load import (

@@ -34,7 +34,7 @@ from resnet_exp.analysis.figures import (
     save,
     theme,
 )
-from resnet_exp.analysis.lesion import LesionData
+from resnet_exp.analysis.lesion_report import LesionData
 from resnet_exp.analysis.summary import ARCHS, aggregate
 
 _DOWN_COLOR = "0.88"

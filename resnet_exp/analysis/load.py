@@ -8,7 +8,7 @@ report never talk to MLflow themselves.
 Metric histories are the expensive part: MLflow's public client has only
 `get_metric_history(run_id, key)`, one request per metric per run (2,400 for 200
 runs of 12 metrics). We take a batched path where the store has one
-(`scripts/bench_load.py` times them: 200 runs x 50 epochs load in about 2 s
+(`scripts/dev/bench_load.py` times them: 200 runs x 50 epochs load in about 2 s
 from SQLite, against about 20 s one metric at a time):
 
 * SQL stores (``sqlite:///``, ``postgresql://``, ...): one SELECT over MLflow's
@@ -52,7 +52,7 @@ from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from resnet_exp import tracking
+from resnet_exp.tracking import store as tracking
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

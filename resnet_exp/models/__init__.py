@@ -13,7 +13,7 @@ from typing import Any
 
 import keras
 
-from resnet_exp.architecture import FAMILIES
+from resnet_exp.config.depths import FAMILIES
 from resnet_exp.models.blocks import (
     SHORTCUTS,
     KernelInit,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from resnet_exp.architecture import mlp_blocks
+from resnet_exp.config.depths import mlp_blocks
 from resnet_exp.models.blocks import (
     KernelInit,
     classifier,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from resnet_exp.architecture import basic_blocks_per_stage
+from resnet_exp.config.depths import basic_blocks_per_stage
 from resnet_exp.models.blocks import (
     KernelInit,
     conv_stages,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import keras
 
-from resnet_exp.architecture import cifar_blocks_per_stage
+from resnet_exp.config.depths import cifar_blocks_per_stage
 from resnet_exp.models.blocks import (
     KernelInit,
     conv_stages,

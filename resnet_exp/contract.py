@@ -1,0 +1,86 @@
+"""What a training run writes to MLflow, named once: the writers and the analysis import these.
+
+Metrics are logged at step = epoch: step 0 is initialisation (gradients and branch
+magnitudes only), steps 1..E the end of each epoch; `test_*` and `lesion_*` once, at
+the last epoch's step. Tags hold what identifies and explains a run; artifacts hold
+the per-layer and per-block tables, whose CSV columns are listed here too. The
+reference page is docs/contract.md.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------- metrics
+TRAIN_LOSS = "train_loss"
+TRAIN_ACCURACY = "train_accuracy"
+VAL_LOSS = "val_loss"
+VAL_ACCURACY = "val_accuracy"
+TEST_LOSS = "test_loss"
+TEST_ACCURACY = "test_accuracy"
+LEARNING_RATE = "lr"  # the rate at the epoch's start
+EPOCH_TIME = "epoch_time_s"
+# Keras's log keys -> the names above
+KERAS_RENAMES = {
+    "loss": TRAIN_LOSS,
+    "accuracy": TRAIN_ACCURACY,
+    "val_loss": VAL_LOSS,
+    "val_accuracy": VAL_ACCURACY,
+}
+
+GRAD_FIRST = "grad_first_norm"  # ‖∂L/∂W‖₂ of the first weight layer
+GRAD_LAST = "grad_last_norm"  # ... of the last (the classifier)
+GRAD_FIRST_REL = "grad_first_rel"  # ... over ‖W‖₂
+GRAD_LAST_REL = "grad_last_rel"
+GRAD_RATIO = "grad_first_last_ratio"  # first over last: > 1 explodes toward the input
+PROBE_LOSS = "probe_loss"  # gradients.source=probe only
+GRADIENT_METRICS = (GRAD_FIRST, GRAD_LAST, GRAD_FIRST_REL, GRAD_LAST_REL, GRAD_RATIO, PROBE_LOSS)
+
+BRANCH_RATIO_MEAN = "branch_ratio_mean"  # mean over blocks of ‖F(x)‖ / ‖x‖
+BRANCH_RATIO_MAX = "branch_ratio_max"
+BRANCH_PROBE_TIME = "branch_probe_s"
+
+LESION_INTACT_ACCURACY = "lesion_intact_accuracy"
+LESION_MEAN_DROP = "lesion_mean_drop"  # accuracy drops, fractions, over same-shape blocks
+LESION_MAX_DROP = "lesion_max_drop"
+LESION_DOWNSAMPLING_MEAN_DROP = "lesion_downsampling_mean_drop"
+LESION_TIME = "lesion_time_s"
+
+# ---------------------------------------------------------------- tags
+NOTE = "mlflow.note.content"  # the description the MLflow UI shows
+PARENT = "mlflow.parentRunId"
+RUN_KIND = "run_kind"  # TRAIN, SWEEP or REPORT
+TRAIN, SWEEP, REPORT = "train", "sweep", "report"
+CONFIG_HASH = "config_hash"  # what a run computes; a resumed sweep skips a FINISHED match
+SWEEP_ID = "sweep_id"
+OVERRIDES = "overrides"  # the command line's overrides for this job
+DIVERGED = "diverged"  # "true" / "false"
+DIVERGED_EPOCH = "diverged_epoch"
+ERROR = "error"  # why a run ended FAILED or KILLED
+GIT_COMMIT = "git_commit"
+ARCH, DEPTH = "arch", "depth"  # comparison tags: plain/residual, the depth as a number
+
+# ---------------------------------------------------------------- dataset inputs
+DATASET_CONTEXT = "mlflow.data.context"  # the input tag saying which split a dataset is
+TRAINING, VALIDATION, TEST = "training", "validation", "test"
+
+# ---------------------------------------------------------------- artifacts and their columns
+CONFIG_ARTIFACT = "config.yaml"
+MODEL_SUMMARY_ARTIFACT = "model_summary.txt"
+HISTORY_ARTIFACT = "history.csv"  # Keras's History, one row per epoch
+PROFILE_ARTIFACT = "grad_profile.csv"  # one row per (step, kernel)
+PROFILE_COLUMNS = ["epoch", "layer_index", "layer_name", "grad_norm", "weight_norm"]
+BRANCH_ARTIFACT = "branch_magnitude.csv"  # one row per (step, block)
+BRANCH_COLUMNS = [
+    "epoch",
+    "block_index",
+    "block",
+    "stage",
+    "downsampling",
+    "branch_norm",
+    "input_norm",
+    "ratio",
+]
+LESION_ARTIFACT = "lesion.csv"  # one row per deleted block; drop = intact - lesioned accuracy
+LESION_COLUMNS = ["block_index", "block", "stage", "downsampling", "accuracy", "drop"]
+LESION_K_ARTIFACT = "lesion_k.csv"  # one row per (k, draw) of k blocks deleted at once
+LESION_K_COLUMNS = ["k", "draw", "blocks", "accuracy", "drop"]
+PROFILE_IMAGE = "grad_profile"  # the per-epoch image chart's key

@@ -1,0 +1,236 @@
+"""Datasets as arrays, then as `tf.data` pipelines.
+
+Every dataset comes back as a `Dataset` of NumPy arrays split into train and
+validation by a stratified split fixed by the seed, so the same seed gives the
+same split for every depth and for plain and residual twins alike.
+
+The small datasets (digits, synthetic) are standardised floats already. The
+image datasets (`resnet_exp.data.files`) stay uint8 in memory (CIFAR-10 as
+float32 would be 600 MB a copy) with a test split; they are normalised per
+channel in the pipeline, with statistics of the training split only, and may
+be augmented there (He et al. 2016: pad 4, random 32x32 crop, random flip).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from resnet_exp.data import files as datasets
+
+
+@dataclass(frozen=True)
+class Dataset:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    num_classes: int
+    name: str
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    mean: np.ndarray | None = None  # per channel, of the training split; None: x is ready
+    std: np.ndarray | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def normalise(self, x: np.ndarray) -> np.ndarray:
+        """`x` as the network sees it (float32, normalised), for arrays outside the pipeline."""
+        if self.mean is None:
+            return x
+        return ((x.astype("float32") - self.mean) / self.std).astype("float32")
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 handwritten digits: shipped with the package, no download."""
+    bunch = load_digits()
+    x = (bunch.images.astype("float32") / 16.0)[..., np.newaxis]
+    return x, bunch.target.astype("int64")
+
+
+def synthetic_arrays(
+    input_shape: tuple[int, ...], num_classes: int, num_samples: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian clusters around one random centre per class: learnable, any shape, instant."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(num_classes, *input_shape)).astype("float32")
+    y = np.arange(num_samples) % num_classes
+    rng.shuffle(y)
+    x = centres[y] + rng.normal(scale=1.0, size=(num_samples, *input_shape)).astype("float32")
+    return x.astype("float32"), y.astype("int64")
+
+
+def split(
+    x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified train/validation split fixed by the seed; no validation at fraction 0."""
+    if val_fraction == 0:
+        return x, x[:0], y, y[:0]
+    return train_test_split(x, y, test_size=val_fraction, random_state=seed, stratify=y)
+
+
+def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of uint8 images, in float64 chunks (no full float copy)."""
+    channels = x.shape[-1]
+    total = np.zeros(channels)
+    squares = np.zeros(channels)
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk].reshape(-1, channels).astype(np.float64)
+        total += part.sum(axis=0)
+        squares += np.square(part).sum(axis=0)
+    count = x.size / channels
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0)) + 1e-7
+    return mean.astype("float32"), std.astype("float32")
+
+
+def image_dataset(
+    name: str,
+    *,
+    seed: int,
+    val_fraction: float,
+    path: str | None = None,
+    label_mode: str = "fine",
+    standardize: bool = True,
+) -> Dataset:
+    """An image dataset (`resnet_exp.data.files`): uint8 splits, per-channel training stats."""
+    arrays = datasets.load_arrays(name, path, label_mode)
+    x_train, x_val, y_train, y_val = split(arrays.x_train, arrays.y_train, val_fraction, seed)
+    channels = x_train.shape[-1]
+    if standardize:
+        mean, std = channel_stats(x_train)
+    else:  # scaled to [0, 1] only
+        mean, std = np.zeros(channels, "float32"), np.full(channels, 255.0, "float32")
+    return Dataset(
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        num_classes=datasets.num_classes(name, label_mode),
+        name=name,
+        x_test=arrays.x_test,
+        y_test=arrays.y_test,
+        mean=mean,
+        std=std,
+    )
+
+
+def load_dataset(
+    name: str,
+    *,
+    seed: int,
+    val_fraction: float = 0.2,
+    standardize: bool = True,
+    input_shape: tuple[int, ...] = (8, 8, 1),
+    num_classes: int = 10,
+    num_samples: int = 512,
+    path: str | None = None,
+    label_mode: str = "fine",
+) -> Dataset:
+    """Load `name` and split it; standardisation uses training statistics only."""
+    if name in datasets.SPECS:
+        return image_dataset(
+            name,
+            seed=seed,
+            val_fraction=val_fraction,
+            path=path,
+            label_mode=label_mode,
+            standardize=standardize,
+        )
+    if name == "digits":
+        x, y = digits_arrays()
+        num_classes = 10
+    elif name == "synthetic":
+        x, y = synthetic_arrays(tuple(input_shape), num_classes, num_samples, seed)
+    else:
+        raise ValueError(
+            f"unknown dataset {name!r}; choose from digits, synthetic, {', '.join(datasets.SPECS)}"
+        )
+    x_train, x_val, y_train, y_val = split(x, y, val_fraction, seed)
+    if standardize:
+        mean, std = x_train.mean(), x_train.std() + 1e-7
+        x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
+    return Dataset(
+        x_train.astype("float32"),
+        y_train,
+        x_val.astype("float32"),
+        y_val,
+        num_classes=num_classes,
+        name=name,
+    )
+
+
+def make_pipelines(
+    data: Dataset, *, batch_size: int, seed: int, shuffle_buffer: int = 0, augment: bool = False
+):
+    """Train (shuffled each epoch, seeded, optionally augmented) and validation pipelines.
+
+    The validation pipeline is None when the split has no validation set. The
+    source arrays are already in memory, so there is no `cache()` (it would be a
+    second copy); augmentation uses stateless random ops seeded per element from
+    `seed`, so a parallel `map` gives the same images in any thread order.
+    """
+    import tensorflow as tf
+
+    buffer = shuffle_buffer or len(data.x_train)
+    train = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train)).shuffle(
+        buffer, seed=seed, reshuffle_each_iteration=True
+    )
+    if augment:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        train = tf.data.Dataset.zip(train, seeds).map(
+            _augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+    train = _finish(train.batch(batch_size), data)
+    val = None
+    if len(data.x_val):
+        val = eval_pipeline(data, data.x_val, data.y_val, batch_size=batch_size)
+    return train, val
+
+
+def eval_pipeline(data: Dataset, x: np.ndarray, y: np.ndarray, *, batch_size: int):
+    """Batches of `x`, `y` normalised as in training, in order: validation and test sets."""
+    import tensorflow as tf
+
+    return _finish(tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size), data)
+
+
+def _finish(batches, data: Dataset):
+    """Normalise whole batches (one vectorised op) and prefetch."""
+    import tensorflow as tf
+
+    if data.mean is not None:
+        mean = tf.constant(data.mean, tf.float32)
+        std = tf.constant(data.std, tf.float32)
+        batches = batches.map(
+            lambda x, y: ((tf.cast(x, tf.float32) - mean) / std, y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def _augment(example, seed):
+    """He et al. 2016: pad 4 pixels a side, a random crop of the original size, a random flip."""
+    import tensorflow as tf
+
+    x, y = example
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    padded = tf.pad(x, [[4, 4], [4, 4], [0, 0]])
+    x = tf.image.stateless_random_crop(padded, tf.shape(x), seed=crop_seed)
+    return tf.image.stateless_random_flip_left_right(x, seed=flip_seed), y
+
+
+def probe_batch(data: Dataset, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed, class-balanced-by-sampling subset of the training set for gradient probes.
+
+    Never augmented, and normalised exactly as the training inputs are.
+    """
+    rng = np.random.default_rng(seed + 7919)
+    size = min(size, len(data.x_train))
+    index = np.sort(rng.choice(len(data.x_train), size=size, replace=False))
+    return data.normalise(data.x_train[index]), data.y_train[index]

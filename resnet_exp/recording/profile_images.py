@@ -1,0 +1,192 @@
+"""Each epoch's layer-wise gradient profile as an MLflow image, for the chart view's slider.
+
+`log_image(key=..., step=...)` makes an image chart in MLflow's chart view whose
+step slider walks through training: here, the gradient norm of every kernel
+(first layer left, classifier right) at that epoch, over the profile at
+initialisation in grey, as log10 values. The figure is small, drawn with
+matplotlib's Agg canvas (no pyplot, no window) and reused from step to step;
+`scripts/dev/bench_profile_images.py` measures what it costs per epoch.
+`tracking.profile_images=false` turns it off.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import keras
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from mlflow.tracking import MlflowClient
+
+from resnet_exp.tracking.store import with_retry
+
+IMAGE_KEY = "grad_profile"
+_SIZE = (4.0, 2.4)  # inches, at 80 dpi: 320 x 192 pixels
+_DPI = 80
+
+
+class ProfilePlot:
+    """One small figure, redrawn per step by blitting.
+
+    Drawing the axes (ticks, tick labels, title layout) is three quarters of a full
+    Agg draw. The x range is fixed by the number of layers and the y range is
+    rounded out to whole decades, so the axes change only when the profile leaves
+    its decades: they are drawn then, kept as a background, and each step restores
+    it and draws just the two lines and the title over it (matplotlib's documented
+    blitting technique). About 2 ms an image instead of 17 ms.
+    """
+
+    def __init__(self) -> None:
+        self.fig = Figure(figsize=_SIZE, dpi=_DPI)
+        self.canvas = FigureCanvasAgg(self.fig)
+        self.fig.subplots_adjust(left=0.15, right=0.97, top=0.88, bottom=0.2)
+        ax = self.ax = self.fig.add_subplot()
+        (self.init,) = ax.plot([], [], color="0.7", linewidth=1.2, label="init")
+        (self.now,) = ax.plot([], [], color="#1f77b4", linewidth=1.5, marker=".", markersize=3)
+        ax.set_xlabel("layer (first → last)", fontsize=8)
+        ax.set_ylabel("log10 ‖∂L/∂W‖", fontsize=8)  # log values on a linear axis: fast ticks
+        ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are counted
+        # a figure text at a fixed place: an axes title is re-laid out on every full draw
+        self.title = self.fig.text(0.56, 0.97, "", fontsize=9, ha="center", va="top")
+        self._frame: tuple[int, float, float] | None = None  # what the background shows
+        self._background = None
+
+    def render(
+        self, grad_norms: Sequence[float], init_norms: Sequence[float] | None, title: str
+    ) -> np.ndarray:
+        """An RGB uint8 array: log10 gradient norm per layer index, initialisation in grey."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            now = np.log10(np.asarray(grad_norms, dtype=float))
+            init = np.log10(np.asarray(init_norms, dtype=float)) if init_norms else np.array([])
+        self.now.set_data(np.arange(len(now)), now)
+        self.init.set_data(np.arange(len(init)), init)
+        self.title.set_text(title)
+        frame = _extent(len(now), np.concatenate([now, init]))
+        if frame != self._frame:
+            self._draw_background(frame)
+        self.canvas.restore_region(self._background)
+        self.ax.draw_artist(self.init)
+        self.ax.draw_artist(self.now)
+        self.fig.draw_artist(self.title)
+        return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
+
+    def _draw_background(self, frame: tuple[int, float, float]) -> None:
+        """Draw the axes for this x and y range without the lines and title, and keep them."""
+        layers, low, high = frame
+        self.ax.set_xlim(-0.5, layers - 0.5)
+        self.ax.set_ylim(low, high)
+        moving = (self.init, self.now, self.title)
+        for artist in moving:
+            artist.set_visible(False)
+        self.canvas.draw()
+        self._background = self.canvas.copy_from_bbox(self.fig.bbox)
+        for artist in moving:
+            artist.set_visible(True)
+        self._frame = frame
+
+
+def _extent(layers: int, values: np.ndarray) -> tuple[int, float, float]:
+    """The plot's x extent and its y range: the finite values' range rounded out to decades."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return max(layers, 1), 0.0, 1.0
+    low, high = float(np.floor(finite.min())), float(np.ceil(finite.max()))
+    return max(layers, 1), low, high if high > low else low + 1.0
+
+
+class ProfileImageLogger(keras.callbacks.Callback):
+    """Logs the profile measured by an earlier callback, once per step, as an image.
+
+    `profile(step)` returns that step's per-layer gradient norms (or None when
+    nothing was measured); it must run after the recorder in the callback list.
+    Drawing and logging happen on one worker thread, so training does not wait
+    for them: PNG and WebP encoding and the store's writes release the GIL and
+    overlap the next epoch. `on_train_end` waits for the last image, so every
+    image is stored before `fit` returns, and re-raises a logging error there.
+    """
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        run_id: str,
+        profile: Callable[[int], Sequence[float] | None],
+        *,
+        label: str = "",
+    ):
+        super().__init__()
+        self.client, self.run_id, self.profile = client, run_id, profile
+        self.label = label
+        self.seconds: list[float] = []  # per logged image: render + upload, on the worker
+        self.plot = ProfilePlot()  # used by the worker thread only
+        self._logged: set[int] = set()
+        self._init: Sequence[float] | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+
+    @classmethod
+    def from_recorder(
+        cls,
+        client: MlflowClient,
+        run_id: str,
+        recorder: keras.callbacks.Callback,
+        *,
+        label: str = "",
+    ) -> ProfileImageLogger:
+        """Read a recorder's per-layer `profile` rows (kept in layer order, step by step)."""
+
+        def norms(step: int) -> list[float]:
+            return [row["grad_norm"] for row in recorder.profile if row["epoch"] == step]
+
+        return cls(client, run_id, norms, label=label)
+
+    def _log(self, step: int) -> None:
+        if step in self._logged:
+            return
+        norms = self.profile(step)
+        if norms is None or len(norms) == 0:
+            return
+        self._logged.add(step)
+        norms = list(norms)  # a copy: the worker draws it later
+        if step == 0:
+            self._init = norms  # drawn in grey under every later step
+        init = self._init if step else None
+        title = f"{self.label} {'initialisation' if step == 0 else f'epoch {step}'}".strip()
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="profile-image")
+        self._pending.append(self._worker.submit(self._draw_and_log, step, norms, init, title))
+
+    def _draw_and_log(
+        self, step: int, norms: list[float], init: list[float] | None, title: str
+    ) -> None:
+        start = time.perf_counter()
+        image = self.plot.render(norms, init, title)
+        with_retry(
+            self.client.log_image, self.run_id, image, key=IMAGE_KEY, step=step, synchronous=True
+        )
+        self.seconds.append(time.perf_counter() - start)
+
+    def flush(self) -> None:
+        """Wait until every submitted image is stored; re-raise the first error."""
+        pending, self._pending = self._pending, []
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+        for future in pending:
+            future.result()
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._log(0)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        # an in-step recorder (gradients.source=step) has step 0 only once the first
+        # epoch's first step has run: log it then, before the epoch's own image
+        self._log(0)
+        self._log(int(epoch) + 1)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.flush()

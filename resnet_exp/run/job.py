@@ -1,0 +1,183 @@
+"""The life of one job: validate, skip if already done, open a run, train, close the run.
+
+Whatever happens inside, the MLflow run ends FINISHED, FAILED or KILLED, never
+RUNNING. In a multirun a failed job reports FAILED and returns, so the sweep
+goes on; the sweep callback counts failures and sets the exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from types import FrameType
+
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from resnet_exp.config.schema import check_config, flatten
+from resnet_exp.console import say
+from resnet_exp.data.files import DatasetUnavailable
+from resnet_exp.run import progress, quiet
+from resnet_exp.tracking.describe import (
+    NOTE,
+    applicable_params,
+    describe_experiment,
+    provenance_tags,
+    run_description,
+)
+from resnet_exp.tracking.naming import comparison_tags, run_name
+from resnet_exp.tracking.preflight import check_store, store_error_line
+from resnet_exp.tracking.store import (
+    config_hash,
+    ensure_experiment,
+    git_commit,
+    log_batch,
+    resolve_tracking_uri,
+    with_retry,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Terminated(BaseException):
+    """SIGTERM (cluster pre-emption), raised where the job is so the run can close."""
+
+
+@dataclass
+class JobOutcome:
+    status: str  # FINISHED, FAILED, KILLED or SKIPPED
+    run_id: str | None
+    diverged: bool = False
+    error: str | None = None
+
+
+def find_finished_run(client: MlflowClient, experiment_id: str, digest: str) -> str | None:
+    runs = with_retry(
+        client.search_runs,
+        [experiment_id],
+        filter_string=f"tags.config_hash = '{digest}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: bool = True):
+    """Run one configured job end to end; see the module docstring for the guarantees."""
+    check_config(cfg)
+    flat = flatten(cfg)
+    digest = config_hash(flat)
+    uri = resolve_tracking_uri(cfg.tracking.uri)
+    problem = check_store(uri)
+    if problem:  # a dead store fails in a second, not after MLflow's minutes of retries
+        line = store_error_line(uri, problem)
+        print(line, file=sys.stderr, flush=True)
+        if raise_errors:
+            raise SystemExit(2)
+        return JobOutcome("FAILED", None, error=line)
+    client = MlflowClient(uri)
+    experiment_id = ensure_experiment(client, cfg.tracking.experiment)
+    if not cfg.tracking.parent_run_id:  # in a sweep, the parent process did it once
+        describe_experiment(client, experiment_id, cfg.tracking.experiment)
+
+    if cfg.tracking.resume:
+        done = find_finished_run(client, experiment_id, digest)
+        if done:
+            if cfg.tracking.parent_run_id:  # in a sweep the launching process has said so
+                log.debug("skipping %s: FINISHED run %s has the same config", run_name(cfg), done)
+            else:
+                say(progress.skip_line(run_name(cfg), done))
+            return JobOutcome("SKIPPED", done)
+
+    # TensorFlow loads only once the config is valid and the job is not skipped, and
+    # before the run opens: the run's duration is its training, not an import.
+    quiet.import_tensorflow()
+    from resnet_exp.training import fit as training
+
+    tags = {
+        "run_kind": "train",
+        "config_hash": digest,
+        "overrides": " ".join(overrides or []),
+        "diverged": "false",
+        **comparison_tags(cfg),
+        **provenance_tags(),
+        NOTE: run_description(cfg),
+    }
+    commit = git_commit()
+    if commit:
+        tags["git_commit"] = commit
+        tags["mlflow.source.git.commit"] = commit
+    if cfg.tracking.parent_run_id:
+        tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
+    if cfg.tracking.sweep_id:
+        tags["sweep_id"] = cfg.tracking.sweep_id
+    run = with_retry(client.create_run, experiment_id, run_name=run_name(cfg), tags=tags)
+    run_id = run.info.run_id
+    previous = signal.getsignal(signal.SIGTERM)
+    _install_sigterm()
+    try:
+        log_batch(client, run_id, params=applicable_params(flat))
+        training.log_config_artifact(client, run_id, cfg)
+        result = training.train(cfg, client, run_id)
+        training.log_frame_artifact(client, run_id, result.history, "history.csv")
+        if result.profile is not None:
+            training.log_frame_artifact(client, run_id, result.profile, "grad_profile.csv")
+        end_tags = {"diverged": str(result.diverged).lower()}
+        if result.diverged:
+            end_tags["diverged_epoch"] = str(result.diverged_epoch)
+            log.warning("%s diverged at epoch %s", run_name(cfg), result.diverged_epoch)
+        log_batch(client, run_id, tags=end_tags)
+        with_retry(client.set_terminated, run_id, RunStatus.to_string(RunStatus.FINISHED))
+        if not cfg.tracking.parent_run_id:  # a sweep's launching process reports its jobs
+            progress.report_run(client, uri, run_id)
+        return JobOutcome("FINISHED", run_id, diverged=result.diverged)
+    except (KeyboardInterrupt, Terminated):
+        _close(client, run_id, RunStatus.KILLED, "killed by signal")
+        raise
+    except Exception as err:
+        problem = check_store(uri)
+        if problem:  # the store died mid-run: nothing more can be logged, say so once
+            line = store_error_line(
+                uri,
+                f"{problem}; {run_name(cfg)} (run {run_id}) stopped: "
+                "what it logged before is kept, its status stays RUNNING",
+            )
+            print(line, file=sys.stderr)
+            if raise_errors:
+                raise SystemExit(1) from None
+            return JobOutcome("FAILED", run_id, error=line)
+        message = f"{type(err).__name__}: {err}"
+        _close(client, run_id, RunStatus.FAILED, message)
+        if raise_errors:
+            raise
+        if isinstance(err, DatasetUnavailable):  # a one-line reason; a traceback adds nothing
+            log.error("job %s failed: %s", run_name(cfg), err)
+        else:
+            log.exception("job %s failed", run_name(cfg))
+        return JobOutcome("FAILED", run_id, error=message)
+    finally:
+        _restore_sigterm(previous)
+
+
+def _close(client: MlflowClient, run_id: str, status: int, reason: str) -> None:
+    try:
+        log_batch(client, run_id, tags={"error": reason[:5000]})
+    finally:
+        with_retry(client.set_terminated, run_id, RunStatus.to_string(status))
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+def _install_sigterm() -> None:
+    with contextlib.suppress(ValueError):  # not the main thread: keep the default handler
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _restore_sigterm(previous) -> None:
+    with contextlib.suppress(ValueError, TypeError):
+        signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)

@@ -1,0 +1,253 @@
+"""Tell the user what is happening: epoch lines, a run's result, a sweep's progress.
+
+Everything here reads what the MLflow store holds, so the line a user sees is
+the number the figures will use. A sweep's jobs may run in other processes
+(joblib) or on other hosts (SLURM), so the sweep's progress is told by the
+launching process: a thread polls the store for children that have ended
+since the launch and prints one line per job, with a count, an estimate of
+the time left, and a table at the end. Kept free of TensorFlow.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+from resnet_exp.console import RATIO, number, percent, say
+from resnet_exp.tracking.store import project_root, with_retry
+
+_DONE = ("FINISHED", "FAILED", "KILLED")
+UI_PORT = 5000
+
+# The command line's composed job configs, set by experiments/train.py before Hydra
+# starts, so that the sweep callback (same process) knows the total and what a resume skips.
+planned_jobs: list[Any] = []
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@dataclass
+class RunResult:
+    name: str
+    run_id: str
+    status: str
+    train_error: float | None
+    val_error: float | None
+    test_error: float | None
+    ratio_init: float | None
+    ratio_end: float | None
+    diverged: bool
+    error: str | None = None
+
+    def line(self) -> str:
+        if self.status != "FINISHED":
+            reason = f": {self.error}" if self.error else ""
+            return f"{self.name} (run {self.run_id[:8]}) {self.status}{reason}"[:300]
+        errors = f"train error {percent(self.train_error)}, val {percent(self.val_error)}"
+        if self.test_error is not None:
+            errors += f", test {percent(self.test_error)}"
+        ratio = (
+            f"first/last gradient {number(self.ratio_init)} at init, "
+            f"{number(self.ratio_end)} at end"
+        )
+        diverged = " (diverged)" if self.diverged else ""
+        return f"{self.name} (run {self.run_id[:8]}){diverged}: {errors}; {ratio}"
+
+
+def read_result(client: MlflowClient, run) -> RunResult:
+    """A run's final numbers, as the store holds them."""
+    metrics = run.data.metrics
+
+    def error(key: str) -> float | None:
+        return 1 - metrics[key] if key in metrics else None
+
+    history = with_retry(client.get_metric_history, run.info.run_id, RATIO)
+    by_step = {m.step: m.value for m in history}
+    return RunResult(
+        name=run.info.run_name or run.info.run_id,
+        run_id=run.info.run_id,
+        status=run.info.status,
+        train_error=error("train_accuracy"),
+        val_error=error("val_accuracy"),
+        test_error=error("test_accuracy"),
+        ratio_init=by_step.get(0),
+        ratio_end=by_step[max(by_step)] if by_step else None,
+        diverged=run.data.tags.get("diverged") == "true",
+        error=run.data.tags.get("error"),
+    )
+
+
+def where_to_look(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI address of a run (or experiment), and how to start the UI if needed."""
+    path = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{path}"
+    local = f"http://127.0.0.1:{UI_PORT}/{path}"
+    if uri == f"sqlite:///{project_root() / 'mlflow.db'}":
+        return f"`make ui`, then {local}"
+    return f"`mlflow ui --backend-store-uri {uri} --port {UI_PORT}`, then {local}"
+
+
+def report_run(client: MlflowClient, uri: str, run_id: str) -> None:
+    """The two lines a single run ends with."""
+    run = with_retry(client.get_run, run_id)
+    say(read_result(client, run).line())
+    say(f"browse: {where_to_look(uri, run.info.experiment_id, run_id)}")
+
+
+def skip_line(name: str, run_id: str) -> str:
+    return (
+        f"skipped {name}: finished earlier in run {run_id} "
+        "(same configuration; tracking.resume=false trains it again)"
+    )
+
+
+def finished_configs(client: MlflowClient, experiment_id: str) -> dict[str, str]:
+    """config_hash -> run id of a FINISHED training run, for the whole experiment."""
+    runs = with_retry(
+        client.search_runs,
+        [experiment_id],
+        filter_string="attributes.status = 'FINISHED' and tags.run_kind = 'train'",
+        max_results=50000,
+    )
+    return {r.data.tags["config_hash"]: r.info.run_id for r in runs if "config_hash" in r.data.tags}
+
+
+def start_sweep(client: MlflowClient, experiment_id: str, parent_id: str) -> SweepProgress:
+    """Say what a resume skips, then follow the sweep's jobs as they end."""
+    from resnet_exp.config.schema import flatten
+    from resnet_exp.tracking.naming import run_name
+    from resnet_exp.tracking.store import config_hash
+
+    total = None
+    if planned_jobs:
+        done = finished_configs(client, experiment_id)
+        skipped = []
+        for cfg in planned_jobs:
+            run_id = done.get(config_hash(flatten(cfg))) if cfg.tracking.resume else None
+            if run_id:
+                skipped.append(skip_line(run_name(cfg), run_id))
+        for line in skipped[:10]:
+            say(line)
+        if len(skipped) > 10:
+            say(f"... and {len(skipped) - 10} more configurations finished earlier: skipped")
+        total = len(planned_jobs) - len(skipped)
+        say(f"{total} of {len(planned_jobs)} jobs to run; a line as each one ends")
+    progress = SweepProgress(client, experiment_id, parent_id, total)
+    progress.start()
+    return progress
+
+
+class SweepProgress:
+    """Poll the store for the sweep's children and print a line as each one ends."""
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        experiment_id: str,
+        parent_id: str,
+        total: int | None,
+        interval_s: float = 5.0,
+    ) -> None:
+        self.client, self.experiment_id, self.parent_id = client, experiment_id, parent_id
+        self.total, self.interval_s = total, interval_s
+        self.started = time.time()
+        self.reported: set[str] = set()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="sweep-progress", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll()
+
+    def poll(self) -> None:
+        with self._lock:
+            try:
+                runs = self.client.search_runs(
+                    [self.experiment_id],
+                    filter_string=(
+                        f"tags.mlflow.parentRunId = '{self.parent_id}' "
+                        f"and attributes.start_time >= {int(self.started * 1000)}"
+                    ),
+                    max_results=50000,
+                )
+                ended = sorted(
+                    (
+                        r
+                        for r in runs
+                        if r.info.status in _DONE and r.info.run_id not in self.reported
+                    ),
+                    key=lambda r: r.info.end_time or 0,
+                )
+                for run in ended:
+                    self.reported.add(run.info.run_id)
+                    say(f"{self._count()} {read_result(self.client, run).line()}{self._eta()}")
+            except Exception:  # a busy or vanished store: try again next time, never crash
+                return
+
+    def _count(self) -> str:
+        total = f"/{self.total}" if self.total else ""
+        return f"[{len(self.reported)}{total}]"
+
+    def _eta(self) -> str:
+        done = len(self.reported)
+        if not self.total or done < 2 or done >= self.total:
+            return ""
+        left = (time.time() - self.started) / done * (self.total - done)
+        return f" | about {_duration(left)} left"
+
+    def stop(self) -> None:
+        """Stop polling, and report what ended since the last poll."""
+        self._stop.set()
+        self._thread.join(timeout=self.interval_s + 30)
+        self.poll()
+
+
+def _table_order(run) -> tuple[int, str]:
+    """By depth (the `depth` tag; `d8` before `d14`), then by name."""
+    depth = run.data.tags.get("depth", "")
+    return (int(depth) if depth.isdigit() else 1 << 30, run.info.run_name or "")
+
+
+def results_table(client: MlflowClient, experiment_id: str, parent_id: str) -> str:
+    """Every child of the sweep (this launch's and earlier ones'), one row per run."""
+    import pandas as pd
+
+    runs = with_retry(
+        client.search_runs,
+        [experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+        max_results=50000,
+    )
+    rows = []
+    for run in sorted(runs, key=_table_order):
+        r = read_result(client, run)
+        row = {
+            "run": r.name,
+            "status": "DIVERGED" if r.diverged else r.status,
+            "train err": percent(r.train_error),
+            "val err": percent(r.val_error),
+        }
+        if r.test_error is not None:
+            row["test err"] = percent(r.test_error)
+        row["first/last init"] = number(r.ratio_init)
+        row["first/last end"] = number(r.ratio_end)
+        rows.append(row)
+    if not rows:
+        return ""
+    return pd.DataFrame(rows).fillna("-").to_string(index=False)

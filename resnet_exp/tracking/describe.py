@@ -1,0 +1,154 @@
+"""What MLflow's UI shows about a study besides numbers: descriptions, params, provenance, data.
+
+* `applicable_params`: the settings that apply to a run's model and optimiser
+  (a `resnet_cifar` run has no `model.width`), without tracking bookkeeping;
+  the resolved config stays whole in the `config.yaml` artifact.
+* Descriptions (`mlflow.note.content`, which the UI shows as the experiment's
+  banner and as a run's description): the experiment says what the study asks
+  and how to read it in the UI; each training run gets one line.
+* `provenance_tags`: `mlflow.user` and `mlflow.source.*` from MLflow's own
+  run-context providers (the fluent API sets them, `MlflowClient` does not).
+* `log_dataset`: the training and validation splits as `mlflow.data` inputs,
+  so the runs table's Dataset column and filter work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from resnet_exp.contract import DATASET_CONTEXT, TEST, TRAINING, VALIDATION
+from resnet_exp.tracking.naming import arch, run_name
+from resnet_exp.tracking.store import with_retry
+
+log = logging.getLogger(__name__)
+
+NOTE = "mlflow.note.content"
+EXPERIMENT_KIND = "mlflow.experimentKind"
+CLASSIC_TRAINING = "custom_model_development"  # MLflow's marker for model-training experiments
+ENTRY_POINT = "experiments/train.py"
+
+# A param applies only when its predicate on the flat config holds.
+_APPLIES: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "model.width": lambda c: c.get("model.name") == "mlp",
+    "model.blocks_per_stage": lambda c: c.get("model.name") == "resnet_basic",
+    "model.shortcut": lambda c: c.get("model.name") != "mlp",
+    "model.base_filters": lambda c: c.get("model.name") != "mlp",
+    "optim.momentum": lambda c: c.get("optim.name") == "sgd",
+    "optim.nesterov": lambda c: c.get("optim.name") == "sgd",
+    "optim.schedule.milestones": lambda c: c.get("optim.schedule.name") == "step",
+    "optim.schedule.gamma": lambda c: c.get("optim.schedule.name") == "step",
+}
+_BOOKKEEPING = ("tracking.",)
+
+EXPERIMENT_DESCRIPTION = """\
+**What do skip connections do to a network as it gets deeper?** Each run trains one \
+network, plain (no skip connections) or residual, at one depth, and records the loss \
+gradient at its first and last weight layers at initialisation (step 0) and after every \
+epoch.
+
+**Reading it here** (sidebar: *Model training*):
+- A sweep is one row: expand it to see its runs, named `d<depth>-<plain|residual>` \
+(plus what else the sweep varies, e.g. `nobn`, `s1` for seed 1).
+- *Chart view*: group by the tag `arch` to colour plain against residual; \
+`grad_first_last_ratio` (first over last layer's gradient norm), `train_accuracy`, \
+`val_accuracy`, `train_loss` per epoch.
+- A run's image chart `grad_profile` shows the gradient norm of every layer; its step \
+slider moves through the epochs.
+- The sweep's parent run: its description holds the findings and the summary table, its \
+artifacts `report/` the report and figures, once `python scripts/make_figures.py \
+--experiment {experiment}` has run.
+- Filter runs with e.g. `tags.arch = 'plain' and tags.depth = '56'`.
+"""
+
+
+def applicable_params(flat: dict[str, Any]) -> dict[str, Any]:
+    """The flat config less bookkeeping and the keys its model or optimiser ignores."""
+    return {
+        key: value
+        for key, value in flat.items()
+        if not key.startswith(_BOOKKEEPING) and _APPLIES.get(key, lambda c: True)(flat)
+    }
+
+
+def run_description(cfg: DictConfig) -> str:
+    """One line: what this run trains, on what, how long."""
+    m, o = cfg.model, cfg.optim
+    skips = "with" if m.residual else "without"
+    bn = "batch norm" if m.batch_norm else "no batch norm"
+    return (
+        f"`{run_name(cfg)}`: {arch(m.residual)} {m.name} of depth {m.depth} ({skips} skip "
+        f"connections, {bn}, {m.activation}), {cfg.trainer.epochs} epochs on {cfg.data.name}, "
+        f"{o.name} lr {o.lr}, seed {cfg.seed}."
+    )
+
+
+def sweep_description(experiment: str, overrides: list[str], jobs: int | None = None) -> str:
+    """The parent's description until make_figures replaces it with the findings."""
+    swept = " ".join(f"`{o}`" for o in overrides) or "(no overrides)"
+    count = f"{jobs} configurations: " if jobs else ""
+    return (
+        f"Sweep of {count}{swept}. Expand this row to see its runs. The findings and the "
+        f"summary table appear here once `python scripts/make_figures.py --experiment "
+        f"{experiment}` has run."
+    )
+
+
+def provenance_tags(source_name: str = ENTRY_POINT) -> dict[str, str]:
+    """`mlflow.user`, `mlflow.source.type` (and git) as MLflow's fluent API would set them."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    tags = resolve_tags({"mlflow.source.name": source_name})
+    return {k: str(v) for k, v in tags.items() if k.startswith(("mlflow.source.", "mlflow.user"))}
+
+
+def describe_experiment(client: MlflowClient, experiment_id: str, name: str) -> None:
+    """Give the experiment its description and training-mode marker, unless it has them.
+
+    A description a user edited in the UI is kept.
+    """
+    tags = with_retry(client.get_experiment, experiment_id).tags
+    wanted = {
+        NOTE: EXPERIMENT_DESCRIPTION.format(experiment=name),
+        EXPERIMENT_KIND: CLASSIC_TRAINING,
+    }
+    for key, value in wanted.items():
+        if key in tags:
+            continue
+        try:
+            with_retry(client.set_experiment_tag, experiment_id, key, value)
+        except MlflowException as err:  # e.g. a lab server user without EDIT on it: no matter
+            log.warning("could not set %s on experiment %s: %s", key, name, err.message[:200])
+
+
+def log_dataset(client: MlflowClient, run_id: str, data: Any, *, seed: int) -> None:
+    """Log `data`'s training and validation splits as inputs (name, digest, shape, source).
+
+    `data` is a `resnet_exp.data.splits.Dataset` (x_train, y_train, x_val, y_val, name).
+    The digest is MLflow's, over the arrays: it changes with the seed's split.
+    """
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.entities import Dataset as DatasetEntity
+    from mlflow.entities import DatasetInput, InputTag
+
+    source = CodeDatasetSource(
+        {"loader": "resnet_exp.data.splits.load_dataset", "dataset": data.name, "seed": str(seed)}
+    )
+    inputs = []
+    splits = [(TRAINING, data.x_train, data.y_train), (VALIDATION, data.x_val, data.y_val)]
+    if getattr(data, "x_test", None) is not None:
+        splits.append((TEST, data.x_test, data.y_test))
+    for context, x, y in splits:
+        if x is None or len(x) == 0:  # data.val_fraction=0: no validation split
+            continue
+        dataset = mlflow.data.from_numpy(x, targets=y, source=source, name=data.name)
+        inputs.append(
+            DatasetInput(DatasetEntity(**dataset.to_dict()), [InputTag(DATASET_CONTEXT, context)])
+        )
+    with_retry(client.log_inputs, run_id, inputs)

@@ -1,0 +1,137 @@
+"""Where runs go in MLflow, and the retries that make SQLite safe to share.
+
+Kept free of TensorFlow: the Hydra sweep callback and the analysis scripts use
+it too. Parallel jobs sharing one SQLite file contend for its write lock, so
+every write goes through `with_retry`; the store's schema and the experiment
+are created once, by the sweep's parent process, before any job starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+T = TypeVar("T")
+
+# Keys that say where or how fast a run goes, not what it computes: left out of
+# the configuration hash so that a resumed sweep recognises its finished runs.
+_NOT_HASHED = ("tracking", "trainer.threads")
+
+MAX_PARAM_LENGTH = 6000
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else the configured URI, else `<project>/mlflow.db`."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    if uri:
+        return uri
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def _is_transient(err: Exception) -> bool:
+    text = str(err).lower()
+    return any(
+        marker in text
+        for marker in ("database is locked", "already exists", "unique constraint", "busy")
+    )
+
+
+def with_retry(fn: Callable[..., T], *args: Any, attempts: int = 12, **kwargs: Any) -> T:
+    """Call `fn`, retrying with jittered back-off while SQLite reports a lock."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # sqlalchemy and MLflow wrap the lock differently
+            if attempt == attempts - 1 or not _is_transient(err):
+                raise
+            time.sleep(min(5.0, 0.1 * 2**attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """The experiment's id, creating it (and the store's schema) if needed."""
+
+    def get_or_create() -> str:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                client.restore_experiment(experiment.experiment_id)
+            return experiment.experiment_id
+        try:
+            return client.create_experiment(name)
+        except MlflowException as err:
+            if "already exists" in str(err).lower():
+                return client.get_experiment_by_name(name).experiment_id
+            raise
+
+    return with_retry(get_or_create)
+
+
+def log_batch(
+    client: MlflowClient,
+    run_id: str,
+    *,
+    metrics: dict[str, float] | None = None,
+    step: int = 0,
+    params: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> None:
+    """One request for many values (MLflow's batch endpoint), retried on lock."""
+    now = int(time.time() * 1000)
+    metric_list = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
+    param_list = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in (params or {}).items()]
+    tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    # the batch endpoint takes at most 100 params per request
+    for start in range(0, max(len(param_list), 1), 100):
+        chunk = param_list[start : start + 100]
+        first = start == 0
+        with_retry(
+            client.log_batch,
+            run_id,
+            metrics=metric_list if first else [],
+            params=chunk,
+            tags=tag_list if first else [],
+        )
+
+
+def config_hash(flat_config: dict[str, Any]) -> str:
+    """A stable hash of what a run computes (seed included, tracking settings not)."""
+    kept = {
+        k: v
+        for k, v in flat_config.items()
+        if not any(k == p or k.startswith(p + ".") for p in _NOT_HASHED)
+    }
+    text = json.dumps(kept, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=project_root(),
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None

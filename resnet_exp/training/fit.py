@@ -1,0 +1,264 @@
+"""One training run: data and model from the config, Keras `fit`, metrics to MLflow.
+
+This module wires parts together; each part lives in its own module. It is the
+only place that reads the whole config, and it hands plain values down.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import pandas as pd
+import tensorflow as tf
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from resnet_exp.compat import keras_untouched
+from resnet_exp.data.splits import Dataset, eval_pipeline, load_dataset, make_pipelines, probe_batch
+from resnet_exp.models import build_model
+from resnet_exp.recording.branches import BranchRecorder
+from resnet_exp.recording.gradients import GradientRecorder, StepGradientRecorder
+from resnet_exp.recording.lesions import lesion_examples, lesion_study
+from resnet_exp.recording.profile_images import ProfileImageLogger
+from resnet_exp.tracking.describe import log_dataset
+from resnet_exp.tracking.naming import run_name
+from resnet_exp.tracking.store import log_batch, with_retry
+from resnet_exp.training.callbacks import (
+    DivergenceMonitor,
+    EpochLines,
+    EpochTimer,
+    MlflowEpochLogger,
+    StepLimit,
+)
+from resnet_exp.training.optim import make_optimizer
+from resnet_exp.training.prepare import build_for_fit
+
+
+@dataclass
+class TrainResult:
+    history: pd.DataFrame
+    diverged_epoch: int | None = None
+    profile: pd.DataFrame | None = None
+    test: dict[str, float] | None = None  # test_loss, test_accuracy, when the data has a test set
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_epoch is not None
+
+
+def configure_runtime(
+    threads: int, deterministic: bool, seed: int, mixed_precision: bool = False
+) -> None:
+    """Thread pools and determinism must be set before TensorFlow runs its first op."""
+    if threads > 0:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # already initialised in this process (tests, joblib reuse)
+            pass
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    # a sequential sweep trains many models in one process: start each from a clean slate
+    # (a fresh process has nothing to clear, and clear_session's gc.collect costs ~0.3 s)
+    if not keras_untouched():
+        keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    # every run sets it: a sequential sweep must not inherit the previous job's policy
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
+
+
+def model_from_config(
+    cfg: DictConfig,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    skip_blocks: frozenset[str] = frozenset(),
+):
+    m = cfg.model
+    return build_model(
+        str(m.name),
+        int(m.depth),
+        input_shape=input_shape,
+        num_classes=num_classes,
+        residual=bool(m.residual),
+        batch_norm=bool(m.batch_norm),
+        activation=str(m.activation),
+        kernel_initializer=str(m.kernel_initializer),
+        shortcut=str(m.shortcut),
+        width=int(m.width),
+        base_filters=int(m.base_filters),
+        blocks_per_stage=list(m.blocks_per_stage) if m.blocks_per_stage else None,
+        seed=int(cfg.seed),
+        skip_blocks=skip_blocks,
+    )
+
+
+def load_data(cfg: DictConfig) -> Dataset:
+    """The configured dataset, split; raises `DatasetUnavailable` before anything trains."""
+    d = cfg.data
+    return load_dataset(
+        str(d.name),
+        seed=int(cfg.seed),
+        val_fraction=float(d.val_fraction),
+        standardize=bool(d.standardize),
+        input_shape=tuple(d.input_shape),
+        num_classes=int(d.num_classes),
+        num_samples=int(d.num_samples),
+        path=None if d.path is None else str(d.path),
+        label_mode=str(d.label_mode),
+    )
+
+
+def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
+    """Train the configured model, logging each epoch to `run_id` as it finishes."""
+    configure_runtime(
+        int(cfg.trainer.threads),
+        bool(cfg.trainer.deterministic),
+        int(cfg.seed),
+        mixed_precision=bool(cfg.trainer.mixed_precision),
+    )
+    data = load_data(cfg)
+    log_dataset(client, run_id, data, seed=int(cfg.seed))
+    train_ds, val_ds = make_pipelines(
+        data,
+        batch_size=int(cfg.trainer.batch_size),
+        seed=int(cfg.seed),
+        shuffle_buffer=int(cfg.trainer.shuffle_buffer),
+        augment=bool(cfg.data.augment),
+    )
+    steps_per_epoch = -(-len(data.x_train) // int(cfg.trainer.batch_size))
+    # `trainer.steps` counts iterations (the paper's unit) and replaces epochs, the last
+    # epoch cut short (StepLimit), so gradients are still recorded once per epoch.
+    total_steps = int(cfg.trainer.steps or steps_per_epoch * int(cfg.trainer.epochs))
+    epochs = -(-total_steps // steps_per_epoch)
+    o = cfg.optim
+    optimizer = make_optimizer(
+        str(o.name),
+        lr=float(o.lr),
+        total_steps=total_steps,
+        momentum=float(o.momentum),
+        nesterov=bool(o.nesterov),
+        weight_decay=float(o.weight_decay),
+        schedule=str(o.schedule.name),
+        milestones=list(o.schedule.milestones),
+        gamma=float(o.schedule.gamma),
+        milestone_steps=None
+        if o.schedule.milestone_steps is None
+        else list(o.schedule.milestone_steps),
+        warmup_steps=int(o.schedule.warmup_steps),
+        warmup_lr=float(o.schedule.warmup_lr),
+        weight_decay_mode=str(o.weight_decay_mode),
+    )
+    model = model_from_config(cfg, data.input_shape, data.num_classes)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    build_for_fit(model, train_ds.element_spec)  # the first epoch then traces its step once
+    _log_text_artifact(client, run_id, _summary(model), "model_summary.txt")
+
+    recorder = branches = None
+    callbacks: list[keras.callbacks.Callback] = [EpochTimer()]
+    # the fixed probe batch: the gradient probe's (source=probe) and the branch recorder's
+    x_probe, y_probe = probe_batch(data, int(cfg.gradients.probe_size), int(cfg.seed))
+    if cfg.gradients.enabled and cfg.gradients.source == "probe":
+        recorder = GradientRecorder(x_probe, y_probe)
+    elif cfg.gradients.enabled:
+        recorder = StepGradientRecorder()
+    if recorder is not None:
+        callbacks.append(recorder)
+    if cfg.branches.enabled:
+        branches = BranchRecorder(x_probe)
+        callbacks.append(branches)
+    probes = [r for r in (recorder, branches) if r is not None]
+    if total_steps % steps_per_epoch:
+        callbacks.append(StepLimit(total_steps))
+    monitor = DivergenceMonitor()
+    label = run_name(cfg)
+    callbacks += [
+        monitor,
+        MlflowEpochLogger(
+            client,
+            run_id,
+            initial=(lambda: {k: v for r in probes for k, v in r.history.get(0, {}).items()})
+            if probes
+            else None,
+        ),
+        EpochLines(label, epochs, 60.0 if cfg.tracking.parent_run_id else 0),
+    ]
+    if recorder and cfg.tracking.profile_images:
+        callbacks.append(ProfileImageLogger.from_recorder(client, run_id, recorder, label=label))
+    fit = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the pipeline shuffles, seeded
+        verbose=0,
+    )
+    history = pd.DataFrame(fit.history)
+    history.insert(0, "epoch", range(1, len(history) + 1))
+    profile = recorder.profile_frame() if recorder else None
+    if branches:
+        log_frame_artifact(client, run_id, branches.frame(), "branch_magnitude.csv")
+    test = None
+    if data.x_test is not None:  # once, at the end, logged at the last epoch's step
+        batch_size = int(cfg.trainer.batch_size)
+        test_ds = eval_pipeline(data, data.x_test, data.y_test, batch_size=batch_size)
+        scores = model.evaluate(test_ds, return_dict=True, verbose=0)
+        test = {"test_loss": float(scores["loss"]), "test_accuracy": float(scores["accuracy"])}
+        finite = {k: v for k, v in test.items() if math.isfinite(v)}
+        log_batch(client, run_id, metrics=finite, step=len(history))
+    if cfg.lesion.enabled and not monitor.diverged:
+        _lesions(cfg, model, data, client, run_id, step=len(history))
+    return TrainResult(
+        history=history, diverged_epoch=monitor.diverged_epoch, profile=profile, test=test
+    )
+
+
+def _lesions(
+    cfg: DictConfig, model: keras.Model, data: Dataset, client: MlflowClient, run_id: str, step: int
+) -> None:
+    """Delete blocks of the trained `model` (never modified) and log what that costs."""
+    # the validation split, or the test set where a study keeps no validation split
+    x, y = (data.x_val, data.y_val) if len(data.x_val) else (data.x_test, data.y_test)
+    if x is None or not len(x):
+        return
+    x, y = lesion_examples(x, y, int(cfg.lesion.max_examples))
+    x = data.normalise(x)  # image datasets keep uint8 arrays; the network sees them normalised
+    result = lesion_study(
+        lambda skip: model_from_config(cfg, data.input_shape, data.num_classes, skip),
+        model,
+        x,
+        y,
+        k_values=list(cfg.lesion.k),
+        draws=int(cfg.lesion.draws),
+        seed=int(cfg.seed),
+    )
+    log_frame_artifact(client, run_id, result.single, "lesion.csv")
+    log_frame_artifact(client, run_id, result.multi, "lesion_k.csv")
+    log_batch(client, run_id, metrics=result.metrics(), step=step)
+
+
+def _summary(model: keras.Model) -> str:
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, *a, **k: lines.append(line), line_length=110)
+    return "\n".join(lines)
+
+
+def _log_text_artifact(client: MlflowClient, run_id: str, text: str, name: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(text)
+        with_retry(client.log_artifact, run_id, str(path))
+
+
+def log_frame_artifact(client: MlflowClient, run_id: str, frame: pd.DataFrame, name: str) -> None:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    _log_text_artifact(client, run_id, buffer.getvalue(), name)
+
+
+def log_config_artifact(client: MlflowClient, run_id: str, cfg: DictConfig) -> None:
+    _log_text_artifact(client, run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")

@@ -1,0 +1,127 @@
+"""Screenshots of a study in MLflow's UI, taken by headless Chromium: rerunnable, not by hand.
+
+    python scripts/dev/ui_screenshots.py --experiment depth_sweep [--tracking-uri URI]
+                                     [--out docs/ui] [--chromium chromium]
+
+Starts `mlflow ui` on a free loopback port over the store (default: the
+project's `mlflow.db`), then captures, in Model training mode: the runs table,
+the sweep's parent run (its description holds the findings), the parent's
+report (markdown and HTML) in the artifact viewer, and one training run's page
+and charts. Needs Chromium
+(Debian: `apt-get install chromium`); not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from tracking_server import wait_until_ready
+
+from resnet_exp.tracking.store import resolve_tracking_uri
+from resnet_exp.tracking.ui import MODEL_TRAINING, experiment_url, run_url
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pages(client: MlflowClient, base: str, experiment: str) -> dict[str, str]:
+    """File name -> UI URL for the study's views."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        sys.exit(f"ui_screenshots: no experiment {experiment!r} in the store")
+    eid = exp.experiment_id
+    out = {"1_runs_table": experiment_url(base, eid)}
+    sweeps = client.search_runs(
+        [eid], "tags.run_kind = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if sweeps:
+        parent = sweeps[0].info.run_id
+        out["2_sweep_parent"] = run_url(base, eid, parent)
+        report = f"{base}/#/experiments/{eid}/runs/{parent}/artifacts/report/report"
+        out["3_report_md_in_artifacts"] = f"{report}.md?{MODEL_TRAINING}"
+        out["3_report_html_in_artifacts"] = f"{report}.html?{MODEL_TRAINING}"
+    runs = client.search_runs(
+        [eid], "tags.run_kind = 'train'", order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if runs:
+        run = runs[0].info.run_id
+        out["4_training_run"] = run_url(base, eid, run)
+        out["5_training_run_charts"] = (
+            f"{base}/#/experiments/{eid}/runs/{run}/model-metrics?{MODEL_TRAINING}"
+        )
+    return out
+
+
+def shoot(chromium: str, url: str, path: Path, size: str, wait_ms: int) -> None:
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run(
+            [
+                chromium,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                f"--window-size={size}",
+                f"--virtual-time-budget={wait_ms}",
+                f"--screenshot={path}",
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="depth_sweep")
+    parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
+    parser.add_argument("--out", type=Path, default=Path("docs/ui"))
+    parser.add_argument("--chromium", default=shutil.which("chromium") or "chromium")
+    parser.add_argument("--size", default="1400,900", help="window width,height in pixels")
+    parser.add_argument("--wait-ms", type=int, default=20000, help="page time before the shot")
+    parser.add_argument("--only", nargs="*", help="take only the views whose names contain these")
+    args = parser.parse_args()
+    uri = resolve_tracking_uri(args.tracking_uri)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    ui = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_ready(base)
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, url in pages(MlflowClient(uri), base, args.experiment).items():
+            if args.only and not any(word in name for word in args.only):
+                continue
+            path = args.out / f"{name}.png"
+            shoot(args.chromium, url, path, args.size, args.wait_ms)
+            print(f"{path}  <- {url.replace(base, '')}")
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -41,13 +41,10 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
-    launch = validate_or_exit()
+    # one job, or a sweep's first: the sweeper composes and checks every job of a sweep
+    launch = validate_or_exit(every_job=False)
     if launch is not None:
         from resnet_exp.tracking.preflight import stores_or_exit
 
         stores_or_exit(launch.jobs)  # a dead store: one line now, not minutes of retries later
-        if launch.multirun:
-            from resnet_exp.run import progress
-
-            progress.planned_jobs = launch.jobs  # the sweep callback counts and skips from these
     main()

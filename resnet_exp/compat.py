@@ -76,3 +76,139 @@ def unhook_optimizer_apply(model: keras.Model, optimizer: Any) -> None:
 
 
 # ---------------------------------------------------------------- MLflow (analysis)
+#
+# MLflow's Python client reads a metric's history one (run, key) at a time
+# (`MlflowClient.get_metric_history`) and has no bulk call. The analysis loader
+# (`resnet_exp.analysis.load`) reads through it by default; the batched reads below
+# are what it uses instead where the store allows, each kept for a measured saving.
+# Imports are local: the analysis imports this module and needs neither SQLAlchemy
+# nor MLflow's REST helpers until it reads a store that way.
+
+METRICS_TABLE = "metrics"
+METRICS_TABLE_COLUMNS = ("run_uuid", "key", "step", "value", "timestamp", "is_nan")
+_SQL_CHUNK = 500  # run ids per SELECT: well under every backend's bound-parameter limit
+
+
+def metric_histories_sql(uri: str, run_ids: list[str]) -> Any:
+    """Every logged point of every metric of `run_ids`, read from an SQL store's own table.
+
+    Returns a pandas frame with columns run_id, key, step, value, timestamp, as
+    `get_metric_history` would give them (NaN restored; +/-inf stays +/-float max,
+    as MLflow's SQL stores keep it and its client returns it).
+
+    Why: one SELECT per 500 run ids over MLflow's `metrics` table
+    (run_uuid, key, step, value, timestamp, is_nan; MLflow's schema, migrated by its
+    own alembic scripts and unchanged from 1.x to 3.17) instead of one client call per
+    metric per run. NaN is stored as 0 with is_nan set, and is mapped back here.
+    Saves: 500 runs x 100 epochs x 12 metrics (603,000 points) from SQLite load in
+    SQL_SECONDS s instead of CLIENT_SECONDS s through the client with 8 threads (CLIENT_RATIOx;
+    `python scripts/dev/bench_load.py --runs 500 --epochs 100`, two loaded cores).
+    If MLflow changes it: the SELECT fails (table or column gone), the loader notes
+    it in the report and reads through the public client instead: slower, never
+    wrong. `tests/test_compat_analysis.py` fails first, naming what moved.
+    """
+    import pandas as pd
+    import sqlalchemy as sa
+
+    columns = "run_uuid AS run_id, key, step, value, timestamp, is_nan"
+    query = sa.text(f"SELECT {columns} FROM {METRICS_TABLE} WHERE run_uuid IN :ids")
+    query = query.bindparams(sa.bindparam("ids", expanding=True))
+    engine = sa.create_engine(uri)
+    frames = []
+    try:
+        with engine.connect() as conn:
+            for start in range(0, len(run_ids), _SQL_CHUNK):
+                ids = list(run_ids[start : start + _SQL_CHUNK])
+                frames.append(pd.read_sql_query(query, conn, params={"ids": ids}))
+    finally:
+        engine.dispose()
+    long = pd.concat(frames, ignore_index=True)
+    long["value"] = long["value"].astype(float).mask(long["is_nan"].astype(bool))
+    return long.drop(columns="is_nan")
+
+
+_BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"  # the UI's; up to 100 runs
+_BULK_MAX_POINTS = 25_000  # per response; a fuller answer may be cut short
+_INTERVAL_ENDPOINT = "/api/2.0/mlflow/metrics/get-history-bulk-interval"
+_INTERVAL_MAX_POINTS = 2500  # per run; beyond that the server samples
+_SERVER_MAX_RUNS = 100
+
+
+def metric_histories_server(
+    client: Any, run_ids: list[str], keys: list[str], steps: int, workers: int = 8
+) -> Any:
+    """Every logged point of `keys` for `run_ids`, from a tracking server's bulk endpoints.
+
+    Returns the frame `metric_histories_sql` returns. `steps` (the most points a
+    run has per key) sizes the batches so that no answer is cut short.
+
+    Why: one request per metric key per batch of runs instead of one per metric per
+    run: the server's ``GET /ajax-api/2.0/mlflow/metrics/get-history-bulk`` (the
+    endpoint the MLflow UI's charts use: up to 100 runs and 25,000 points an
+    answer), or, on a server without it, the REST API's
+    ``GET /api/2.0/mlflow/metrics/get-history-bulk-interval`` (100 runs, every point
+    up to 2,500 steps a run). MLflow's Python client wraps neither, so they are
+    called with `mlflow.utils.rest_utils.http_request` and the client's own
+    credentials (`client._tracking_client.store.get_host_creds()`: the usual
+    MLFLOW_TRACKING_* variables), several requests at a time.
+    Saves: 500 runs x 100 epochs x 12 metrics through `mlflow server` on this
+    machine in REST_SECONDS s instead of RCLIENT_SECONDS s through the client with 8 threads
+    (REST_RATIOx; `python scripts/dev/bench_load.py --runs 500 --epochs 100 --server`).
+    If MLflow changes it: a failing request (endpoint, parameter or attribute gone)
+    makes the loader note it and read through the public client instead.
+    `tests/test_compat_analysis.py` fails first, naming what moved.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+    from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+    creds = client._tracking_client.store.get_host_creds()
+
+    def get(endpoint: str, params: dict) -> list[dict]:
+        response = http_request(creds, endpoint, "GET", params=params)
+        verify_rest_response(response, endpoint)
+        return response.json().get("metrics", [])
+
+    def bulk(chunk: list[str], key: str) -> list[dict]:
+        params = {"run_id": chunk, "metric_key": key, "max_results": _BULK_MAX_POINTS}
+        metrics = get(_BULK_ENDPOINT, params)
+        if len(metrics) >= _BULK_MAX_POINTS and len(chunk) > 1:  # cut short: halve, again
+            half = len(chunk) // 2
+            return bulk(chunk[:half], key) + bulk(chunk[half:], key)
+        return metrics
+
+    def interval(chunk: list[str], key: str) -> list[dict]:
+        params = {"run_ids": chunk, "metric_key": key, "max_results": _INTERVAL_MAX_POINTS}
+        return get(_INTERVAL_ENDPOINT, params)
+
+    fetch, size = bulk, max(1, min(_SERVER_MAX_RUNS, _BULK_MAX_POINTS // max(1, steps)))
+    try:
+        bulk(run_ids[:1], keys[0])
+    except Exception:  # a server without the UI's endpoint (a proxy, Databricks)
+        fetch, size = interval, _SERVER_MAX_RUNS
+    tasks = [
+        (list(run_ids[start : start + size]), key)
+        for key in keys
+        for start in range(0, len(run_ids), size)
+    ]
+    with ThreadPoolExecutor(max(1, min(workers, len(tasks)))) as pool:
+        answers = list(pool.map(lambda task: fetch(*task), tasks))
+    rows = [
+        (
+            m["run_id"],
+            m["key"],
+            int(m.get("step", 0)),
+            _json_float(m.get("value")),
+            int(m.get("timestamp", 0)),
+        )
+        for metrics in answers
+        for m in metrics
+    ]
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
+
+
+def _json_float(value: Any) -> float:
+    if isinstance(value, str):  # MLflow's JSON writes NaN and +/-inf as strings
+        return float(value.replace("Infinity", "inf"))
+    return float("nan") if value is None else float(value)

@@ -21,15 +21,18 @@ import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s")
-GRADIENT_METRICS = (
-    "grad_first_norm",
-    "grad_last_norm",
-    "grad_first_rel",
-    "grad_last_rel",
-    "grad_first_last_ratio",
-    "probe_loss",
+from resnet_exp import contract as c
+
+EPOCH_METRICS = (
+    c.TRAIN_LOSS,
+    c.TRAIN_ACCURACY,
+    c.VAL_LOSS,
+    c.VAL_ACCURACY,
+    c.LEARNING_RATE,
+    c.EPOCH_TIME,
 )
+GRADIENT_METRICS = c.GRADIENT_METRICS
+KERAS_KEYS = list(c.KERAS_RENAMES)  # history.csv's columns: Keras's names for the logged metrics
 
 
 @dataclass
@@ -142,17 +145,17 @@ def log_run(
     )
     arch = "res" if residual else "plain"
     tags = {
-        "run_kind": "train",
-        "git_commit": "0123456789abcdef0123456789abcdef01234567",
-        "config_hash": f"{depth}{arch}{int(batch_norm)}s{seed}",
-        "overrides": f"model.depth={depth} model.residual={residual} seed={seed}",
-        "mlflow.runName": f"{model}-{depth}-{arch}-bn{int(batch_norm)}-s{seed}",
+        c.RUN_KIND: c.TRAIN,
+        c.GIT_COMMIT: "0123456789abcdef0123456789abcdef01234567",
+        c.CONFIG_HASH: f"{depth}{arch}{int(batch_norm)}s{seed}",
+        c.OVERRIDES: f"model.depth={depth} model.residual={residual} seed={seed}",
     }
     if sweep_id:
-        tags["sweep_id"] = sweep_id
+        tags[c.SWEEP_ID] = sweep_id
     if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id, tags=tags)
+        tags[c.PARENT] = parent_run_id
+    name = f"{model}-{depth}-{arch}-bn{int(batch_norm)}-s{seed}"
+    run = client.create_run(experiment_id, tags=tags, run_name=name)
     run_id = run.info.run_id
     params = [
         Param(k, v)
@@ -169,8 +172,8 @@ def log_run(
     last0 = 0.4 * math.exp(rng.normal(0, 0.1))
     ts = int(time.time() * 1000)
     metrics: list[Metric] = []
-    profile_rows: list[str] = ["epoch,layer_index,layer_name,grad_norm,weight_norm"]
-    history_rows: list[str] = ["epoch,loss,accuracy,val_loss,val_accuracy,learning_rate"]
+    profile_rows: list[str] = [",".join(c.PROFILE_COLUMNS)]
+    history_rows: list[str] = [",".join(["epoch", *KERAS_KEYS, "learning_rate"])]
     names = layer_names(depth)
     for epoch in range(0, last_epoch + 1):
         decay = math.exp(-1.5 * epoch / epochs)
@@ -180,12 +183,12 @@ def log_run(
         diverging = diverge_at is not None and epoch == diverge_at
         if gradients:
             values = {
-                "grad_first_norm": math.inf if diverging else first,
-                "grad_last_norm": math.inf if diverging else last,
-                "grad_first_rel": first / 3.0,
-                "grad_last_rel": last / 2.0,
-                "grad_first_last_ratio": first / last,
-                "probe_loss": math.nan if diverging else probe,
+                c.GRAD_FIRST: math.inf if diverging else first,
+                c.GRAD_LAST: math.inf if diverging else last,
+                c.GRAD_FIRST_REL: first / 3.0,
+                c.GRAD_LAST_REL: last / 2.0,
+                c.GRAD_RATIO: first / last,
+                c.PROBE_LOSS: math.nan if diverging else probe,
             }
             metrics += [Metric(k, v, ts + epoch, epoch) for k, v in values.items()]
         if profile and gradients and (epoch in (0, epochs // 2, epochs) or epoch == last_epoch):
@@ -200,30 +203,28 @@ def log_run(
         val_err = min(0.9, train_err + 0.03 + rng.normal(0, 0.01))
         lr = 0.1 if epoch <= epochs // 2 else 0.01
         values = {
-            "train_loss": math.nan if diverging else 2.3 * train_err,
-            "train_accuracy": 0.1 if diverging else 1 - train_err,
-            "val_loss": math.nan if diverging else 2.3 * val_err + 0.05,
-            "val_accuracy": 0.1 if diverging else 1 - val_err,
-            "lr": lr,
-            "epoch_time_s": 0.5 + 0.02 * depth,
+            c.TRAIN_LOSS: math.nan if diverging else 2.3 * train_err,
+            c.TRAIN_ACCURACY: 0.1 if diverging else 1 - train_err,
+            c.VAL_LOSS: math.nan if diverging else 2.3 * val_err + 0.05,
+            c.VAL_ACCURACY: 0.1 if diverging else 1 - val_err,
+            c.LEARNING_RATE: lr,
+            c.EPOCH_TIME: 0.5 + 0.02 * depth,
         }
         metrics += [Metric(k, v, ts + epoch, epoch) for k, v in values.items()]
-        history_rows.append(
-            f"{epoch - 1},{values['train_loss']},{values['train_accuracy']},"
-            f"{values['val_loss']},{values['val_accuracy']},{lr}"
-        )
+        keras_logs = [values[c.KERAS_RENAMES[k]] for k in KERAS_KEYS]
+        history_rows.append(",".join(str(v) for v in [epoch - 1, *keras_logs, lr]))
 
-    run_tags = [RunTag("diverged", "true" if diverge_at is not None else "false")]
+    run_tags = [RunTag(c.DIVERGED, "true" if diverge_at is not None else "false")]
     if diverge_at is not None:
-        run_tags.append(RunTag("diverged_epoch", str(diverge_at)))
+        run_tags.append(RunTag(c.DIVERGED_EPOCH, str(diverge_at)))
     # log_batch takes at most 1000 metrics, 100 params and 100 tags per call.
     client.log_batch(run_id, params=params[:100], tags=run_tags)
     for chunk in _chunks(metrics, 1000):
         client.log_batch(run_id, metrics=list(chunk))
     if profile and gradients:
-        client.log_text(run_id, "\n".join(profile_rows) + "\n", "grad_profile.csv")
+        client.log_text(run_id, "\n".join(profile_rows) + "\n", c.PROFILE_ARTIFACT)
     if history:
-        client.log_text(run_id, "\n".join(history_rows) + "\n", "history.csv")
+        client.log_text(run_id, "\n".join(history_rows) + "\n", c.HISTORY_ARTIFACT)
     if status == "RUNNING" and fail_at is None:
         return run_id
     client.set_terminated(run_id, "FAILED" if fail_at is not None else status)
@@ -263,8 +264,7 @@ def log_fake_study(
     parent_id = None
     if with_parent:
         parent = client.create_run(
-            experiment_id,
-            tags={"run_kind": "sweep", "sweep_id": sweep_id, "mlflow.runName": "depth-sweep"},
+            experiment_id, tags={c.RUN_KIND: c.SWEEP, c.SWEEP_ID: sweep_id}, run_name="depth-sweep"
         )
         parent_id = parent.info.run_id
     study = FakeStudy(experiment, experiment_id, parent_id)

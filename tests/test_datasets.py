@@ -10,7 +10,8 @@ from real_formats import tarball, write_cifar10, write_cifar100, write_idx
 
 from resnet_exp.data import files as datasets
 from resnet_exp.data.files import DatasetUnavailable, local_arrays
-from resnet_exp.data.splits import load_dataset, make_pipelines, probe_batch
+from resnet_exp.data.pipelines import make_pipelines
+from resnet_exp.data.splits import load_dataset, probe_batch
 from resnet_exp.run.command_line import validate
 
 

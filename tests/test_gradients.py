@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 from keras import layers
 
-from resnet_exp.recording.gradients import PROFILE_COLUMNS, GradientRecorder, kernel_gradient_norms
+from resnet_exp.contract import PROFILE_COLUMNS
+from resnet_exp.recording.gradients import GradientRecorder, kernel_gradient_norms
 
 NUM_CLASSES = 10
 CONV_KERNELS = ["stem_conv", "block1_conv", "block2_conv", "classifier"]

@@ -7,7 +7,6 @@ tiny settings, so the fast suite sees a broken lifecycle too.
 
 from __future__ import annotations
 
-import atexit
 import io
 import math
 import os
@@ -18,14 +17,13 @@ import pandas as pd
 import pytest
 from conftest import TINY, runs_of
 from mlflow.tracking import MlflowClient
-from omegaconf import open_dict, read_write
 
-from resnet_exp.config.schema import INJECTED_OVERRIDES
 from resnet_exp.run.command_line import expand_sweeps
 from resnet_exp.run.job import Terminated, find_finished_run, run_job
-from resnet_exp.run.sweep import MlflowSweepCallback
+from resnet_exp.run.sweep import SweepParent
+from resnet_exp.tracking.run_log import MlflowEpochLogger
 from resnet_exp.tracking.store import ensure_experiment
-from resnet_exp.training.callbacks import DivergenceMonitor, MlflowEpochLogger
+from resnet_exp.training.callbacks import DivergenceMonitor
 
 # Without batch norm, lr = 1e4 overflows within the first epoch (a NaN loss).
 DIVERGING = [*TINY, "model.batch_norm=false", "optim.lr=10000", "trainer.epochs=4"]
@@ -169,36 +167,26 @@ def test_sigterm_mid_training_ends_the_run_killed_and_keeps_its_epochs(
 
 
 @pytest.fixture
-def callbacks():
-    """Sweep callbacks made here; undo what they register process-wide (atexit, SIGTERM)."""
-    made: list[MlflowSweepCallback] = []
+def parents():
+    """`parents(config, overrides)`: a sweep's parent run, as the sweeper opens it; the SIGTERM
+    handler a sweep installs is undone afterwards."""
     previous = signal.getsignal(signal.SIGTERM)
-    yield lambda: made.append(MlflowSweepCallback()) or made[-1]
-    for callback in made:
-        atexit.unregister(callback._close_if_interrupted)
+    yield SweepParent
     signal.signal(signal.SIGTERM, previous)
 
 
-def _multirun_config(make_cfg, sweep: list[str]):
-    """The config Hydra hands `on_multirun_start`: the command line's overrides, unexpanded."""
-    config = make_cfg(*expand_sweeps(sweep)[0], hydra=True)
-    with read_write(config), open_dict(config):
-        config.hydra.overrides.task = list(sweep)
-    return config
-
-
-def _run_sweep(make_cfg, callback, sweep: list[str]):
-    """What Hydra does in a multirun: callback start, each job via run_job, callback end."""
-    config = _multirun_config(make_cfg, sweep)
-    callback.on_multirun_start(config=config)
-    task = list(config.hydra.overrides.task)
-    outcomes = []
-    for job in expand_sweeps(task):
-        user = [o for o in job if not o.startswith(INJECTED_OVERRIDES)]
-        outcomes.append(run_job(make_cfg(*job), overrides=user, raise_errors=False))
+def _run_sweep(make_cfg, parents, sweep: list[str]):
+    """What the sweeper does: open the parent, run each job with its injected overrides
+    (here in-process, through run_job), then count and close."""
+    jobs = expand_sweeps(sweep)
+    parent = parents(make_cfg(*jobs[0], hydra=True), list(sweep))
+    parent.follow([make_cfg(*job) for job in jobs])
+    outcomes = [
+        run_job(make_cfg(*job, *parent.injected), overrides=job, raise_errors=False) for job in jobs
+    ]
     with pytest.raises(SystemExit) as ended:
-        callback.on_multirun_end(config=config)
-    return task, outcomes, ended.value.code
+        parent.finish()
+    return parent.injected, outcomes, ended.value.code
 
 
 def _recorded(run, name: str) -> float:
@@ -208,10 +196,10 @@ def _recorded(run, name: str) -> float:
     return float(value)
 
 
-def test_sweep_parent_is_passed_to_every_job_and_counts_their_outcomes(make_cfg, callbacks, client):
+def test_sweep_parent_is_passed_to_every_job_and_counts_their_outcomes(make_cfg, parents, client):
     # data.num_samples=4 cannot be split into 10 stratified classes: that job fails.
     sweep = [*TINY, "trainer.epochs=1", "data.num_samples=4,96"]
-    task, outcomes, code = _run_sweep(make_cfg, callbacks(), sweep)
+    task, outcomes, code = _run_sweep(make_cfg, parents, sweep)
     assert code == 1  # a failed configuration makes the sweep exit non-zero
     injected = [o for o in task if o.startswith("tracking.parent_run_id=")]
     assert len(injected) == 1
@@ -230,7 +218,7 @@ def test_sweep_parent_is_passed_to_every_job_and_counts_their_outcomes(make_cfg,
     assert _recorded(parent, "diverged") == 0
 
     # Relaunched: the same parent reopens, the finished job is skipped, the failed one retried.
-    _, again, _ = _run_sweep(make_cfg, callbacks(), sweep)
+    _, again, _ = _run_sweep(make_cfg, parents, sweep)
     assert sorted(o.status for o in again) == ["FAILED", "SKIPPED"]
     skipped = next(o for o in again if o.status == "SKIPPED")
     assert skipped.run_id == next(o.run_id for o in outcomes if o.status == "FINISHED")
@@ -241,14 +229,9 @@ def test_sweep_parent_is_passed_to_every_job_and_counts_their_outcomes(make_cfg,
     assert [p.info.run_id for p in parents] == [parent_id]
 
 
-def test_a_diverged_job_counts_as_finished_and_diverged_on_the_parent(make_cfg, callbacks, client):
-    config = _multirun_config(make_cfg, [*DIVERGING, "trainer.epochs=2"])
-    callback = callbacks()
-    callback.on_multirun_start(config=config)
-    (job,) = expand_sweeps(list(config.hydra.overrides.task))
-    outcome = run_job(make_cfg(*job), raise_errors=False)
+def test_a_diverged_job_counts_as_finished_and_diverged_on_the_parent(make_cfg, parents, client):
+    _, (outcome,), _ = _run_sweep_without_exit(make_cfg, parents, [*DIVERGING, "trainer.epochs=2"])
     assert outcome.diverged
-    callback.on_multirun_end(config=config)  # nothing failed: no SystemExit
     (parent,) = [r for r in runs_of(client) if r.data.tags.get("run_kind") == "sweep"]
     assert parent.info.status == "FINISHED"
     assert _recorded(parent, "finished") == 1
@@ -256,10 +239,21 @@ def test_a_diverged_job_counts_as_finished_and_diverged_on_the_parent(make_cfg, 
     assert _recorded(parent, "failed") == 0
 
 
-def test_an_interrupted_sweep_leaves_its_parent_killed_not_running(make_cfg, callbacks, client):
-    callback = callbacks()
-    callback.on_multirun_start(config=_multirun_config(make_cfg, [*TINY, "seed=0,1"]))
+def _run_sweep_without_exit(make_cfg, parents, sweep: list[str]):
+    """A sweep in which nothing fails: `finish` returns (no SystemExit)."""
+    jobs = expand_sweeps(sweep)
+    parent = parents(make_cfg(*jobs[0], hydra=True), list(sweep))
+    outcomes = [
+        run_job(make_cfg(*job, *parent.injected), overrides=job, raise_errors=False) for job in jobs
+    ]
+    parent.finish()
+    return parent.injected, outcomes, None
+
+
+def test_an_interrupted_sweep_leaves_its_parent_killed_not_running(make_cfg, parents, client):
+    sweep = [*TINY, "seed=0,1"]
+    sweep_parent = parents(make_cfg(*expand_sweeps(sweep)[0], hydra=True), sweep)
     (parent,) = runs_of(client)
     assert parent.info.status == "RUNNING"
-    callback._close_if_interrupted()  # what atexit runs when the launcher dies mid-sweep
+    sweep_parent.close_if_interrupted()  # what atexit runs when the launcher dies mid-sweep
     assert client.get_run(parent.info.run_id).info.status == "KILLED"

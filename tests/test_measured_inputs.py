@@ -26,8 +26,10 @@ import pandas as pd
 import pytest
 from real_formats import write_cifar10
 
-from resnet_exp.data.splits import Dataset, make_pipelines, probe_batch
+from resnet_exp.data.pipelines import make_pipelines
+from resnet_exp.data.splits import Dataset, probe_batch
 from resnet_exp.run.job import run_job
+from resnet_exp.tracking.run_log import RunLog
 from resnet_exp.training import fit as training
 
 PAD = 4
@@ -334,7 +336,7 @@ def test_lesions_see_validation_images_normalised_with_training_statistics(make_
     }
     for case, data in cases.items():
         run_id = client.create_run(experiment).info.run_id
-        training._lesions(cfg, model, data, client, run_id, step=1)
+        training._lesions(cfg, model, data, RunLog(client, run_id), step=1)
         metrics = client.get_run(run_id).data.metrics
         assert metrics["lesion_intact_accuracy"] == 1.0, case
         single = _lesion_csv(client, run_id, "lesion.csv")

@@ -11,9 +11,10 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+from twins import kernel_variables
 
 from resnet_exp.config.depths import DepthError
-from resnet_exp.models import PadShortcut, build_model, kernel_variables
+from resnet_exp.models import PadShortcut, build_model
 
 SMALL = (8, 8, 1)
 # Small but complete members of each family (resnet_basic with few filters to stay fast).

@@ -31,3 +31,17 @@ def assert_training_unchanged(
     assert len(weights_observed) == len(weights_plain)
     for plain, observed in zip(weights_plain, weights_observed, strict=True):
         np.testing.assert_array_equal(observed, plain)
+
+
+def kernel_variables(model: keras.Model) -> list[keras.Variable]:
+    """Conv and dense kernels (no biases, no BN) in forward order.
+
+    `model.layers` of a functional model is topological, so `stem_conv`/`stem_dense`
+    comes first and `classifier` last. The gradient logger reads these by `.path`
+    (e.g. "stage1_block1_conv1/kernel").
+    """
+    return [
+        layer.kernel
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense)
+    ]

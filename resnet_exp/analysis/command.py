@@ -31,13 +31,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
+from resnet_exp import contract
 from resnet_exp.analysis.load import (
     StudyError,
     load_grad_profiles,
@@ -125,7 +125,7 @@ def publish(
     """
     from mlflow.tracking import MlflowClient
 
-    from resnet_exp.analysis.mlflow_report import HTML_NAME, NOTE, for_mlflow, html_report
+    from resnet_exp.analysis.mlflow_report import HTML_NAME, for_mlflow, html_report
     from resnet_exp.tracking.describe import provenance_tags
 
     client = MlflowClient(study.tracking_uri)
@@ -134,27 +134,26 @@ def publish(
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
         run = client.create_run(
             study.experiment_id,
+            run_name=f"report {stamp}",
             tags={
-                "run_kind": "report",
-                "mlflow.runName": f"report {stamp}",
+                contract.RUN_KIND: contract.REPORT,
                 "report_runs": str(len(study.runs)),
                 **provenance_tags("scripts/make_figures.py"),
             },
         )
         target = run.info.run_id
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for path in files:
-                if path.suffix == ".md":
-                    text = path.read_text()
-                    page = html_report(text, path.parent)
-                    if page is not None:
-                        client.log_text(target, page, f"{ARTIFACT_DIR}/{HTML_NAME}")
-                    copy = Path(tmp) / path.name
-                    copy.write_text(for_mlflow(text, target, ARTIFACT_DIR))
-                    path = copy
+        for path in files:
+            if path.suffix != ".md":  # figures and summary.csv: the files as written
                 client.log_artifact(target, str(path), ARTIFACT_DIR)
-        client.set_tag(target, NOTE, note(target))
+                continue
+            text = path.read_text()
+            page = html_report(text, path.parent)
+            if page is not None:
+                client.log_text(target, page, f"{ARTIFACT_DIR}/{HTML_NAME}")
+            mlflow_text = for_mlflow(text, target, ARTIFACT_DIR)
+            client.log_text(target, mlflow_text, f"{ARTIFACT_DIR}/{path.name}")
+        client.set_tag(target, contract.NOTE, note(target))
     finally:
         if created:
             client.set_terminated(target, "FINISHED")

@@ -39,9 +39,9 @@ from matplotlib.ticker import (
     ScalarFormatter,
 )
 
+from resnet_exp import contract
 from resnet_exp.analysis.summary import (
     ARCHS,
-    aggregate,
     chance_error,
     condition_columns,
     condition_order,
@@ -181,58 +181,76 @@ def dodge(x, k: int, n: int, all_depths: Sequence[int]) -> np.ndarray:
     return x + DODGE / 2 * width * shift
 
 
-def _band(ax, x, lo, hi, color) -> None:
-    ok = np.isfinite(lo) & np.isfinite(hi)
-    if ok.any():
-        ax.fill_between(
-            np.asarray(x)[ok],
-            np.asarray(lo)[ok],
-            np.asarray(hi)[ok],
-            color=color,
-            alpha=0.18,
-            linewidth=0,
-        )
+BAND = {"alpha": 0.18, "linewidth": 0}
 
 
-def _line(
+def _sd_band(clip: tuple[float, float] | None):
+    """seaborn's `errorbar`: mean ± 1 sd over seeds, clipped to `clip` when given."""
+    if clip is None:
+        return ("sd", 1)
+
+    def band(values: pd.Series) -> tuple[float, float]:
+        centre, sd = values.mean(), values.std()
+        return float(np.clip(centre - sd, *clip)), float(np.clip(centre + sd, *clip))
+
+    return band
+
+
+def seed_lines(
     ax,
-    agg: pd.DataFrame,
+    frame: pd.DataFrame,
     x: str,
-    color,
+    y: str,
+    hue: str,
+    colors: dict,
     *,
-    marker=None,
-    open_marker: bool = False,
-    markevery=None,
-    linestyle="-",
-    lw=1.8,
-    band=True,
     clip: tuple[float, float] | None = None,
-    gid: str | None = None,
-) -> None:
-    """The centre line of `aggregate`'s output, and its spread band (clipped to `clip`)."""
-    agg = agg.sort_values(x)
-    if agg.empty:
-        return
-    # ax.plot, not sns.lineplot: the data are already aggregated, and lineplot
-    # costs ~75 ms a call, which made a 6-depth study take half a minute to draw.
-    ax.plot(
-        agg[x].to_numpy(),
-        agg["centre"].to_numpy(),
-        color=color,
-        marker=marker,
-        linestyle=linestyle,
+    lw: float = 1.8,
+) -> dict:
+    """The mean over seeds of `y` against `x`, a line per `hue` level in `colors`, and a
+    band of ± 1 sd: drawn by seaborn's `lineplot`. Returns {level: its Line2D}.
+
+    On a log y axis (set it first) seaborn averages the logs, so the line is the
+    geometric mean and the band ×/÷ the geometric sd, as `summary` reports
+    gradient norms. Non-finite values (and, on a log axis, non-positive ones) are
+    left out; where one value remains there is no band. `clip` bounds the band
+    (errors stay within 0-100%).
+    """
+    values = frame[y].to_numpy(dtype=float)
+    keep = np.isfinite(values) & ((values > 0) if ax.get_yscale() == "log" else True)
+    data = frame.loc[keep, [x, y, hue]]
+    levels = [level for level in colors if level in set(data[hue])]
+    if not levels:
+        return {}
+    before, labels = len(ax.lines), (ax.get_xlabel(), ax.get_ylabel())
+    sns.lineplot(
+        data=data,
+        x=x,
+        y=y,
+        hue=hue,
+        hue_order=levels,
+        palette={level: colors[level] for level in levels},
+        errorbar=_sd_band(clip),
+        err_kws=BAND,
         linewidth=lw,
-        markersize=5.5 if open_marker else 5,
-        markerfacecolor="none" if open_marker else color,
-        markeredgewidth=1.4 if open_marker else 0,
-        markevery=markevery,
-        gid=gid,
+        legend=False,
+        ax=ax,
     )
-    if band:
-        lo, hi = agg["lo"].to_numpy(), agg["hi"].to_numpy()
-        if clip:
-            lo, hi = np.clip(lo, *clip), np.clip(hi, *clip)
-        _band(ax, agg[x].to_numpy(), lo, hi, color)
+    ax.set_xlabel(labels[0])  # seaborn names the axes after the columns; the caller names them
+    ax.set_ylabel(labels[1])
+    return dict(zip(levels, ax.lines[before:], strict=True))
+
+
+def _style(line, *, marker=None, open_marker: bool = False, markevery=None, gid=None) -> None:
+    """A seaborn line's marker (filled, or open so that it never hides another) and gid."""
+    color = line.get_color()
+    line.set_marker(marker or "")
+    line.set_markersize(5.5 if open_marker else 5)
+    line.set_markerfacecolor("none" if open_marker else color)
+    line.set_markeredgecolor(color)
+    line.set_markeredgewidth(1.4 if open_marker else 0)
+    line.set_markevery(markevery)
+    line.set_gid(gid)
 
 
 def _diverged_curves(ax, runs: pd.DataFrame, x: str, y: str, color) -> None:
@@ -379,25 +397,27 @@ def _mark_lr_drops(ax, runs: pd.DataFrame) -> bool:
 def _arch_series(
     ax, frame: pd.DataFrame, archs: list[str], column: str, depths, *, geometric: bool, dots: bool
 ) -> None:
-    """Per net kind: the mean over seeds against depth (dodged sideways), runs, diverged ones."""
-    for k, arch in enumerate(archs):
+    """Per net kind: the mean over seeds against depth (dodged sideways), runs, diverged ones.
+
+    `geometric`: a log axis, so the mean and band are geometric (see `seed_lines`).
+    """
+    if geometric:
+        ax.set_yscale("log")
+    frame = pd.concat(
+        [
+            a.assign(x=dodge(a["depth"], k, len(archs), depths))
+            for k, a in ((k, frame[frame["arch"] == arch]) for k, arch in enumerate(archs))
+        ]
+    )
+    colors = {arch: ARCH_COLORS[arch] for arch in archs}
+    clip = None if geometric else (0, 100)
+    for arch, line in seed_lines(ax, frame, "x", column, "arch", colors, clip=clip).items():
+        _style(line, marker=ARCH_MARKERS[arch], open_marker=ARCH_OPEN[arch], gid=arch)
+    for arch in archs:
         a = frame[frame["arch"] == arch]
-        a = a.assign(x=dodge(a["depth"], k, len(archs), depths))
-        agg = aggregate(a, ["x"], column, geometric=geometric)
-        color = ARCH_COLORS[arch]
-        _line(
-            ax,
-            agg,
-            "x",
-            color,
-            marker=ARCH_MARKERS[arch],
-            open_marker=ARCH_OPEN[arch],
-            clip=None if geometric else (0, 100),
-            gid=arch,
-        )
         if dots:
-            ax.scatter(a["x"], a[column], s=10, color=color, alpha=0.45, linewidths=0)
-        _diverged_marks(ax, a[a["diverged"]], "x", column, color)
+            ax.scatter(a["x"], a[column], s=10, color=ARCH_COLORS[arch], alpha=0.45, linewidths=0)
+        _diverged_marks(ax, a[a["diverged"]], "x", column, ARCH_COLORS[arch])
 
 
 # ---------------------------------------------------------------- 1. depth vs gradient
@@ -533,23 +553,17 @@ def _curve_grid(
     for r, (cond, column, _label) in enumerate(rows):
         for c, arch in enumerate(archs):
             ax = axes[r, c]
+            if geometric:
+                ax.set_yscale("log")
             sub = data[(data["condition"] == cond) & (data["arch"] == arch)]
-            for i, depth in enumerate(sorted(sub["depth"].unique())):
-                d = sub[sub["depth"] == depth]
-                color = colors[int(depth)]
-                agg = aggregate(d[~d["diverged"]], ["epoch"], column, geometric=geometric)
-                _line(
-                    ax,
-                    agg,
-                    "epoch",
-                    color,
-                    marker=markers[int(depth)],
-                    markevery=(i % every, every),
-                    lw=1.5,
-                    clip=clip,
-                    gid=f"{arch} depth {int(depth)}",
-                )
-                _diverged_curves(ax, d[d["diverged"]], "epoch", column, color)
+            order = {depth: i for i, depth in enumerate(sorted(sub["depth"].unique()))}
+            steady = sub[~sub["diverged"]]
+            lines = seed_lines(ax, steady, "epoch", column, "depth", colors, clip=clip, lw=1.5)
+            for depth, line in lines.items():
+                stagger = (order[depth] % every, every)  # neighbours' markers never coincide
+                _style(line, marker=markers[depth], markevery=stagger, gid=f"{arch} depth {depth}")
+            for depth, d in sub[sub["diverged"]].groupby("depth"):
+                _diverged_curves(ax, d, "epoch", column, colors[int(depth)])
             any_drop |= _mark_lr_drops(ax, sub)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if r == 0:
@@ -647,21 +661,12 @@ def gradient_profile(profiles: pd.DataFrame, finals: pd.DataFrame) -> Figure | N
                 sub = data[
                     (data["condition"] == cond) & (data["when"] == when) & (data["arch"] == arch)
                 ]
-                for i, depth in enumerate(sorted(sub["depth"].unique())):
-                    d = sub[sub["depth"] == depth]
-                    agg = aggregate(d, ["layer_index"], "grad_norm", geometric=True)
-                    every = max(1, int(depth) // 5)
-                    _line(
-                        ax,
-                        agg,
-                        "layer_index",
-                        colors[int(depth)],
-                        marker=markers[int(depth)],
-                        markevery=(i % every, every),
-                        lw=1.4,
-                        gid=f"{arch} depth {int(depth)}",
-                    )
-                ax.set_yscale("log")
+                ax.set_yscale("log")  # before drawing: seaborn then averages the logs
+                lines = seed_lines(ax, sub, "layer_index", "grad_norm", "depth", colors, lw=1.4)
+                for i, (depth, line) in enumerate(lines.items()):
+                    every = max(1, depth // 5)
+                    mark = {"marker": markers[depth], "markevery": (i % every, every)}
+                    _style(line, **mark, gid=f"{arch} depth {depth}")
                 if r == 0:
                     ax.set_title(arch)
                 ax.set_ylabel(_row_title(cond, when, GRAD_LABEL) if c == 0 else "")
@@ -677,7 +682,7 @@ def gradient_profile(profiles: pd.DataFrame, finals: pd.DataFrame) -> Figure | N
 
 def gradient_dynamics(epochs: pd.DataFrame, finals: pd.DataFrame) -> Figure | None:
     """First- and last-layer gradient norms at every epoch (0 = initialisation)."""
-    if "grad_first_norm" not in epochs:
+    if contract.GRAD_FIRST not in epochs:
         return None
     data = epochs[epochs["usable"] & epochs["has_gradients"]]
     if data.empty:
@@ -686,7 +691,7 @@ def gradient_dynamics(epochs: pd.DataFrame, finals: pd.DataFrame) -> Figure | No
     data = with_condition(data, cols)
     conds = [c for c in condition_order(data, cols) if c in set(data["condition"])]
     archs = [a for a in ARCHS if a in set(data["arch"])]
-    layers = [("grad_first_norm", "first layer"), ("grad_last_norm", "last layer")]
+    layers = [(contract.GRAD_FIRST, "first layer"), (contract.GRAD_LAST, "last layer")]
     rows = [(c, col, label) for c in conds for col, label in layers if col in data]
     with theme():
         fig, axes, any_drop = _curve_grid(data, rows, archs, geometric=True, sharey="row")

@@ -27,15 +27,16 @@ from resnet_exp.analysis.figures import (
     _depth_handles,
     _figure,
     _legend,
-    _line,
     _row_title,
+    _style,
     depth_colors,
     draw_each,
     save,
+    seed_lines,
     theme,
 )
 from resnet_exp.analysis.lesion_report import LesionData
-from resnet_exp.analysis.summary import ARCHS, aggregate
+from resnet_exp.analysis.summary import ARCHS
 
 _DOWN_COLOR = "0.88"
 
@@ -66,15 +67,11 @@ def lesion_single(data: LesionData, out_dir: Path) -> Path | None:
                 sub = s[(s["condition"] == cond) & (s["depth"] == depth)]
                 for index in sorted(sub.loc[sub["downsampling"], "block_index"].unique()):
                     ax.axvspan(index - 0.45, index + 0.45, color=_DOWN_COLOR, zorder=0)
-                for arch in archs:
-                    a = sub[sub["arch"] == arch]
-                    if a.empty:
-                        continue
-                    color = ARCH_COLORS[arch]
-                    agg = aggregate(a, ["block_index"], "pct", geometric=False)
-                    _line(ax, agg, "block_index", color, marker=ARCH_MARKERS[arch])
-                    intact = a.groupby("run_id")["intact_pct"].first().mean()
-                    ax.axhline(intact, color=color, linewidth=1.0, linestyle=":")
+                colors = {arch: ARCH_COLORS[arch] for arch in archs}
+                for arch, line in seed_lines(ax, sub, "block_index", "pct", "arch", colors).items():
+                    _style(line, marker=ARCH_MARKERS[arch])
+                    intact = sub[sub["arch"] == arch].groupby("run_id")["intact_pct"].first()
+                    ax.axhline(intact.mean(), color=colors[arch], linewidth=1.0, linestyle=":")
                 _chance(ax, data.chance)
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.set_ylim(0, 102)
@@ -112,9 +109,9 @@ def lesion_k(data: LesionData, out_dir: Path) -> Path | None:
             for c, arch in enumerate(archs):
                 ax = axes[r, c]
                 sub = m[(m["condition"] == cond) & (m["arch"] == arch)]
-                for depth in sorted(sub["depth"].unique()):
-                    agg = aggregate(sub[sub["depth"] == depth], ["k"], "err", geometric=False)
-                    _line(ax, agg, "k", colors[int(depth)], marker="o", clip=(0, 100))
+                lines = seed_lines(ax, sub, "k", "err", "depth", colors, clip=(0, 100))
+                for line in lines.values():
+                    _style(line, marker="o")
                 _chance(ax, (1 - data.chance) if data.chance else None)
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.set_ylim(0, 100)
@@ -163,19 +160,13 @@ def branch_magnitude(data: LesionData, out_dir: Path) -> Path | None:
             for c, arch in enumerate(archs):
                 ax = axes[r, c]
                 a = sub[sub["arch"] == arch]
-                for depth in sorted(a["depth"].unique()):
-                    d = a[a["depth"] == depth]
-                    agg = aggregate(d, ["block_index"], "ratio", geometric=False)
-                    _line(ax, agg, "block_index", colors[int(depth)], lw=1.4)
-                    down = agg[agg["block_index"].isin(d.loc[d["downsampling"], "block_index"])]
-                    ax.scatter(
-                        down["block_index"],
-                        down["centre"],
-                        marker="v",
-                        s=30,
-                        color="0.25",
-                        zorder=5,
-                    )
+                lines = seed_lines(ax, a, "block_index", "ratio", "depth", colors, lw=1.4)
+                for depth, line in lines.items():
+                    _style(line)
+                    downsampling = a.loc[(a["depth"] == depth) & a["downsampling"], "block_index"]
+                    x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+                    at = np.isin(x, downsampling.to_numpy())
+                    ax.scatter(x[at], y[at], marker="v", s=30, color="0.25", zorder=5)
                 ax.axhline(1.0, color="0.4", linewidth=0.9, linestyle=":")
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 if r == 0:
@@ -184,10 +175,10 @@ def branch_magnitude(data: LesionData, out_dir: Path) -> Path | None:
                 ax.set_xlabel("block index" if r == len(rows) - 1 else "")
             ax = axes[r, -1]
             per_run = sub.groupby(["run_id", "depth", "arch"])["ratio"].mean().reset_index()
-            for arch in archs:
-                a = per_run[per_run["arch"] == arch]
-                agg = aggregate(a, ["depth"], "ratio", geometric=False)
-                _line(ax, agg, "depth", ARCH_COLORS[arch], marker=ARCH_MARKERS[arch])
+            arch_colors = {arch: ARCH_COLORS[arch] for arch in archs}
+            lines = seed_lines(ax, per_run, "depth", "ratio", "arch", arch_colors)
+            for arch, line in lines.items():
+                _style(line, marker=ARCH_MARKERS[arch])
             _depth_axis(ax, b["depth"])
             if r == 0:
                 ax.set_title("mean over blocks")

@@ -21,17 +21,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from resnet_exp import contract
 from resnet_exp.analysis.load import Study, load_run_artifacts
 from resnet_exp.analysis.summary import ARCHS, condition_columns, with_condition
 
-SINGLE_ARTIFACT = "lesion.csv"
-MULTI_ARTIFACT = "lesion_k.csv"
-BRANCH_ARTIFACT = "branch_magnitude.csv"
-SINGLE_COLUMNS = {"block_index", "block", "stage", "downsampling", "accuracy", "drop"}
-MULTI_COLUMNS = {"k", "draw", "accuracy", "drop"}
-BRANCH_COLUMNS = {"epoch", "block_index", "block", "downsampling", "ratio"}
-LESION_METRICS = ("lesion_intact_accuracy", "lesion_mean_drop")
-BRANCH_METRICS = ("branch_ratio_mean",)
+# The section is drawn when a run logged one of these.
+SECTION_METRICS = (
+    contract.LESION_INTACT_ACCURACY,
+    contract.LESION_MEAN_DROP,
+    contract.BRANCH_RATIO_MEAN,
+)
 TOLERATE_POINTS = 5.0
 BREAK_POINTS = 25.0
 _RUN_COLUMNS = ["run_id", "run_name", "model", "depth", "arch", "seed", "condition"]
@@ -54,7 +53,7 @@ class LesionData:
 
 def has_lesion_data(study: Study) -> bool:
     """True when some run logged lesion or branch metrics (the section is drawn only then)."""
-    return any(m in study.epochs.columns for m in (*LESION_METRICS, *BRANCH_METRICS))
+    return any(m in study.epochs.columns for m in SECTION_METRICS)
 
 
 def _num_classes(study: Study) -> int | None:
@@ -68,8 +67,8 @@ def load_lesions(study: Study) -> LesionData:
     """Read the three artifacts of every usable run that has them."""
     runs = with_condition(study.usable, condition_columns(study.usable))[_RUN_COLUMNS]
 
-    def load(name: str, columns: set[str], what: str) -> pd.DataFrame:
-        frame = load_run_artifacts(study, name, columns, what=what)
+    def load(name: str, columns: list[str], what: str) -> pd.DataFrame:
+        frame = load_run_artifacts(study, name, set(columns), what=what)
         return runs.merge(frame, on="run_id", how="inner") if not frame.empty else pd.DataFrame()
 
     logged = study.epochs.groupby("run_id").max(numeric_only=True)
@@ -78,17 +77,18 @@ def load_lesions(study: Study) -> LesionData:
         """The runs that logged `metric` (none when no run did: the column is absent)."""
         return logged.index[logged[metric].notna()] if metric in logged else logged.index[:0]
 
-    lesioned = runs_with("lesion_intact_accuracy")
-    branched = runs_with("branch_ratio_mean")
+    lesioned = runs_with(contract.LESION_INTACT_ACCURACY)
+    branched = runs_with(contract.BRANCH_RATIO_MEAN)
     single = multi = branches = pd.DataFrame()
     if len(lesioned):
-        single = load(SINGLE_ARTIFACT, SINGLE_COLUMNS, "lesion figures")
-        multi = load(MULTI_ARTIFACT, MULTI_COLUMNS, "k-lesion figure")
+        single = load(contract.LESION_ARTIFACT, contract.LESION_COLUMNS, "lesion figures")
+        multi = load(contract.LESION_K_ARTIFACT, contract.LESION_K_COLUMNS, "k-lesion figure")
         if not single.empty:
             single["intact_accuracy"] = single["accuracy"] + single["drop"]
             single["downsampling"] = single["downsampling"].astype(bool)
     if len(branched):
-        branches = load(BRANCH_ARTIFACT, BRANCH_COLUMNS, "branch-magnitude figure")
+        what = "branch-magnitude figure"
+        branches = load(contract.BRANCH_ARTIFACT, contract.BRANCH_COLUMNS, what)
     order = list(dict.fromkeys(runs.sort_values(["condition"])["condition"]))
     return LesionData(single, multi, branches, order, _num_classes(study))
 

@@ -52,6 +52,7 @@ from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from resnet_exp import compat, contract
 from resnet_exp.tracking import store as tracking
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -77,35 +78,24 @@ PARAM_COLUMNS: dict[str, tuple[str, str]] = {
     "seed": ("seed", "int"),
 }
 TAG_COLUMNS = {
-    "git_commit": "git_commit",
-    "config_hash": "config_hash",
-    "sweep_id": "sweep_id",
-    "overrides": "overrides",
-    "mlflow.parentRunId": "parent_run_id",
+    contract.GIT_COMMIT: "git_commit",
+    contract.CONFIG_HASH: "config_hash",
+    contract.SWEEP_ID: "sweep_id",
+    contract.OVERRIDES: "overrides",
+    contract.PARENT: "parent_run_id",
 }
+# A run with either has gradient metrics.
+GRADIENT_NORMS = (contract.GRAD_FIRST, contract.GRAD_LAST)
 # Metric keys that would collide with a param column get another name.
-METRIC_RENAMES = {"lr": "epoch_lr"}
-GRADIENT_METRICS = (
-    "grad_first_norm",
-    "grad_last_norm",
-    "grad_first_rel",
-    "grad_last_rel",
-    "grad_first_last_ratio",
-    "probe_loss",
-)
+METRIC_RENAMES = {contract.LEARNING_RATE: "epoch_lr"}
 # Statuses of runs whose numbers are final; diverged runs count whatever their status.
 DONE = "FINISHED"
 UNFINISHED = ("RUNNING", "SCHEDULED")
 BROKEN = ("FAILED", "KILLED")
-PROFILE_ARTIFACT = "grad_profile.csv"
-PROFILE_COLUMNS = {"epoch", "layer_index", "layer_name", "grad_norm", "weight_norm"}
 _SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+_SERVER_SCHEMES = ("http", "https")
 _FLOAT_MAX = 1.7976931348623157e308
-_REST_MAX_RUNS = 100  # both bulk endpoints take at most 100 run ids
-_REST_MAX_POINTS = 2500  # get-history-bulk-interval: points per run before it samples
-_BULK_MAX_POINTS = 25000  # get-history-bulk: points per response
-_BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
-_INTERVAL_ENDPOINT = "/api/2.0/mlflow/metrics/get-history-bulk-interval"
+HISTORY_WORKERS = 8  # concurrent get_metric_history calls (and server requests)
 
 
 class StudyError(Exception):
@@ -152,11 +142,12 @@ def _scheme(uri: str) -> str:
 
 
 def pick_method(uri: str) -> str:
-    """The fastest history path this store offers: "sql", "rest" or "client"."""
+    """How to read this store's metric histories: "sql", "rest" (batched, in `compat`) or
+    "client" (the public path, for every other store)."""
     scheme = _scheme(uri)
     if scheme in _SQL_SCHEMES:
         return "sql"
-    if scheme in ("http", "https"):
+    if scheme in _SERVER_SCHEMES:
         return "rest"
     return "client"
 
@@ -228,15 +219,15 @@ def _runs_frame(runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
             "status": info.status,
             "start_time": pd.to_datetime(info.start_time, unit="ms", utc=True),
             "artifact_uri": info.artifact_uri,
-            "run_kind": data.tags.get("run_kind"),
+            "run_kind": data.tags.get(contract.RUN_KIND),
         }
         for key, (column, kind) in PARAM_COLUMNS.items():
             row[column] = _parse(data.params.get(key), kind)
         for tag, column in TAG_COLUMNS.items():
             row[column] = data.tags.get(tag)
-        row["diverged"] = str(data.tags.get("diverged", "false")).lower() == "true"
-        row["diverged_epoch"] = _parse(data.tags.get("diverged_epoch"), "int")
-        row["has_gradients"] = any(k in data.metrics for k in ("grad_first_norm", "grad_last_norm"))
+        row["diverged"] = str(data.tags.get(contract.DIVERGED, "false")).lower() == "true"
+        row["diverged_epoch"] = _parse(data.tags.get(contract.DIVERGED_EPOCH), "int")
+        row["has_gradients"] = any(k in data.metrics for k in GRADIENT_NORMS)
         row["metric_keys"] = tuple(sorted(data.metrics))
         rows.append(row)
         params[info.run_id] = dict(data.params)
@@ -249,7 +240,7 @@ def _runs_frame(runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
 def _training_runs(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     """Keep training runs: run_kind "train", or untagged runs that carry a model depth."""
     kind = frame["run_kind"]
-    frame = frame[kind.isna() | (kind == "train")]  # not sweep parents nor report runs
+    frame = frame[kind.isna() | (kind == contract.TRAIN)]  # not sweep parents nor report runs
     no_depth = frame[frame["depth"].isna()]
     if len(no_depth):
         notes.append(
@@ -262,93 +253,10 @@ def _training_runs(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
 # ---------------------------------------------------------------- histories
 
 
-def _history_sql(uri: str, run_ids: Sequence[str], keys: Sequence[str] | None) -> pd.DataFrame:
-    """One SELECT (per 500 run ids) over MLflow's metrics table."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(uri)
-    frames = []
-    try:
-        with engine.connect() as conn:
-            for chunk in _chunks(run_ids, 500):
-                query = sa.text(
-                    "SELECT run_uuid AS run_id, key, step, value, timestamp, is_nan "
-                    "FROM metrics WHERE run_uuid IN :ids" + (" AND key IN :keys" if keys else "")
-                ).bindparams(sa.bindparam("ids", expanding=True))
-                bind = {"ids": list(chunk)}
-                if keys:
-                    query = query.bindparams(sa.bindparam("keys", expanding=True))
-                    bind["keys"] = list(keys)
-                frames.append(pd.read_sql_query(query, conn, params=bind))
-    finally:
-        engine.dispose()
-    long = pd.concat(frames, ignore_index=True) if frames else _empty_long()
-    long["value"] = long["value"].astype(float).mask(long["is_nan"].astype(bool), np.nan)
-    return long.drop(columns="is_nan")
-
-
-def _history_rest(
-    client: MlflowClient, run_ids: Sequence[str], keys: Sequence[str], steps_hint: int
-) -> pd.DataFrame:
-    """A tracking server's bulk endpoints: one request per metric key per batch of runs.
-
-    First the server's ``get-history-bulk`` (one SQL query per request, up to 100
-    runs and 25,000 points; the endpoint the MLflow UI's charts use), then, if
-    the server lacks it, the public ``get-history-bulk-interval``.
-    """
-    from mlflow.utils.rest_utils import http_request, verify_rest_response
-
-    creds = client._tracking_client.store.get_host_creds()  # auth from the usual env vars
-
-    def get(endpoint: str, params: dict) -> list[dict]:
-        response = http_request(creds, endpoint, "GET", params=params)
-        verify_rest_response(response, endpoint)
-        return response.json().get("metrics", [])
-
-    def bulk(chunk: Sequence[str], key: str) -> list[dict]:
-        params = {"run_id": list(chunk), "metric_key": key, "max_results": _BULK_MAX_POINTS}
-        metrics = get(_BULK_ENDPOINT, params)
-        if len(metrics) >= _BULK_MAX_POINTS and len(chunk) > 1:  # truncated: halve and retry
-            half = len(chunk) // 2
-            return bulk(chunk[:half], key) + bulk(chunk[half:], key)
-        return metrics
-
-    def interval(chunk: Sequence[str], key: str) -> list[dict]:
-        params = {"run_ids": list(chunk), "metric_key": key, "max_results": _REST_MAX_POINTS}
-        return get(_INTERVAL_ENDPOINT, params)
-
-    per_request = max(1, min(_REST_MAX_RUNS, _BULK_MAX_POINTS // max(1, steps_hint)))
-    fetch, size = bulk, per_request
-    try:
-        bulk(run_ids[:1], keys[0])
-    except Exception:  # not an MLflow server with the UI endpoint (a proxy, Databricks)
-        fetch, size = interval, _REST_MAX_RUNS
-    rows = []
-    for key in keys:
-        for chunk in _chunks(run_ids, size):
-            for m in fetch(chunk, key):
-                rows.append(
-                    (
-                        m["run_id"],
-                        m["key"],
-                        int(m.get("step", 0)),
-                        _json_float(m.get("value")),
-                        int(m.get("timestamp", 0)),
-                    )
-                )
-    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
-
-
-def _json_float(value) -> float:
-    if isinstance(value, str):  # the JSON encoder writes "NaN" / "Infinity" as strings
-        return float(value.replace("Infinity", "inf"))
-    return float("nan") if value is None else float(value)
-
-
 def _history_client(
-    client: MlflowClient, run_keys: dict[str, Iterable[str]], workers: int = 1
+    client: MlflowClient, run_keys: dict[str, Iterable[str]], workers: int = HISTORY_WORKERS
 ) -> pd.DataFrame:
-    """The public per-metric path: one `get_metric_history` call per (run, key)."""
+    """The public path: one `get_metric_history` call per (run, key), `workers` at a time."""
     pairs = [(run_id, key) for run_id, keys in run_keys.items() for key in keys]
 
     def fetch(pair):
@@ -357,11 +265,8 @@ def _history_client(
             (run_id, key, m.step, m.value, m.timestamp) for m in client.get_metric_history(*pair)
         ]
 
-    if workers > 1:
-        with ThreadPoolExecutor(workers) as pool:
-            results = list(pool.map(fetch, pairs))
-    else:
-        results = [fetch(pair) for pair in pairs]
+    with ThreadPoolExecutor(max(1, min(workers, len(pairs)))) as pool:
+        results = list(pool.map(fetch, pairs))
     rows = [row for result in results for row in result]
     return pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
 
@@ -378,11 +283,6 @@ def _empty_long() -> pd.DataFrame:
     )
 
 
-def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def fetch_histories(
     client: MlflowClient,
     uri: str,
@@ -390,39 +290,41 @@ def fetch_histories(
     method: str = "auto",
     notes: list[str] | None = None,
     steps_hint: int = 1000,
+    workers: int = HISTORY_WORKERS,
 ) -> tuple[pd.DataFrame, str]:
     """Every logged point of every metric of the given runs, long format.
 
     Returns (frame with run_id, key, step, value, timestamp; the method used).
-    `steps_hint` (the most epochs a run has, plus one) sizes the REST batches.
-    A batched path that fails falls back to the per-metric client path, with a note.
+    `steps_hint` (the most epochs a run has, plus one) sizes the server's batches.
+    A batched path that fails falls back to the client path, with a note.
     """
     method = pick_method(uri) if method == "auto" else method
-    long, used = _fetch(client, uri, run_keys, method, notes, steps_hint)
+    long, used = _fetch(client, uri, run_keys, method, notes, steps_hint, workers)
     # SQL stores keep +/-inf as +/-float max, and every read path hands that back.
     value = long["value"].astype(float)
     long["value"] = value.mask(value >= _FLOAT_MAX, np.inf).mask(value <= -_FLOAT_MAX, -np.inf)
     return long, used
 
 
-def _fetch(client, uri, run_keys, method, notes, steps_hint) -> tuple[pd.DataFrame, str]:
+def _fetch(client, uri, run_keys, method, notes, steps_hint, workers) -> tuple[pd.DataFrame, str]:
     run_ids = list(run_keys)
     keys = sorted({k for ks in run_keys.values() for k in ks})
     if not run_ids:
         return _empty_long(), method
     try:
         if method == "sql":
-            return _history_sql(uri, run_ids, None), method
+            return compat.metric_histories_sql(uri, run_ids), method
         if method == "rest":
-            return _history_rest(client, run_ids, keys, steps_hint), method
-    except Exception as err:  # a store we did not expect: the slow path still works
+            return compat.metric_histories_server(
+                client, run_ids, keys, steps_hint, workers
+            ), method
+    except Exception as err:  # a store we did not expect: the public path still works
         if notes is not None:
             notes.append(
                 f"batched metric loading ({method}) failed ({type(err).__name__}: "
-                f"{str(err).splitlines()[0][:120]}); used one request per metric instead"
+                f"{str(err).splitlines()[0][:120]}); read through MLflow's client instead"
             )
-        method = "client"
-    return _history_client(client, run_keys), "client"
+    return _history_client(client, run_keys, workers), "client"
 
 
 def _wide(long: pd.DataFrame) -> pd.DataFrame:
@@ -493,7 +395,7 @@ def load_study(
         raise StudyError(f"experiment {experiment!r} holds nothing to analyse: {where}")
     sweep_parents = []
     if not parent_run_id:
-        sweeps = all_runs[all_runs["run_kind"] == "sweep"]
+        sweeps = all_runs[all_runs["run_kind"] == contract.SWEEP]
         sweep_parents = sweeps["run_id"].tolist()
     frame = _training_runs(all_runs, notes)
     if frame.empty:
@@ -518,9 +420,14 @@ def load_study(
     wide = _wide(long)
     run_columns = [c for c in frame.columns if c != "metric_keys"]
     epochs = frame[run_columns].merge(wide, on="run_id", how="inner")
-    for name in ("train", "val", "test"):  # test: logged once, at the last epoch
-        if f"{name}_accuracy" in epochs:
-            epochs[f"{name}_error"] = 1.0 - epochs[f"{name}_accuracy"]
+    errors = {  # test: logged once, at the last epoch
+        "train_error": contract.TRAIN_ACCURACY,
+        "val_error": contract.VAL_ACCURACY,
+        "test_error": contract.TEST_ACCURACY,
+    }
+    for error, accuracy in errors.items():
+        if accuracy in epochs:
+            epochs[error] = 1.0 - epochs[accuracy]
     epochs = epochs.sort_values(["run_id", "epoch"]).reset_index(drop=True)
     frame = frame.drop(columns="metric_keys")
     _note_statuses(frame, notes)
@@ -635,7 +542,11 @@ def load_grad_profiles(study: Study, *, workers: int = 8) -> pd.DataFrame:
     grad_norm, weight_norm. Runs without the artifact are named in `study.notes`.
     """
     profiles = load_run_artifacts(
-        study, PROFILE_ARTIFACT, PROFILE_COLUMNS, what="per-layer profile", workers=workers
+        study,
+        contract.PROFILE_ARTIFACT,
+        set(contract.PROFILE_COLUMNS),
+        what="per-layer profile",
+        workers=workers,
     )
     if profiles.empty:
         return profiles

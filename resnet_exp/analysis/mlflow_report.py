@@ -32,7 +32,6 @@ import pandas as pd
 from resnet_exp.analysis.load import Study
 from resnet_exp.analysis.report import condition_keys, findings, markdown_table, table_frame
 
-NOTE = "mlflow.note.content"
 MAX_NOTE = 8000  # MLflow's limit on a tag value
 _LINK = re.compile(r"(!?\[[^\]]*\])\(([^)\s]+)\)")
 MAIN_FIGURE = "depth_vs_gradient"

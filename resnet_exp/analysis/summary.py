@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from resnet_exp import contract
 from resnet_exp.analysis.load import BROKEN, UNFINISHED, Study
 
 # Config columns that, when they differ between runs, split the study into
@@ -127,22 +128,22 @@ def run_finals(study: Study) -> pd.DataFrame:
     finals["val_error"] = _last_finite(ep, "val_error", 1)
     finals["test_error"] = _last_finite(ep, "test_error", 1)  # NaN where no test set
     finals["final_epoch"] = _end_epoch(ep, "train_error").astype("Int64")
-    finals["grad_first_init"] = _at_epoch(ep, "grad_first_norm", 0)
-    finals["grad_last_init"] = _at_epoch(ep, "grad_last_norm", 0)
-    end = _end_epoch(ep, "grad_first_norm")
+    finals["grad_first_init"] = _at_epoch(ep, contract.GRAD_FIRST, 0)
+    finals["grad_last_init"] = _at_epoch(ep, contract.GRAD_LAST, 0)
+    end = _end_epoch(ep, contract.GRAD_FIRST)
     finals["grad_end_epoch"] = end.astype("Int64")
     if len(end):
         at_end = ep.merge(end.rename("end").reset_index(), on="run_id")
         at_end = at_end[at_end["epoch"] == at_end["end"]].groupby("run_id").last()
-        finals["grad_first_end"] = at_end["grad_first_norm"]
-        finals["grad_last_end"] = at_end.get("grad_last_norm")
-        ratio_end = at_end.get("grad_first_last_ratio")
+        finals["grad_first_end"] = at_end[contract.GRAD_FIRST]
+        finals["grad_last_end"] = at_end.get(contract.GRAD_LAST)
+        ratio_end = at_end.get(contract.GRAD_RATIO)
     else:
         finals["grad_first_end"] = np.nan
         finals["grad_last_end"] = np.nan
         ratio_end = None
     # The logged ratio is what MLflow holds; runs that lack it get first / last.
-    ratio_init = _at_epoch(ep, "grad_first_last_ratio", 0)
+    ratio_init = _at_epoch(ep, contract.GRAD_RATIO, 0)
     finals["ratio_init"] = ratio_init.reindex(finals.index).fillna(
         finals["grad_first_init"] / finals["grad_last_init"]
     )
@@ -208,26 +209,3 @@ def summarise(study: Study) -> pd.DataFrame:
     return table.sort_values(
         [*keys[:-2], "arch", "depth"], key=lambda s: s.map(arch_rank) if s.name == "arch" else s
     ).reset_index(drop=True)
-
-
-def aggregate(frame: pd.DataFrame, by: list[str], value: str, *, geometric: bool) -> pd.DataFrame:
-    """Centre and spread band of `value` over seeds, for each `by` group.
-
-    Returns `by` + centre, lo, hi, n. Arithmetic: mean +/- sd. Geometric:
-    geometric mean times/divided by the geometric sd. Non-finite values (and,
-    for geometric, non-positive ones) are left out; lo/hi are NaN for one value.
-    """
-    v = frame[value].astype(float)
-    keep = np.isfinite(v.to_numpy()) & ((v > 0).to_numpy() if geometric else True)
-    sub = frame.loc[keep, by].copy()
-    sub["v"] = np.log(v[keep]) if geometric else v[keep]
-    stats = sub.groupby(by, sort=True)["v"].agg(["mean", "std", "count"]).reset_index()
-    if geometric:
-        centre, spread = np.exp(stats["mean"]), np.exp(stats["std"])
-        stats["lo"], stats["hi"] = centre / spread, centre * spread
-    else:
-        centre = stats["mean"]
-        stats["lo"], stats["hi"] = centre - stats["std"], centre + stats["std"]
-    stats["centre"] = centre
-    stats["n"] = stats["count"].astype(int)
-    return stats[[*by, "centre", "lo", "hi", "n"]]

@@ -26,7 +26,7 @@ OmegaConf.register_new_resolver(
     replace=True,
 )
 
-# Overrides the sweep callback adds to every job: where a job logs and how many
+# Overrides the sweeper (run/sweep.py) adds to every job: where a job logs and how many
 # threads it may use, not what it computes.
 INJECTED_OVERRIDES = (
     "tracking.parent_run_id=",
@@ -178,7 +178,7 @@ class TrackingConfig:
     uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db
     experiment: str = "resnet-exp"
     resume: bool = True  # skip a job whose identical config already has a FINISHED run
-    parent_run_id: str | None = None  # set by the sweep callback: the sweep's parent run
+    parent_run_id: str | None = None  # set by the sweeper: the sweep's parent run
     sweep_id: str | None = None
     varying: list[str] = field(default_factory=list)  # set by the sweep: keys its run names show
     profile_images: bool = True  # log each epoch's layer-wise gradient profile as an image

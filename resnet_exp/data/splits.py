@@ -1,4 +1,4 @@
-"""Datasets as arrays, then as `tf.data` pipelines.
+"""Datasets as NumPy arrays, split into training and validation.
 
 Every dataset comes back as a `Dataset` of NumPy arrays split into train and
 validation by a stratified split fixed by the seed, so the same seed gives the
@@ -7,8 +7,8 @@ same split for every depth and for plain and residual twins alike.
 The small datasets (digits, synthetic) are standardised floats already. The
 image datasets (`resnet_exp.data.files`) stay uint8 in memory (CIFAR-10 as
 float32 would be 600 MB a copy) with a test split; they are normalised per
-channel in the pipeline, with statistics of the training split only, and may
-be augmented there (He et al. 2016: pad 4, random 32x32 crop, random flip).
+channel in the pipeline (`resnet_exp.data.pipelines`), with statistics of the
+training split only.
 """
 
 from __future__ import annotations
@@ -165,71 +165,11 @@ def load_dataset(
     )
 
 
-def make_pipelines(
-    data: Dataset, *, batch_size: int, seed: int, shuffle_buffer: int = 0, augment: bool = False
-):
-    """Train (shuffled each epoch, seeded, optionally augmented) and validation pipelines.
-
-    The validation pipeline is None when the split has no validation set. The
-    source arrays are already in memory, so there is no `cache()` (it would be a
-    second copy); augmentation uses stateless random ops seeded per element from
-    `seed`, so a parallel `map` gives the same images in any thread order.
-    """
-    import tensorflow as tf
-
-    buffer = shuffle_buffer or len(data.x_train)
-    train = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train)).shuffle(
-        buffer, seed=seed, reshuffle_each_iteration=True
-    )
-    if augment:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        train = tf.data.Dataset.zip(train, seeds).map(
-            _augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-        )
-    train = _finish(train.batch(batch_size), data)
-    val = None
-    if len(data.x_val):
-        val = eval_pipeline(data, data.x_val, data.y_val, batch_size=batch_size)
-    return train, val
-
-
-def eval_pipeline(data: Dataset, x: np.ndarray, y: np.ndarray, *, batch_size: int):
-    """Batches of `x`, `y` normalised as in training, in order: validation and test sets."""
-    import tensorflow as tf
-
-    return _finish(tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size), data)
-
-
-def _finish(batches, data: Dataset):
-    """Normalise whole batches (one vectorised op) and prefetch."""
-    import tensorflow as tf
-
-    if data.mean is not None:
-        mean = tf.constant(data.mean, tf.float32)
-        std = tf.constant(data.std, tf.float32)
-        batches = batches.map(
-            lambda x, y: ((tf.cast(x, tf.float32) - mean) / std, y),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    return batches.prefetch(tf.data.AUTOTUNE)
-
-
-def _augment(example, seed):
-    """He et al. 2016: pad 4 pixels a side, a random crop of the original size, a random flip."""
-    import tensorflow as tf
-
-    x, y = example
-    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    padded = tf.pad(x, [[4, 4], [4, 4], [0, 0]])
-    x = tf.image.stateless_random_crop(padded, tf.shape(x), seed=crop_seed)
-    return tf.image.stateless_random_flip_left_right(x, seed=flip_seed), y
-
-
 def probe_batch(data: Dataset, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed, class-balanced-by-sampling subset of the training set for gradient probes.
-
-    Never augmented, and normalised exactly as the training inputs are.
-    """
+    """A fixed subset of the training set, drawn uniformly without replacement and seeded,
+    for the gradient probe and the branch magnitudes (classes appear in their training
+    proportions on average, not exactly). Never augmented, and normalised exactly as the
+    training inputs are."""
     rng = np.random.default_rng(seed + 7919)
     size = min(size, len(data.x_train))
     index = np.sort(rng.choice(len(data.x_train), size=size, replace=False))

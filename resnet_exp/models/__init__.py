@@ -33,7 +33,6 @@ __all__ = [
     "build_model",
     "deleted_block",
     "dense_block",
-    "kernel_variables",
     "mlp",
     "resnet_basic",
     "resnet_cifar",
@@ -103,17 +102,3 @@ def build_model(
     if name == "resnet_cifar":
         return resnet_cifar(depth, **common)
     return resnet_basic(depth, blocks_per_stage=blocks_per_stage, **common)
-
-
-def kernel_variables(model: keras.Model) -> list[keras.Variable]:
-    """Conv and dense kernels (no biases, no BN) in forward order.
-
-    `model.layers` of a functional model is topological, so `stem_conv`/`stem_dense`
-    comes first and `classifier` last. The gradient logger reads these by `.path`
-    (e.g. "stage1_block1_conv1/kernel").
-    """
-    return [
-        layer.kernel
-        for layer in model.layers
-        if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense)
-    ]

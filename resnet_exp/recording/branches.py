@@ -29,18 +29,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from resnet_exp import contract
 from resnet_exp.models.anatomy import block_input, block_specs, branch_output
-
-BRANCH_COLUMNS = [
-    "epoch",
-    "block_index",
-    "block",
-    "stage",
-    "downsampling",
-    "branch_norm",
-    "input_norm",
-    "ratio",
-]
 
 
 class _BranchProbe:
@@ -71,7 +61,10 @@ class _BranchProbe:
 
 
 def step_metrics(ratios: np.ndarray) -> dict[str, float]:
-    return {"branch_ratio_mean": float(np.mean(ratios)), "branch_ratio_max": float(np.max(ratios))}
+    return {
+        contract.BRANCH_RATIO_MEAN: float(np.mean(ratios)),
+        contract.BRANCH_RATIO_MAX: float(np.max(ratios)),
+    }
 
 
 class BranchRecorder(keras.callbacks.Callback):
@@ -79,7 +72,7 @@ class BranchRecorder(keras.callbacks.Callback):
 
     Each step's summary (`branch_ratio_mean`, `branch_ratio_max`, and the probe's
     own wall time `branch_probe_s`) goes to `history[step]` and, at epoch ends,
-    into the epoch's `logs`; per-block rows (`BRANCH_COLUMNS`) go to `rows`.
+    into the epoch's `logs`; per-block rows (`contract.BRANCH_COLUMNS`) go to `rows`.
     """
 
     def __init__(self, x_probe: Any):
@@ -113,7 +106,7 @@ class BranchRecorder(keras.callbacks.Callback):
             )
         )
         metrics = step_metrics(ratios)
-        metrics["branch_probe_s"] = time.perf_counter() - started
+        metrics[contract.BRANCH_PROBE_TIME] = time.perf_counter() - started
         self.history[step] = metrics
         return metrics
 
@@ -128,4 +121,4 @@ class BranchRecorder(keras.callbacks.Callback):
 
     def frame(self) -> pd.DataFrame:
         """The per-block values, one row per (step, block): `branch_magnitude.csv`."""
-        return pd.DataFrame(self.rows, columns=BRANCH_COLUMNS)
+        return pd.DataFrame(self.rows, columns=contract.BRANCH_COLUMNS)

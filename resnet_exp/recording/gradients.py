@@ -1,21 +1,20 @@
-"""Loss-gradient magnitudes per kernel, measured on a fixed probe batch.
+"""Loss-gradient magnitudes per kernel: does the gradient still reach the first layer?
 
-The question this project asks is whether the gradient still reaches the first
-layer of a deep plain net, and how skip connections change that. Gradients of
-the training batches are noisy and change with every shuffle, so we measure on
-one FIXED probe batch instead: the same inputs at initialisation and after
-every epoch, so that changes across epochs are changes of the network, not of
-the data.
+Two recorders, one record (`KernelGradientLog`: per-kernel norms at step 0 and
+after every epoch, summarised as `step_metrics`):
 
-The measurement is in training mode (batch norm normalises with the batch
-statistics, as the optimiser sees it) but has no side effects: it runs through
-`Model.stateless_call`, and the updated state it returns (batch-norm moving
-statistics, dropout seed states, metric states) is thrown away. A seeded run
-therefore trains bit for bit the same with or without the recorder.
-
-Only the data loss is differentiated; regularisation penalties (`model.losses`)
-are left out, since their gradient (e.g. `2 * l2 * w`) would hide the vanishing
-signal this module exists to show.
+* `StepGradientRecorder` (the default, `gradients.source=step`) reads the
+  gradients the optimiser receives in Keras's own train step: step 0 is the first
+  training step's gradient on the initial weights, step e the mean over epoch e's
+  steps. What is differentiated is the compiled training loss, `model.losses`
+  (regularisers) included, on the training batches as they are fed (shuffled,
+  augmented). It costs a few norm ops per step.
+* `GradientRecorder` (`gradients.source=probe`) differentiates the data loss alone
+  on one FIXED probe batch, the same inputs at every measurement, so changes across
+  epochs are changes of the network, not of the data. It runs in training mode
+  (batch norm normalises with the batch statistics, as the optimiser sees it)
+  through `Model.stateless_call` and throws the updated state away, so a seeded
+  run trains bit for bit the same with or without it. It costs a second graph.
 """
 
 from __future__ import annotations
@@ -29,11 +28,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from resnet_exp import contract
 from resnet_exp.compat import hook_optimizer_apply, unhook_optimizer_apply
 
 LossFn = Callable[[Any, Any], Any]
 
-PROFILE_COLUMNS = ["epoch", "layer_index", "layer_name", "grad_norm", "weight_norm"]
 
 _KERNEL_SUFFIX = "/kernel"
 
@@ -253,14 +252,14 @@ def step_metrics(
     """The scalar summary logged per step: first and last layer, and their ratio."""
     g_first, g_last = float(grad_norms[first]), float(grad_norms[last])
     metrics = {
-        "grad_first_norm": g_first,
-        "grad_last_norm": g_last,
-        "grad_first_rel": _ratio(g_first, weight_norms[first]),
-        "grad_last_rel": _ratio(g_last, weight_norms[last]),
-        "grad_first_last_ratio": _ratio(g_first, g_last),
+        contract.GRAD_FIRST: g_first,
+        contract.GRAD_LAST: g_last,
+        contract.GRAD_FIRST_REL: _ratio(g_first, weight_norms[first]),
+        contract.GRAD_LAST_REL: _ratio(g_last, weight_norms[last]),
+        contract.GRAD_RATIO: _ratio(g_first, g_last),
     }
     if loss is not None:
-        metrics["probe_loss"] = float(loss)
+        metrics[contract.PROBE_LOSS] = float(loss)
     return metrics
 
 
@@ -334,7 +333,7 @@ class KernelGradientLog(keras.callbacks.Callback):
 
     def profile_frame(self) -> pd.DataFrame:
         """The per-layer profile as a DataFrame, one row per (step, kernel)."""
-        return pd.DataFrame(self.profile, columns=PROFILE_COLUMNS)
+        return pd.DataFrame(self.profile, columns=contract.PROFILE_COLUMNS)
 
 
 class GradientRecorder(KernelGradientLog):
@@ -345,7 +344,7 @@ class GradientRecorder(KernelGradientLog):
     `epoch + 1` at the end of each epoch. Each step's summary (`step_metrics`)
     goes to `history[step]` and, at epoch ends, into the epoch's `logs`, so
     Keras' `History` and any logger after this callback see it. The per-layer
-    profile goes to `profile` (rows with `PROFILE_COLUMNS`), kernels in forward
+    profile goes to `profile` (rows with `contract.PROFILE_COLUMNS`), kernels in forward
     order.
 
     Works on functional, Sequential and subclassed models, with or without a

@@ -25,13 +25,11 @@ import keras
 import numpy as np
 import pandas as pd
 
+from resnet_exp import contract
 from resnet_exp.models.anatomy import BlockSpec, block_specs
 
 # Builds the trained net's architecture with the named blocks deleted.
 Builder = Callable[[frozenset[str]], keras.Model]
-
-SINGLE_COLUMNS = ["block_index", "block", "stage", "downsampling", "accuracy", "drop"]
-MULTI_COLUMNS = ["k", "draw", "blocks", "accuracy", "drop"]
 
 
 def lesioned_model(build: Builder, trained: keras.Model, skip: Iterable[str]) -> keras.Model:
@@ -78,10 +76,9 @@ def k_values_for(requested: Sequence[int], available: int) -> list[int]:
 @dataclass
 class LesionResult:
     intact_accuracy: float
-    single: pd.DataFrame  # SINGLE_COLUMNS: one row per block (lesion.csv)
-    multi: pd.DataFrame  # MULTI_COLUMNS: one row per (k, draw) (lesion_k.csv)
+    single: pd.DataFrame  # contract.LESION_COLUMNS: one row per block (lesion.csv)
+    multi: pd.DataFrame  # contract.LESION_K_COLUMNS: one row per (k, draw) (lesion_k.csv)
     seconds: float
-    models_built: int
 
     def metrics(self) -> dict[str, float]:
         """Drops are intact accuracy minus lesioned accuracy (fractions, not points).
@@ -91,12 +88,15 @@ class LesionResult:
         """
         same = self.single[~self.single["downsampling"]]
         down = self.single[self.single["downsampling"]]
-        out = {"lesion_intact_accuracy": self.intact_accuracy, "lesion_time_s": self.seconds}
+        out = {
+            contract.LESION_INTACT_ACCURACY: self.intact_accuracy,
+            contract.LESION_TIME: self.seconds,
+        }
         if len(same):
-            out["lesion_mean_drop"] = float(same["drop"].mean())
-            out["lesion_max_drop"] = float(same["drop"].max())
+            out[contract.LESION_MEAN_DROP] = float(same["drop"].mean())
+            out[contract.LESION_MAX_DROP] = float(same["drop"].max())
         if len(down):
-            out["lesion_downsampling_mean_drop"] = float(down["drop"].mean())
+            out[contract.LESION_DOWNSAMPLING_MEAN_DROP] = float(down["drop"].mean())
         return out
 
 
@@ -129,7 +129,7 @@ def lesion_study(
 
     single = pd.DataFrame(
         [_single_row(spec, deleted([spec.name]), intact) for spec in specs],
-        columns=SINGLE_COLUMNS,
+        columns=contract.LESION_COLUMNS,
     )
     eligible = [s.name for s in specs if not s.downsampling]
     rng = np.random.default_rng(seed)
@@ -142,9 +142,8 @@ def lesion_study(
     return LesionResult(
         intact_accuracy=intact,
         single=single,
-        multi=pd.DataFrame(rows, columns=MULTI_COLUMNS),
+        multi=pd.DataFrame(rows, columns=contract.LESION_K_COLUMNS),
         seconds=time.perf_counter() - started,
-        models_built=len(cache),
     )
 
 

@@ -22,9 +22,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from mlflow.tracking import MlflowClient
 
+from resnet_exp import contract
 from resnet_exp.tracking.store import with_retry
 
-IMAGE_KEY = "grad_profile"
+IMAGE_KEY = contract.PROFILE_IMAGE
 _SIZE = (4.0, 2.4)  # inches, at 80 dpi: 320 x 192 pixels
 _DPI = 80
 

@@ -59,11 +59,14 @@ def expand_sweeps(overrides: list[str]) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*choices)]
 
 
-def _preset_sweeps(cfg: DictConfig, given: list[str]) -> list[str]:
-    """A preset's `hydra.sweeper.params`, less the keys the command line already sets."""
-    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
-    given_keys = {o.split("=", 1)[0].lstrip("+~") for o in given}
-    return [f"{k}={v}" for k, v in params.items() if k not in given_keys]
+def job_overrides(overrides: list[str], sweep_params: dict | None) -> list[list[str]]:
+    """Every job's overrides: the command line's, then a preset's `hydra.sweeper.params`
+    less the keys the command line already sets, expanded as Hydra's basic sweeper does.
+    The command-line check and the sweeper (`run.sweep.StudySweeper`) both use this."""
+    given_keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    preset = [f"{k}={v}" for k, v in (sweep_params or {}).items() if k not in given_keys]
+    jobs = expand_sweeps(overrides)
+    return [job + extra for job in jobs for extra in expand_sweeps(preset)] if preset else jobs
 
 
 def explain(err: Exception, overrides: list[str]) -> str:
@@ -84,7 +87,7 @@ def explain(err: Exception, overrides: list[str]) -> str:
     return " ".join(str(err).split())
 
 
-def _without_hydra(cfg: DictConfig) -> DictConfig:
+def without_hydra(cfg: DictConfig) -> DictConfig:
     """What `compose(..., return_hydra_config=False)` returns: the same config less `hydra`."""
     job = copy.deepcopy(cfg)
     with open_dict(job):
@@ -104,8 +107,12 @@ class Launch:
     multirun: bool
 
 
-def compose_jobs(argv: list[str]) -> Launch | None:
-    """Compose and check every job; None for flags that run nothing (--help, --cfg)."""
+def compose_jobs(argv: list[str], every_job: bool = True) -> Launch | None:
+    """Compose and check every job; None for flags that run nothing (--help, --cfg).
+
+    `every_job=False` composes a sweep's first job only: the entry point's check before
+    Hydra starts, since the sweeper composes and checks every job of a sweep itself.
+    """
     if any(a in _SKIP_FLAGS or a.startswith("--cfg") for a in argv):
         return None
     overrides, config_name = split_argv(argv)
@@ -122,15 +129,15 @@ def compose_jobs(argv: list[str]) -> Launch | None:
             if not multirun and len(jobs) > 1:
                 sweep = next(o for o in overrides if len(expand_sweeps([o])) > 1)
                 raise CommandLineError(f"{sweep} is a sweep: add -m (--multirun) to run each value")
-            preset = _preset_sweeps(first, overrides) if multirun else []
             reusable = jobs[0]  # `first` is this job's config, plus Hydra's own node
-            if preset:
-                jobs = [job + extra for job in jobs for extra in expand_sweeps(preset)]
+            if multirun and every_job:
+                params = OmegaConf.select(first, "hydra.sweeper.params")
+                jobs = job_overrides(overrides, OmegaConf.to_container(params) if params else None)
             composed = []
-            for job in jobs:
+            for job in jobs[: None if every_job else 1]:
                 try:
                     # one composition fewer (~0.1 s) where the first job is the one composed
-                    cfg = _without_hydra(first) if job == reusable else compose(name, job)
+                    cfg = without_hydra(first) if job == reusable else compose(name, job)
                     check_config(cfg)
                 except ConfigError as err:
                     raise CommandLineError(str(err)) from None
@@ -153,10 +160,10 @@ def validate(argv: list[str]) -> str | None:
     return None
 
 
-def validate_or_exit(argv: list[str] | None = None) -> Launch | None:
+def validate_or_exit(argv: list[str] | None = None, every_job: bool = True) -> Launch | None:
     """Print `config error: ...` on one line and exit 2 if the command line cannot run."""
     try:
-        return compose_jobs(sys.argv[1:] if argv is None else argv)
+        return compose_jobs(sys.argv[1:] if argv is None else argv, every_job)
     except CommandLineError as err:
         print(f"config error: {err}", file=sys.stderr)
         sys.exit(2)

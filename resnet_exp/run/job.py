@@ -2,7 +2,8 @@
 
 Whatever happens inside, the MLflow run ends FINISHED, FAILED or KILLED, never
 RUNNING. In a multirun a failed job reports FAILED and returns, so the sweep
-goes on; the sweep callback counts failures and sets the exit code.
+goes on; the sweeper counts failures and sets the exit code. What the run writes
+goes through `tracking.run_log.RunLog`.
 """
 
 from __future__ import annotations
@@ -18,24 +19,34 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from resnet_exp.config.schema import check_config, flatten
+from resnet_exp.config.schema import flatten
 from resnet_exp.console import say
+from resnet_exp.contract import (
+    CONFIG_HASH,
+    DIVERGED,
+    DIVERGED_EPOCH,
+    GIT_COMMIT,
+    NOTE,
+    OVERRIDES,
+    PARENT,
+    RUN_KIND,
+    SWEEP_ID,
+    TRAIN,
+)
 from resnet_exp.data.files import DatasetUnavailable
 from resnet_exp.run import progress, quiet
 from resnet_exp.tracking.describe import (
-    NOTE,
     applicable_params,
     describe_experiment,
     provenance_tags,
     run_description,
 )
 from resnet_exp.tracking.naming import comparison_tags, run_name
-from resnet_exp.tracking.preflight import check_store, store_error_line
+from resnet_exp.tracking.preflight import check_store, check_store_once, store_error_line
 from resnet_exp.tracking.store import (
     config_hash,
     ensure_experiment,
     git_commit,
-    log_batch,
     resolve_tracking_uri,
     with_retry,
 )
@@ -66,12 +77,15 @@ def find_finished_run(client: MlflowClient, experiment_id: str, digest: str) -> 
 
 
 def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: bool = True):
-    """Run one configured job end to end; see the module docstring for the guarantees."""
-    check_config(cfg)
+    """Run one configured job end to end; see the module docstring for the guarantees.
+
+    `cfg` has been checked (`check_config`) by whoever composed it: the entry point's
+    command-line check, or the sweeper, which checks every job before any starts.
+    """
     flat = flatten(cfg)
     digest = config_hash(flat)
     uri = resolve_tracking_uri(cfg.tracking.uri)
-    problem = check_store(uri)
+    problem = check_store_once(uri)
     if problem:  # a dead store fails in a second, not after MLflow's minutes of retries
         line = store_error_line(uri, problem)
         print(line, file=sys.stderr, flush=True)
@@ -95,47 +109,45 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
     # TensorFlow loads only once the config is valid and the job is not skipped, and
     # before the run opens: the run's duration is its training, not an import.
     quiet.import_tensorflow()
+    from resnet_exp.tracking.run_log import RunLog
     from resnet_exp.training import fit as training
 
     tags = {
-        "run_kind": "train",
-        "config_hash": digest,
-        "overrides": " ".join(overrides or []),
-        "diverged": "false",
+        RUN_KIND: TRAIN,
+        CONFIG_HASH: digest,
+        OVERRIDES: " ".join(overrides or []),
+        DIVERGED: "false",
         **comparison_tags(cfg),
         **provenance_tags(),
         NOTE: run_description(cfg),
     }
     commit = git_commit()
     if commit:
-        tags["git_commit"] = commit
+        tags[GIT_COMMIT] = commit
         tags["mlflow.source.git.commit"] = commit
     if cfg.tracking.parent_run_id:
-        tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
+        tags[PARENT] = cfg.tracking.parent_run_id
     if cfg.tracking.sweep_id:
-        tags["sweep_id"] = cfg.tracking.sweep_id
-    run = with_retry(client.create_run, experiment_id, run_name=run_name(cfg), tags=tags)
-    run_id = run.info.run_id
+        tags[SWEEP_ID] = cfg.tracking.sweep_id
+    run = RunLog.open(client, experiment_id, run_name(cfg), tags)
+    run_id = run.run_id
     previous = signal.getsignal(signal.SIGTERM)
     _install_sigterm()
     try:
-        log_batch(client, run_id, params=applicable_params(flat))
-        training.log_config_artifact(client, run_id, cfg)
+        run.params(applicable_params(flat))
+        run.config(cfg)
         result = training.train(cfg, client, run_id)
-        training.log_frame_artifact(client, run_id, result.history, "history.csv")
-        if result.profile is not None:
-            training.log_frame_artifact(client, run_id, result.profile, "grad_profile.csv")
-        end_tags = {"diverged": str(result.diverged).lower()}
+        end_tags = {DIVERGED: str(result.diverged).lower()}
         if result.diverged:
-            end_tags["diverged_epoch"] = str(result.diverged_epoch)
+            end_tags[DIVERGED_EPOCH] = str(result.diverged_epoch)
             log.warning("%s diverged at epoch %s", run_name(cfg), result.diverged_epoch)
-        log_batch(client, run_id, tags=end_tags)
-        with_retry(client.set_terminated, run_id, RunStatus.to_string(RunStatus.FINISHED))
+        run.tags(end_tags)
+        run.end(RunStatus.FINISHED)
         if not cfg.tracking.parent_run_id:  # a sweep's launching process reports its jobs
             progress.report_run(client, uri, run_id)
         return JobOutcome("FINISHED", run_id, diverged=result.diverged)
     except (KeyboardInterrupt, Terminated):
-        _close(client, run_id, RunStatus.KILLED, "killed by signal")
+        run.end(RunStatus.KILLED, "killed by signal")
         raise
     except Exception as err:
         problem = check_store(uri)
@@ -150,7 +162,7 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
                 raise SystemExit(1) from None
             return JobOutcome("FAILED", run_id, error=line)
         message = f"{type(err).__name__}: {err}"
-        _close(client, run_id, RunStatus.FAILED, message)
+        run.end(RunStatus.FAILED, message)
         if raise_errors:
             raise
         if isinstance(err, DatasetUnavailable):  # a one-line reason; a traceback adds nothing
@@ -160,13 +172,6 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
         return JobOutcome("FAILED", run_id, error=message)
     finally:
         _restore_sigterm(previous)
-
-
-def _close(client: MlflowClient, run_id: str, status: int, reason: str) -> None:
-    try:
-        log_batch(client, run_id, tags={"error": reason[:5000]})
-    finally:
-        with_retry(client.set_terminated, run_id, RunStatus.to_string(status))
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:

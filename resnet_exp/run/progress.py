@@ -23,10 +23,6 @@ from resnet_exp.tracking.store import project_root, with_retry
 _DONE = ("FINISHED", "FAILED", "KILLED")
 UI_PORT = 5000
 
-# The command line's composed job configs, set by experiments/train.py before Hydra
-# starts, so that the sweep callback (same process) knows the total and what a resume skips.
-planned_jobs: list[Any] = []
-
 
 def _duration(seconds: float) -> str:
     seconds = max(0, round(seconds))
@@ -124,8 +120,11 @@ def finished_configs(client: MlflowClient, experiment_id: str) -> dict[str, str]
     return {r.data.tags["config_hash"]: r.info.run_id for r in runs if "config_hash" in r.data.tags}
 
 
-def start_sweep(client: MlflowClient, experiment_id: str, parent_id: str) -> SweepProgress:
-    """Say what a resume skips, then follow the sweep's jobs as they end."""
+def start_sweep(
+    client: MlflowClient, experiment_id: str, parent_id: str, planned_jobs: list[Any]
+) -> SweepProgress:
+    """Say what a resume skips among `planned_jobs` (composed configs), then follow the
+    sweep's jobs as they end."""
     from resnet_exp.config.schema import flatten
     from resnet_exp.tracking.naming import run_name
     from resnet_exp.tracking.store import config_hash

@@ -20,7 +20,8 @@ class _DropRetracing(logging.Filter):
     """tf.function's "triggered tf.function retracing" notice: expected in a sequential sweep.
 
     Each job of a sequential sweep builds a new model in the same process, so the
-    gradient probe's tf.function is traced again per model, by design.
+    probes' tf.functions (the fixed-batch gradient probe, the branch magnitudes) are
+    traced again per model, by design.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:

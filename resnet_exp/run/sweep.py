@@ -1,13 +1,14 @@
-"""A Hydra callback that makes a multirun one MLflow parent run with children.
+"""A sweep is one MLflow parent run with a child run per job.
 
-`on_multirun_start` runs once, in the launching process, before any job: it
-creates the store's schema and the experiment (so parallel jobs never race to
-create them), opens or reopens the sweep's parent run, and appends explicit
-overrides (`tracking.parent_run_id`, `tracking.sweep_id`, and a thread share
-for parallel launchers) to every job's config, so jobs on other processes or
-hosts know their parent without shared state. `on_multirun_end` counts the
-children by outcome, closes the parent, prints a summary and makes the
-command exit non-zero if any configuration failed.
+`StudySweeper` is the project's Hydra sweeper (`hydra.sweeper` in conf/config.yaml). It
+expands the command line and a preset's `hydra.sweeper.params` into jobs exactly as
+the command-line check does (`run.command_line.job_overrides`), composes and checks
+every job before any starts, then hands the launcher each job's overrides plus the
+explicit ones it adds (`tracking.parent_run_id`, `tracking.sweep_id`, the run-name
+keys, a thread share for parallel launchers): jobs in other processes or on other
+hosts know their parent without shared state. `SweepParent` is the parent run's life:
+opened (or reopened, when the same sweep is relaunched) before the first job, closed
+with the children's counts after the last, KILLED if the launcher dies in between.
 """
 
 from __future__ import annotations
@@ -21,21 +22,23 @@ import os
 import signal
 import sys
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
+from hydra.core.plugins import Plugins
+from hydra.errors import HydraException
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from resnet_exp.config.schema import INJECTED_OVERRIDES
+from resnet_exp.config.schema import INJECTED_OVERRIDES, ConfigError, check_config
+from resnet_exp.contract import NOTE, RUN_KIND, SWEEP, SWEEP_ID
 from resnet_exp.run import progress
-from resnet_exp.tracking.describe import (
-    NOTE,
-    describe_experiment,
-    provenance_tags,
-    sweep_description,
-)
+from resnet_exp.run.command_line import explain, job_overrides, without_hydra
+from resnet_exp.tracking.describe import describe_experiment, provenance_tags, sweep_description
 from resnet_exp.tracking.naming import varying_keys
 from resnet_exp.tracking.preflight import check_store, store_error_line, store_or_exit
 from resnet_exp.tracking.store import ensure_experiment, log_batch, resolve_tracking_uri, with_retry
@@ -126,54 +129,39 @@ def summarise_children(client: MlflowClient, experiment_id: str, parent_id: str)
     return {"counts": counts, "failed": failed}
 
 
-class MlflowSweepCallback(Callback):
-    """Parent run per sweep; see the module docstring."""
+class SweepParent:
+    """The sweep's parent run: opened before any job, closed with the children's counts."""
 
-    def __init__(self) -> None:
-        self.client: MlflowClient | None = None
-        self.parent_id: str | None = None
-        self.experiment_id: str | None = None
-        self.uri: str | None = None
-        self.progress: progress.SweepProgress | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Parallel launchers pickle the callbacks into each job: leave the progress thread."""
-        return {**self.__dict__, "progress": None}
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        uri = resolve_tracking_uri(config.tracking.uri)
-        store_or_exit(uri)  # once, before any job: a dead store must not fail every job
-        self.uri = uri
-        self.client = MlflowClient(uri)
-        self.experiment_id = ensure_experiment(self.client, config.tracking.experiment)
-        describe_experiment(self.client, self.experiment_id, config.tracking.experiment)
-        overrides = sweep_overrides(config)
-        key = sweep_key(config.tracking.experiment, overrides)
-        self.parent_id = self._open_parent(key, overrides, config)
-        injected = [f"tracking.parent_run_id={self.parent_id}", f"tracking.sweep_id={key}"]
+    def __init__(self, config: DictConfig, overrides: list[str]) -> None:
+        """Check the store, create the experiment (once, before parallel jobs race to), and
+        open or reopen the parent run of this sweep (same experiment, same overrides)."""
+        self.uri = resolve_tracking_uri(config.tracking.uri)
+        store_or_exit(self.uri)  # a dead store must not fail every job
+        self.client = MlflowClient(self.uri)
+        experiment = str(config.tracking.experiment)
+        self.experiment_id = ensure_experiment(self.client, experiment)
+        describe_experiment(self.client, self.experiment_id, experiment)
+        self.key = sweep_key(experiment, overrides)
+        self.run_id: str | None = self._open(overrides, config)
+        self.injected = [f"tracking.parent_run_id={self.run_id}", f"tracking.sweep_id={self.key}"]
         varying = varying_keys(overrides)
         if varying:  # run names show what the sweep varies besides depth and plain/residual
-            injected.append(f"tracking.varying=[{','.join(varying)}]")
+            self.injected.append(f"tracking.varying=[{','.join(varying)}]")
         threads = job_threads(config)
         if threads:
-            injected.append(f"trainer.threads={threads}")
-        with read_write(config.hydra.overrides), open_dict(config.hydra.overrides):
-            config.hydra.overrides.task.extend(injected)
-        atexit.register(self._close_if_interrupted)
-        _raise_on_sigterm()
+            self.injected.append(f"trainer.threads={threads}")
+        self.progress: progress.SweepProgress | None = None
         print(
-            f"[resnet-exp] sweep {key}: parent run {self.parent_id} in experiment "
-            f"'{config.tracking.experiment}' at {uri}",
+            f"[resnet-exp] sweep {self.key}: parent run {self.run_id} in experiment "
+            f"'{experiment}' at {self.uri}",
             file=sys.stderr,
         )
-        self.progress = progress.start_sweep(self.client, self.experiment_id, self.parent_id)
 
-    def _open_parent(self, key: str, overrides: list[str], config: DictConfig) -> str:
-        assert self.client is not None and self.experiment_id is not None
+    def _open(self, overrides: list[str], config: DictConfig) -> str:
         found = with_retry(
             self.client.search_runs,
             [self.experiment_id],
-            filter_string=f"tags.sweep_id = '{key}' and tags.run_kind = 'sweep'",
+            filter_string=f"tags.{SWEEP_ID} = '{self.key}' and tags.{RUN_KIND} = '{SWEEP}'",
             max_results=1,
         )
         if found:
@@ -185,10 +173,10 @@ class MlflowSweepCallback(Callback):
         run = with_retry(
             self.client.create_run,
             self.experiment_id,
-            run_name=f"sweep-{key[:6]}",  # short: the runs table shows it whole
+            run_name=f"sweep-{self.key[:6]}",  # short: the runs table shows it whole
             tags={
-                "run_kind": "sweep",
-                "sweep_id": key,
+                RUN_KIND: SWEEP,
+                SWEEP_ID: self.key,
                 "overrides": " ".join(overrides),
                 "launcher": launcher.rsplit(".", 1)[-1],
                 NOTE: sweep_description(config.tracking.experiment, overrides),
@@ -202,33 +190,40 @@ class MlflowSweepCallback(Callback):
         )
         return run.info.run_id
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        assert self.client is not None and self.parent_id is not None
+    def follow(self, planned: list[DictConfig]) -> None:
+        """Say what a resume skips, then print a line as each job ends."""
+        self.progress = progress.start_sweep(
+            self.client, self.experiment_id, str(self.run_id), planned
+        )
+
+    def finish(self) -> None:
+        """Count the children by outcome, close the parent, print the summary; exit 1 if any
+        configuration failed."""
+        assert self.run_id is not None
         problem = check_store(self.uri)
         if problem:
             print(
                 store_error_line(self.uri, f"{problem}; the sweep's results cannot be read"),
                 file=sys.stderr,
             )
-            self.parent_id = None
+            self.run_id = None
             sys.exit(1)
         if self.progress is not None:
             self.progress.stop()
-        table = progress.results_table(self.client, self.experiment_id, self.parent_id)
+        table = progress.results_table(self.client, self.experiment_id, self.run_id)
         if table:
             print(table, file=sys.stderr)
-        summary = summarise_children(self.client, self.experiment_id, self.parent_id)
+        summary = summarise_children(self.client, self.experiment_id, self.run_id)
         counts, failed = summary["counts"], summary["failed"]
         # tags, not metrics: the chart view then opens on the children's training metrics
-        log_batch(self.client, self.parent_id, tags={f"jobs_{k}": v for k, v in counts.items()})
-        status = "FAILED" if failed else "FINISHED"
-        with_retry(self.client.set_terminated, self.parent_id, status)
-        parent_id, self.parent_id = self.parent_id, None
+        log_batch(self.client, self.run_id, tags={f"jobs_{k}": v for k, v in counts.items()})
+        with_retry(self.client.set_terminated, self.run_id, "FAILED" if failed else "FINISHED")
+        run_id, self.run_id = self.run_id, None
         print(
             f"[resnet-exp] sweep done: {counts['configs']} configurations, "
             f"{counts['finished']} finished ({counts['diverged']} diverged), "
             f"{counts['failed']} failed, {counts['killed']} killed; browse: "
-            + progress.where_to_look(self.uri, self.experiment_id, parent_id),
+            + progress.where_to_look(self.uri, self.experiment_id, run_id),
             file=sys.stderr,
         )
         if failed:
@@ -237,13 +232,66 @@ class MlflowSweepCallback(Callback):
                 print(f"  - {line}", file=sys.stderr)
             sys.exit(1)
 
-    def _close_if_interrupted(self) -> None:
-        if self.client is not None and self.parent_id is not None and not check_store(self.uri):
+    def close_if_interrupted(self) -> None:
+        """KILLED, not left RUNNING, when the sweep ends before `finish` (atexit, a signal)."""
+        if self.run_id is not None and not check_store(self.uri):
             with_retry(
-                self.client.set_terminated,
-                self.parent_id,
-                RunStatus.to_string(RunStatus.KILLED),
+                self.client.set_terminated, self.run_id, RunStatus.to_string(RunStatus.KILLED)
             )
+            self.run_id = None
+
+
+class StudySweeper(Sweeper):
+    """Hydra's sweep expansion, every job checked first, one MLflow parent run per sweep."""
+
+    def __init__(self, max_batch_size: int | None = None, params: dict | None = None) -> None:
+        # max_batch_size: kept from Hydra's basic sweeper's schema; every job is one batch
+        self.params = {str(k): str(v) for k, v in (params or {}).items()}
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.launcher: Any = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> Any:
+        assert self.config is not None and self.hydra_context is not None
+        jobs = job_overrides(list(arguments), self.params)
+        planned = [self._compose(job) for job in jobs]
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        parent = SweepParent(self.config, sweep_overrides(self.config))
+        atexit.register(parent.close_if_interrupted)
+        _raise_on_sigterm()
+        parent.follow(planned)
+        returns = self.launcher.launch(
+            [[*job, *parent.injected] for job in jobs], initial_job_idx=0
+        )
+        parent.finish()  # failures are counted from MLflow, not raised from the job returns
+        return [returns]
+
+    def _compose(self, overrides: list[str]) -> DictConfig:
+        """A job's config, checked; a problem is one line and exit 2, before any job runs."""
+        try:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+            cfg = without_hydra(cfg)
+            check_config(cfg)
+        except ConfigError as err:
+            _config_error(str(err))
+        except (HydraException, OmegaConfBaseException) as err:
+            _config_error(explain(err, overrides))
+        return cfg
+
+
+def _config_error(line: str) -> None:
+    print(f"config error: {line}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def _raise_on_sigterm() -> None:

@@ -8,8 +8,6 @@
   and how to read it in the UI; each training run gets one line.
 * `provenance_tags`: `mlflow.user` and `mlflow.source.*` from MLflow's own
   run-context providers (the fluent API sets them, `MlflowClient` does not).
-* `log_dataset`: the training and validation splits as `mlflow.data` inputs,
-  so the runs table's Dataset column and filter work.
 """
 
 from __future__ import annotations
@@ -22,13 +20,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from resnet_exp.contract import DATASET_CONTEXT, TEST, TRAINING, VALIDATION
+from resnet_exp.contract import NOTE
 from resnet_exp.tracking.naming import arch, run_name
 from resnet_exp.tracking.store import with_retry
 
 log = logging.getLogger(__name__)
 
-NOTE = "mlflow.note.content"
+
 EXPERIMENT_KIND = "mlflow.experimentKind"
 CLASSIC_TRAINING = "custom_model_development"  # MLflow's marker for model-training experiments
 ENTRY_POINT = "experiments/train.py"
@@ -81,19 +79,20 @@ def run_description(cfg: DictConfig) -> str:
     m, o = cfg.model, cfg.optim
     skips = "with" if m.residual else "without"
     bn = "batch norm" if m.batch_norm else "no batch norm"
+    steps = cfg.trainer.steps
+    length = f"{steps} iterations" if steps else f"{cfg.trainer.epochs} epochs"
     return (
         f"`{run_name(cfg)}`: {arch(m.residual)} {m.name} of depth {m.depth} ({skips} skip "
-        f"connections, {bn}, {m.activation}), {cfg.trainer.epochs} epochs on {cfg.data.name}, "
+        f"connections, {bn}, {m.activation}), {length} on {cfg.data.name}, "
         f"{o.name} lr {o.lr}, seed {cfg.seed}."
     )
 
 
-def sweep_description(experiment: str, overrides: list[str], jobs: int | None = None) -> str:
+def sweep_description(experiment: str, overrides: list[str]) -> str:
     """The parent's description until make_figures replaces it with the findings."""
     swept = " ".join(f"`{o}`" for o in overrides) or "(no overrides)"
-    count = f"{jobs} configurations: " if jobs else ""
     return (
-        f"Sweep of {count}{swept}. Expand this row to see its runs. The findings and the "
+        f"Sweep of {swept}. Expand this row to see its runs. The findings and the "
         f"summary table appear here once `python scripts/make_figures.py --experiment "
         f"{experiment}` has run."
     )
@@ -124,31 +123,3 @@ def describe_experiment(client: MlflowClient, experiment_id: str, name: str) -> 
             with_retry(client.set_experiment_tag, experiment_id, key, value)
         except MlflowException as err:  # e.g. a lab server user without EDIT on it: no matter
             log.warning("could not set %s on experiment %s: %s", key, name, err.message[:200])
-
-
-def log_dataset(client: MlflowClient, run_id: str, data: Any, *, seed: int) -> None:
-    """Log `data`'s training and validation splits as inputs (name, digest, shape, source).
-
-    `data` is a `resnet_exp.data.splits.Dataset` (x_train, y_train, x_val, y_val, name).
-    The digest is MLflow's, over the arrays: it changes with the seed's split.
-    """
-    import mlflow.data
-    from mlflow.data.code_dataset_source import CodeDatasetSource
-    from mlflow.entities import Dataset as DatasetEntity
-    from mlflow.entities import DatasetInput, InputTag
-
-    source = CodeDatasetSource(
-        {"loader": "resnet_exp.data.splits.load_dataset", "dataset": data.name, "seed": str(seed)}
-    )
-    inputs = []
-    splits = [(TRAINING, data.x_train, data.y_train), (VALIDATION, data.x_val, data.y_val)]
-    if getattr(data, "x_test", None) is not None:
-        splits.append((TEST, data.x_test, data.y_test))
-    for context, x, y in splits:
-        if x is None or len(x) == 0:  # data.val_fraction=0: no validation split
-            continue
-        dataset = mlflow.data.from_numpy(x, targets=y, source=source, name=data.name)
-        inputs.append(
-            DatasetInput(DatasetEntity(**dataset.to_dict()), [InputTag(DATASET_CONTEXT, context)])
-        )
-    with_retry(client.log_inputs, run_id, inputs)

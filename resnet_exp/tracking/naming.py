@@ -7,7 +7,7 @@ sweep passes the keys it varies to every job (`tracking.varying`); a single run
 has none, so its name is just depth and kind. Everything else is a tag or a
 param, where MLflow can filter and group by it.
 
-No TensorFlow or MLflow here: the sweep callback, jobs and summaries share it.
+No TensorFlow or MLflow here: the sweeper, jobs and summaries share it.
 """
 
 from __future__ import annotations

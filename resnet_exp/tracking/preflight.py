@@ -163,9 +163,23 @@ def store_error_line(uri: str, problem: str) -> str:
     return f"tracking store error: {uri}: {problem}"
 
 
+_USABLE: set[str] = set()  # stores this process found usable: each is checked once
+
+
+def check_store_once(uri: str) -> str | None:
+    """`check_store`, but a store found usable is not checked again in this process (the
+    entry point, the sweeper and a job in the same process all ask)."""
+    if uri in _USABLE:
+        return None
+    problem = check_store(uri)
+    if problem is None:
+        _USABLE.add(uri)
+    return problem
+
+
 def store_or_exit(uri: str, code: int = 2) -> None:
     """Print one line naming the URI and exit `code` if the store cannot be used."""
-    problem = check_store(uri)
+    problem = check_store_once(uri)
     if problem:
         print(store_error_line(uri, problem), file=sys.stderr, flush=True)
         sys.exit(code)

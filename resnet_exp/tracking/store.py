@@ -1,6 +1,6 @@
 """Where runs go in MLflow, and the retries that make SQLite safe to share.
 
-Kept free of TensorFlow: the Hydra sweep callback and the analysis scripts use
+Kept free of TensorFlow: the sweeper and the analysis scripts use
 it too. Parallel jobs sharing one SQLite file contend for its write lock, so
 every write goes through `with_retry`; the store's schema and the experiment
 are created once, by the sweep's parent process, before any job starts.
@@ -93,22 +93,16 @@ def log_batch(
     params: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
 ) -> None:
-    """One request for many values (MLflow's batch endpoint), retried on lock."""
+    """Many values in one call (MLflow's batch endpoint, which splits what exceeds its
+    per-request limits itself), retried on lock."""
     now = int(time.time() * 1000)
-    metric_list = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
-    param_list = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in (params or {}).items()]
-    tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-    # the batch endpoint takes at most 100 params per request
-    for start in range(0, max(len(param_list), 1), 100):
-        chunk = param_list[start : start + 100]
-        first = start == 0
-        with_retry(
-            client.log_batch,
-            run_id,
-            metrics=metric_list if first else [],
-            params=chunk,
-            tags=tag_list if first else [],
-        )
+    with_retry(
+        client.log_batch,
+        run_id,
+        metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
+        params=[Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in (params or {}).items()],
+        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+    )
 
 
 def config_hash(flat_config: dict[str, Any]) -> str:

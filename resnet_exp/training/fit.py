@@ -6,33 +6,29 @@ only place that reads the whole config, and it hands plain values down.
 
 from __future__ import annotations
 
-import io
-import math
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import pandas as pd
 import tensorflow as tf
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from resnet_exp import contract
 from resnet_exp.compat import keras_untouched
-from resnet_exp.data.splits import Dataset, eval_pipeline, load_dataset, make_pipelines, probe_batch
+from resnet_exp.data.pipelines import eval_pipeline, make_pipelines
+from resnet_exp.data.splits import Dataset, load_dataset, probe_batch
 from resnet_exp.models import build_model
 from resnet_exp.recording.branches import BranchRecorder
 from resnet_exp.recording.gradients import GradientRecorder, StepGradientRecorder
 from resnet_exp.recording.lesions import lesion_examples, lesion_study
 from resnet_exp.recording.profile_images import ProfileImageLogger
-from resnet_exp.tracking.describe import log_dataset
 from resnet_exp.tracking.naming import run_name
-from resnet_exp.tracking.store import log_batch, with_retry
+from resnet_exp.tracking.run_log import MlflowEpochLogger, RunLog
 from resnet_exp.training.callbacks import (
     DivergenceMonitor,
     EpochLines,
     EpochTimer,
-    MlflowEpochLogger,
     StepLimit,
 )
 from resnet_exp.training.optim import make_optimizer
@@ -121,8 +117,9 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
         int(cfg.seed),
         mixed_precision=bool(cfg.trainer.mixed_precision),
     )
+    log = RunLog(client, run_id)
     data = load_data(cfg)
-    log_dataset(client, run_id, data, seed=int(cfg.seed))
+    log.dataset(data, seed=int(cfg.seed))
     train_ds, val_ds = make_pipelines(
         data,
         batch_size=int(cfg.trainer.batch_size),
@@ -156,7 +153,7 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     model = model_from_config(cfg, data.input_shape, data.num_classes)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     build_for_fit(model, train_ds.element_spec)  # the first epoch then traces its step once
-    _log_text_artifact(client, run_id, _summary(model), "model_summary.txt")
+    log.model_summary(model)
 
     recorder = branches = None
     callbacks: list[keras.callbacks.Callback] = [EpochTimer()]
@@ -179,8 +176,7 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     callbacks += [
         monitor,
         MlflowEpochLogger(
-            client,
-            run_id,
+            log,
             initial=(lambda: {k: v for r in probes for k, v in r.history.get(0, {}).items()})
             if probes
             else None,
@@ -199,27 +195,30 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     )
     history = pd.DataFrame(fit.history)
     history.insert(0, "epoch", range(1, len(history) + 1))
+    log.table(history, contract.HISTORY_ARTIFACT)
     profile = recorder.profile_frame() if recorder else None
+    if profile is not None:
+        log.table(profile, contract.PROFILE_ARTIFACT)
     if branches:
-        log_frame_artifact(client, run_id, branches.frame(), "branch_magnitude.csv")
+        log.table(branches.frame(), contract.BRANCH_ARTIFACT)
     test = None
     if data.x_test is not None:  # once, at the end, logged at the last epoch's step
         batch_size = int(cfg.trainer.batch_size)
         test_ds = eval_pipeline(data, data.x_test, data.y_test, batch_size=batch_size)
         scores = model.evaluate(test_ds, return_dict=True, verbose=0)
-        test = {"test_loss": float(scores["loss"]), "test_accuracy": float(scores["accuracy"])}
-        finite = {k: v for k, v in test.items() if math.isfinite(v)}
-        log_batch(client, run_id, metrics=finite, step=len(history))
+        test = {
+            contract.TEST_LOSS: float(scores["loss"]),
+            contract.TEST_ACCURACY: float(scores["accuracy"]),
+        }
+        log.metrics(test, step=len(history))
     if cfg.lesion.enabled and not monitor.diverged:
-        _lesions(cfg, model, data, client, run_id, step=len(history))
+        _lesions(cfg, model, data, log, step=len(history))
     return TrainResult(
         history=history, diverged_epoch=monitor.diverged_epoch, profile=profile, test=test
     )
 
 
-def _lesions(
-    cfg: DictConfig, model: keras.Model, data: Dataset, client: MlflowClient, run_id: str, step: int
-) -> None:
+def _lesions(cfg: DictConfig, model: keras.Model, data: Dataset, log: RunLog, step: int) -> None:
     """Delete blocks of the trained `model` (never modified) and log what that costs."""
     # the validation split, or the test set where a study keeps no validation split
     x, y = (data.x_val, data.y_val) if len(data.x_val) else (data.x_test, data.y_test)
@@ -236,29 +235,6 @@ def _lesions(
         draws=int(cfg.lesion.draws),
         seed=int(cfg.seed),
     )
-    log_frame_artifact(client, run_id, result.single, "lesion.csv")
-    log_frame_artifact(client, run_id, result.multi, "lesion_k.csv")
-    log_batch(client, run_id, metrics=result.metrics(), step=step)
-
-
-def _summary(model: keras.Model) -> str:
-    lines: list[str] = []
-    model.summary(print_fn=lambda line, *a, **k: lines.append(line), line_length=110)
-    return "\n".join(lines)
-
-
-def _log_text_artifact(client: MlflowClient, run_id: str, text: str, name: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
-        path.write_text(text)
-        with_retry(client.log_artifact, run_id, str(path))
-
-
-def log_frame_artifact(client: MlflowClient, run_id: str, frame: pd.DataFrame, name: str) -> None:
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False)
-    _log_text_artifact(client, run_id, buffer.getvalue(), name)
-
-
-def log_config_artifact(client: MlflowClient, run_id: str, cfg: DictConfig) -> None:
-    _log_text_artifact(client, run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    log.table(result.single, contract.LESION_ARTIFACT)
+    log.table(result.multi, contract.LESION_K_ARTIFACT)
+    log.metrics(result.metrics(), step=step)

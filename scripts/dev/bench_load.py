@@ -1,18 +1,27 @@
-"""How long does loading a study from MLflow take? Batched paths vs the per-metric one.
+"""Reading a study's metric histories from MLflow: each batched path against the public client.
 
-    python scripts/dev/bench_load.py [--runs 200] [--epochs 50] [--server]
+    python scripts/dev/bench_load.py [--runs 500] [--epochs 100] [--repeats 2] [--server]
+                                     [--store DIR]
 
 Logs RUNS fake training runs of EPOCHS epochs (12 metrics each, the project's
-contract, one `MlflowClient.log_batch` per run) to a temporary SQLite store,
-then times `load_study` and its metric-history step with each path:
+contract, `tests/fake_study.py`) to an SQLite store: a temporary one, or
+DIR/mlflow.db, kept and reused while it holds a study of that size. Then it times
+the metric-history step of `load_study` (`fetch_histories`), alternating the paths
+REPEATS times (A B, B A, ...):
 
-* sql:    one SELECT over MLflow's metrics table (what sqlite:// URIs use);
-* client: `MlflowClient.get_metric_history`, one call per metric per run.
+* client: `MlflowClient.get_metric_history`, one call per metric per run, 8 at a
+  time: the public path, the one every store without a kept batched path uses;
+* sql:    `compat.metric_histories_sql`, one SELECT over MLflow's `metrics` table
+  (what sqlite:// and other SQL URIs use).
 
-With --server it also starts `mlflow server` on that store and times the REST
-bulk endpoints (what http:// URIs use) against the per-metric path over HTTP.
-"histories" is the metric-history step alone; "load_study" is the whole load
-(client start-up, run search with params and tags, histories, reshaping).
+With --server it also starts `mlflow server` on that store (its default 4
+workers) and times `compat.metric_histories_server` (rest: the server's bulk
+endpoints, what http:// URIs use) against the client path over HTTP.
+
+Every batched path's frame is checked equal to the client path's. The table gives
+the median seconds of each and the ratio client / batched, side by side: issue 19
+keeps a non-public path in `compat` only while it is at least 3x faster on 500
+runs x 100 epochs.
 """
 
 from __future__ import annotations
@@ -26,20 +35,24 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchkit import stopwatch
+import numpy as np
+import pandas as pd
+from benchkit import interleaved, markdown, ratio_row, stopwatch
 from mlflow.tracking import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # the fake-study fixture
 from fake_study import EPOCH_METRICS, GRADIENT_METRICS, log_run  # noqa: E402
 
-from resnet_exp.analysis.load import fetch_histories, load_study
+from resnet_exp.analysis.load import HISTORY_WORKERS, fetch_histories  # noqa: E402
 
 METRICS = [*EPOCH_METRICS, *GRADIENT_METRICS]
+EXPERIMENT = "bench"
 
 
 def log_study(uri: str, runs: int, epochs: int, artifacts: str) -> None:
+    """`runs` fake training runs of `epochs` epochs in experiment "bench" of `uri`."""
     client = MlflowClient(uri)
-    experiment_id = client.create_experiment("bench", artifact_location=artifacts)
+    experiment_id = client.create_experiment(EXPERIMENT, artifact_location=artifacts)
     depths = (8, 14, 20, 26, 32, 44, 56, 110)
     for i in range(runs):
         log_run(
@@ -54,18 +67,49 @@ def log_study(uri: str, runs: int, epochs: int, artifacts: str) -> None:
         )
 
 
-def time_paths(uri: str, methods: list[str]) -> list[tuple[str, int, int, float, float]]:
-    rows = []
-    for method in methods:
-        with stopwatch() as total:
-            study = load_study("bench", tracking_uri=uri, method=method)
-        client = MlflowClient(uri)
-        run_keys = {run_id: METRICS for run_id in study.runs["run_id"]}
-        with stopwatch() as histories:
-            long, used = fetch_histories(client, uri, run_keys, method=method)
-        assert used == method, f"{method} fell back to {used}"
-        rows.append((method, len(study.runs), len(long), histories(), total()))
-    return rows
+def _logged(uri: str) -> tuple[int, int] | None:
+    """(runs, epochs) of the "bench" study already in `uri`, if there is one."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], max_results=50_000)
+    epochs = int(runs[0].data.params["trainer.epochs"]) if runs else 0
+    return len(runs), epochs
+
+
+def _run_keys(uri: str) -> dict[str, list[str]]:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], max_results=50_000)
+    return {run.info.run_id: METRICS for run in runs}
+
+
+def _sorted(long: pd.DataFrame) -> pd.DataFrame:
+    return long.sort_values(["run_id", "key", "step", "timestamp"]).reset_index(drop=True)
+
+
+def time_paths(uri: str, fast: str, repeats: int) -> tuple[dict[str, list[float]], int]:
+    """Seconds of each repeat of the `fast` path and of the client path; points read."""
+    client = MlflowClient(uri)
+    run_keys = _run_keys(uri)
+    frames: dict[str, pd.DataFrame] = {}
+
+    def timed(method: str):
+        def run() -> float:
+            with stopwatch() as elapsed:
+                long, used = fetch_histories(client, uri, run_keys, method=method)
+            assert used == method, f"{method} fell back to {used}"
+            frames[method] = long
+            return elapsed()
+
+        return run
+
+    times = interleaved({fast: timed(fast), "client": timed("client")}, repeats)
+    a, b = _sorted(frames[fast]), _sorted(frames["client"])
+    pd.testing.assert_frame_equal(a[["run_id", "key", "step"]], b[["run_id", "key", "step"]])
+    assert np.array_equal(a["value"].to_numpy(), b["value"].to_numpy(), equal_nan=True)
+    return times, len(a)
 
 
 def _free_port() -> int:
@@ -78,25 +122,13 @@ def _start_server(backend: str, artifacts: str) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
-        [
-            str(mlflow),
-            "server",
-            "--backend-store-uri",
-            backend,
-            "--default-artifact-root",
-            artifacts,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
+        [str(mlflow), "server", "--backend-store-uri", backend]
+        + ["--default-artifact-root", artifacts, "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
+    deadline = time.time() + 180
     while time.time() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -107,37 +139,50 @@ def _start_server(backend: str, artifacts: str) -> tuple[subprocess.Popen, str]:
         MlflowClient(uri).search_experiments()  # the first request pays the server's warm-up
         return proc, uri
     proc.terminate()
-    raise SystemExit("mlflow server did not start within 90 s")
+    raise SystemExit("mlflow server did not start within 180 s")
 
 
 def main() -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # time MLflow, not its pings
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--server", action="store_true", help="also time a tracking server")
+    parser.add_argument("--store", type=Path, help="keep (and reuse) the store in this folder")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        uri = f"sqlite:///{tmp}/mlflow.db"
-        artifacts = os.path.join(tmp, "artifacts")
-        with stopwatch() as logged:
-            log_study(uri, args.runs, args.epochs, artifacts)
-        print(
-            f"logged {args.runs} runs x {args.epochs} epochs x 12 metrics to a temporary "
-            f"SQLite store in {logged():.1f} s"
-        )
-        results = [("sqlite", *row) for row in time_paths(uri, ["sql", "client"])]
+        folder = args.store or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{folder.resolve()}/mlflow.db"
+        artifacts = str(folder.resolve() / "artifacts")
+        found = _logged(uri)
+        if found is None:
+            with stopwatch() as logged:
+                log_study(uri, args.runs, args.epochs, artifacts)
+            print(f"logged {args.runs} runs x {args.epochs} epochs in {logged():.0f} s")
+        elif found != (args.runs, args.epochs):
+            raise SystemExit(f"{folder} holds {found[0]} runs x {found[1]} epochs; use another")
+        rows = []
+        print(f"SQLite store {uri}")
+        times, points = time_paths(uri, "sql", args.repeats)
+        rows.append(ratio_row("sqlite", f"{points} points", times, "client", "sql"))
         if args.server:
             proc, http = _start_server(uri, artifacts)
             try:
-                results += [("server", *row) for row in time_paths(http, ["rest", "client"])]
+                print(f"mlflow server {http} on that store")
+                times, points = time_paths(http, "rest", args.repeats)
+                rows.append(ratio_row("server", f"{points} points", times, "client", "rest"))
             finally:
                 proc.terminate()
-                proc.wait(timeout=30)
+                proc.wait(timeout=60)
     print()
-    print(f"{'store':8} {'path':8} {'runs':>5} {'points':>8} {'histories':>10} {'load_study':>11}")
-    for store, method, runs, points, histories, total in results:
-        print(f"{store:8} {method:8} {runs:5d} {points:8d} {histories:9.2f}s {total:10.2f}s")
+    print(
+        f"{args.runs} runs x {args.epochs} epochs x {len(METRICS)} metrics; seconds are medians "
+        f"of {args.repeats}; client: {HISTORY_WORKERS} calls at a time; "
+        f"ratio: client / batched"
+    )
+    print(markdown(rows))
     return 0
 
 

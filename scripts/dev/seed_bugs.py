@@ -146,10 +146,14 @@ BUGS = [
             '"grad_first_last_ratio": _ratio(g_first, g_last),',
             '"grad_first_last_ratio": _ratio(g_last, g_first),',
         ),
+        (
+            "contract.GRAD_RATIO: _ratio(g_first, g_last),",
+            "contract.GRAD_RATIO: _ratio(g_last, g_first),",
+        ),
     ),
     bug(
         "step-0 metrics logged at step 1",
-        "resnet_exp/training/callbacks.py",
+        "resnet_exp/tracking/run_log.py",
         "log_batch(self.client, self.run_id, metrics=metrics, step=0)",
         "log_batch(self.client, self.run_id, metrics=metrics, step=1)",
         [RUN_TEST, *JOBS],
@@ -157,6 +161,7 @@ BUGS = [
             "log_batch(self.client, self.run_id, metrics=new, step=0)",
             "log_batch(self.client, self.run_id, metrics=new, step=1)",
         ),
+        ("            self.log.metrics(new, step=0)", "            self.log.metrics(new, step=1)"),
     ),
     bug(
         "child run not tagged with its parent",
@@ -164,6 +169,7 @@ BUGS = [
         '        tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id\n',
         "        pass\n",
         JOBS,
+        ("        tags[PARENT] = cfg.tracking.parent_run_id\n", "        pass\n"),
     ),
     bug(
         "parent run id not passed to the jobs",
@@ -171,6 +177,11 @@ BUGS = [
         'injected = [f"tracking.parent_run_id={self.parent_id}", f"tracking.sweep_id={key}"]',
         'injected = [f"tracking.sweep_id={key}"]',
         JOBS,
+        (
+            'self.injected = [f"tracking.parent_run_id={self.run_id}", '
+            'f"tracking.sweep_id={self.key}"]',
+            'self.injected = [f"tracking.sweep_id={self.key}"]',
+        ),
     ),
     bug(
         "train and validation error swapped in the summary",
@@ -224,6 +235,7 @@ BUGS = [
         'end_tags = {"diverged": str(result.diverged).lower()}',
         'end_tags = {"diverged": "false"}',
         JOBS,
+        ("end_tags = {DIVERGED: str(result.diverged).lower()}", 'end_tags = {DIVERGED: "false"}'),
     ),
     bug(
         "sweep parent does not count diverged runs",
@@ -307,33 +319,38 @@ BUGS = [
         '            logs["lr"] = self._lr',
         '            logs["lr"] = current_learning_rate(self.model.optimizer)',
         ["tests/test_optim.py"],
+        (
+            "            logs[contract.LEARNING_RATE] = self._lr",
+            "            logs[contract.LEARNING_RATE]"
+            " = current_learning_rate(self.model.optimizer)",
+        ),
     ),
     # Issue 22: new bugs in each class the held-out set found, written before their tests.
     # 1. which augmentation is applied
     bug(
         "augmentation flips upside down",
-        "resnet_exp/data/splits.py",
+        "resnet_exp/data/pipelines.py",
         "return tf.image.stateless_random_flip_left_right(x, seed=flip_seed), y",
         "return tf.image.stateless_random_flip_up_down(x, seed=flip_seed), y",
         AUGMENT,
     ),
     bug(
         "augmentation pads 2 pixels, not 4",
-        "resnet_exp/data/splits.py",
+        "resnet_exp/data/pipelines.py",
         "padded = tf.pad(x, [[4, 4], [4, 4], [0, 0]])",
         "padded = tf.pad(x, [[2, 2], [2, 2], [0, 0]])",
         AUGMENT,
     ),
     bug(
         "augmentation pads only the rows",
-        "resnet_exp/data/splits.py",
+        "resnet_exp/data/pipelines.py",
         "padded = tf.pad(x, [[4, 4], [4, 4], [0, 0]])",
         "padded = tf.pad(x, [[4, 4], [0, 0], [0, 0]])",
         AUGMENT,
     ),
     bug(
         "augmentation also jitters brightness",
-        "resnet_exp/data/splits.py",
+        "resnet_exp/data/pipelines.py",
         "    x = tf.image.stateless_random_crop(padded, tf.shape(x), seed=crop_seed)\n",
         "    x = tf.image.stateless_random_crop(padded, tf.shape(x), seed=crop_seed)\n"
         "    x = tf.image.stateless_random_brightness(x, 8, seed=crop_seed)\n",
@@ -349,17 +366,22 @@ BUGS = [
     ),
     bug(
         "the test dataset input logs the validation arrays",
-        "resnet_exp/tracking/describe.py",
+        "resnet_exp/tracking/run_log.py",
         'splits.append(("test", data.x_test, data.y_test))',
         'splits.append(("test", data.x_val, data.y_val))',
         SPLITS,
+        ("(contract.TEST, data.x_test, data.y_test),", "(contract.TEST, data.x_val, data.y_val),"),
     ),
     bug(
         "the validation dataset input logs the training arrays",
-        "resnet_exp/tracking/describe.py",
+        "resnet_exp/tracking/run_log.py",
         '("validation", data.x_val, data.y_val)]',
         '("validation", data.x_train, data.y_train)]',
         SPLITS,
+        (
+            "(contract.VALIDATION, data.x_val, data.y_val),",
+            "(contract.VALIDATION, data.x_train, data.y_train),",
+        ),
     ),
     # 3. what the lesion study evaluates on
     bug(
@@ -529,6 +551,10 @@ BUGS = [
         'out["lesion_max_drop"] = float(same["drop"].max())',
         'out["lesion_max_drop"] = float(same["drop"].min())',
         LESION_BOOKS,
+        (
+            'out[contract.LESION_MAX_DROP] = float(same["drop"].max())',
+            'out[contract.LESION_MAX_DROP] = float(same["drop"].min())',
+        ),
     ),
     # 9. the store check on server errors
     bug(

@@ -1,0 +1,142 @@
+"""Everything one training run writes to MLflow, in the contract's names (`resnet_exp.contract`).
+
+`RunLog` is the run's writer: tags and params, the config and the model summary, the
+per-layer and per-block tables, metrics, dataset inputs, and the run's end.
+`MlflowEpochLogger` is the Keras callback that sends each epoch's metrics through it.
+Every write is retried while SQLite reports a lock (`tracking.store.with_retry`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import pandas as pd
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from resnet_exp import contract
+from resnet_exp.tracking.store import log_batch, with_retry
+
+
+class RunLog:
+    """The writes of one MLflow run."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+
+    @classmethod
+    def open(
+        cls, client: MlflowClient, experiment_id: str, name: str, tags: dict[str, str]
+    ) -> RunLog:
+        run = with_retry(client.create_run, experiment_id, run_name=name, tags=tags)
+        return cls(client, run.info.run_id)
+
+    def params(self, params: dict[str, Any]) -> None:
+        log_batch(self.client, self.run_id, params=params)
+
+    def tags(self, tags: dict[str, str]) -> None:
+        log_batch(self.client, self.run_id, tags=tags)
+
+    def metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Finite values only (MLflow stores NaN, but a NaN is no measurement)."""
+        log_batch(self.client, self.run_id, metrics=finite(metrics), step=step)
+
+    def text(self, text: str, name: str) -> None:
+        with_retry(self.client.log_text, self.run_id, text, name)
+
+    def table(self, frame: pd.DataFrame, name: str) -> None:
+        """A CSV artifact (`grad_profile.csv`, `lesion.csv`, ...): what the analysis reads."""
+        self.text(frame.to_csv(index=False), name)
+
+    def config(self, cfg: DictConfig) -> None:
+        self.text(OmegaConf.to_yaml(cfg, resolve=True), contract.CONFIG_ARTIFACT)
+
+    def model_summary(self, model: keras.Model) -> None:
+        lines: list[str] = []
+        model.summary(print_fn=lambda line, *a, **k: lines.append(line), line_length=110)
+        self.text("\n".join(lines), contract.MODEL_SUMMARY_ARTIFACT)
+
+    def dataset(self, data: Any, *, seed: int) -> None:
+        """The splits as `mlflow.data` inputs (name, digest, shape, source), each tagged with
+        its context (training, validation, test), so the runs table's Dataset column works.
+
+        `data` is a `resnet_exp.data.splits.Dataset`. The digest is MLflow's, over the
+        arrays: it changes with the seed's split.
+        """
+        import mlflow.data
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.entities import Dataset as DatasetEntity
+        from mlflow.entities import DatasetInput, InputTag
+
+        loader = "resnet_exp.data.splits.load_dataset"
+        source = CodeDatasetSource({"loader": loader, "dataset": data.name, "seed": str(seed)})
+        splits = [
+            (contract.TRAINING, data.x_train, data.y_train),
+            (contract.VALIDATION, data.x_val, data.y_val),
+            (contract.TEST, data.x_test, data.y_test),
+        ]
+        inputs = []
+        for context, x, y in splits:
+            if x is None or len(x) == 0:  # no test set, or data.val_fraction=0
+                continue
+            dataset = mlflow.data.from_numpy(x, targets=y, source=source, name=data.name)
+            tag = InputTag(contract.DATASET_CONTEXT, context)
+            inputs.append(DatasetInput(DatasetEntity(**dataset.to_dict()), [tag]))
+        with_retry(self.client.log_inputs, self.run_id, inputs)
+
+    def end(self, status: int, reason: str | None = None) -> None:
+        """Close the run FINISHED, FAILED or KILLED; `reason` goes to the `error` tag."""
+        try:
+            if reason:
+                self.tags({contract.ERROR: reason[:5000]})
+        finally:
+            with_retry(self.client.set_terminated, self.run_id, RunStatus.to_string(status))
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Logs every epoch's metrics to one MLflow run, in one request per epoch.
+
+    MLflow's own `mlflow.keras.MlflowCallback` logs at step = epoch index from 0,
+    under Keras's key names, and swallows logging errors; the contract here needs
+    step 0 for initialisation, renamed keys, and failures that surface.
+    """
+
+    def __init__(self, log: RunLog, initial: Callable[[], dict[str, float]] | None = None):
+        """`initial` gives the step-0 metrics once earlier callbacks have measured them."""
+        super().__init__()
+        self.log = log
+        self.initial = initial
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._initial_logged: set[str] = set()
+        self._log_initial()
+
+    def _log_initial(self) -> None:
+        """Step-0 values as soon as they exist: before training (a probe) or after epoch 1
+        (gathered in the train step); each key once."""
+        metrics = finite(self.initial() if self.initial else {})
+        new = {k: v for k, v in metrics.items() if k not in self._initial_logged}
+        if new:
+            self.log.metrics(new, step=0)
+            self._initial_logged.update(new)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._log_initial()
+        metrics = {contract.KERAS_RENAMES.get(k, k): v for k, v in (logs or {}).items()}
+        self.log.metrics(metrics, step=epoch + 1)
+
+
+def finite(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            out[key] = number
+    return out

@@ -22,8 +22,8 @@ class EpochTimer(keras.callbacks.Callback):
     """Wall time of each epoch (training and validation), into `logs['epoch_time_s']`."""
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._lr = current_learning_rate(self.model.optimizer)  # read before the clock starts
         self._start = time.perf_counter()
-        self._lr = current_learning_rate(self.model.optimizer)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
@@ -56,8 +56,9 @@ class DivergenceMonitor(keras.callbacks.Callback):
 class StepLimit(keras.callbacks.Callback):
     """Stop after `steps` optimiser iterations: training length stated in iterations.
 
-    Only added when the length is not a whole number of epochs; it counts in
-    Python and reads no logs, so it costs no device-to-host copy per batch.
+    Only added when the length is not a whole number of epochs: a batch hook makes
+    Keras hand each step's logs to Python on the main thread, which the other runs
+    need not pay. It counts in Python and reads none of those logs.
     """
 
     def __init__(self, steps: int):

@@ -33,7 +33,13 @@ def stopwatch(cpu: bool = False) -> Iterator[Callable[[], float]]:
 def interleaved(
     variants: dict[str, Callable[[], float]], repeats: int, log: Callable[[str], None] = print
 ) -> dict[str, list[float]]:
-    """Run each variant `repeats` times, alternating the order each repeat.
+    """Run each variant `repeats` times, changing the order each repeat.
+
+    Two variants alternate (A B, B A, ...). Three or more rotate (A B C, B C A,
+    C A B, ...): reversing them would run the last and the first variant twice
+    back to back at each turn (A B C C B A A B C), so two of a variant's three
+    samples would share one stretch of the machine's load and a load swing would
+    read as a difference between variants.
 
     Each variant returns the seconds it measured (a run's own duration, say),
     so what it times is up to it; this only orders the runs and collects them.
@@ -41,7 +47,12 @@ def interleaved(
     names = list(variants)
     times: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(repeats):
-        for name in names if repeat % 2 == 0 else names[::-1]:
+        if len(names) > 2:
+            shift = repeat % len(names)
+            order = names[shift:] + names[:shift]
+        else:
+            order = names if repeat % 2 == 0 else names[::-1]
+        for name in order:
             seconds = variants[name]()
             times[name].append(seconds)
             log(f"  repeat {repeat}: {name:<28} {seconds:8.2f} s")

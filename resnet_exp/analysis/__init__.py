@@ -7,9 +7,12 @@
 
 The figures and report.md come from `python scripts/make_figures.py`
 (`resnet_exp.analysis.command`). Modules: `load` (MLflow -> pandas), `summary`
-(final numbers and means over seeds), `figures`, `report`, `cli`, and
-`lesion` / `lesion_figures` (block lesions and branch magnitudes, when logged). A fake study
-in the same MLflow contract, for tests and benchmarks, is `tests/fake_study.py`.
+(final numbers and means over seeds), `figures`, `report` (with `reference`,
+published numbers beside a study's own), `mlflow_report` (the report as MLflow's
+UI shows it), `command`, and `lesion_report` / `lesion_figures` (block lesions
+and branch magnitudes, when logged). The names of what runs log come from
+`resnet_exp.contract`; a fake study written to that contract, for tests and
+benchmarks, is `tests/fake_study.py`.
 """
 
 from resnet_exp.analysis.load import (

@@ -1,12 +1,12 @@
 """`make_figures`: regenerate a study's figures and report from MLflow, in one command.
 
     python scripts/make_figures.py --experiment NAME [--parent RUN_ID] [--out DIR]
-                                   [--tracking-uri URI] [--no-log]
+                                   [--tracking-uri URI] [--no-log] [--method M]
 
 Writes depth_vs_gradient, depth_vs_accuracy, training_curves, gradient_profile
 and gradient_dynamics (PNG + SVG), and, when runs logged lesions or branch
 magnitudes, lesion_single, lesion_k and branch_magnitude with a "Block lesions"
-section (analysis/lesion.py), report.md and summary.csv into DIR (default
+section (`lesion_report`), report.md and summary.csv into DIR (default
 reports/<experiment>, relative to the current folder), then logs them under
 `report/` as artifacts of one MLflow run, so they sit beside the runs in the UI:
 
@@ -22,8 +22,9 @@ description becomes the findings and the summary table.
 
 Bad input gets a one-line message, never a traceback: an unknown experiment
 or parent, an empty experiment, runs still running, runs without gradient
-metrics, a study that varies nothing. Whatever can be drawn is drawn; the exit
-status is 1 only when nothing at all could be drawn (or written).
+metrics, a study that varies nothing, an output folder that cannot be written.
+Whatever can be drawn is drawn; the exit status is 1 only when nothing at all
+could be drawn (or the report not written).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--method",
         choices=("auto", "sql", "rest", "client"),
         default="auto",
-        help="how to fetch metric histories (default: the fastest the store offers)",
+        help="how to read metric histories (default: the store's batched path, else the client)",
     )
     return parser.parse_args(argv)
 
@@ -161,7 +162,7 @@ def publish(
 
 
 def _lesion_section(study, out: Path, figures: dict, skipped: list[str]) -> list[str]:
-    """Block lesions and branch magnitudes (analysis/lesion.py), only when runs logged them."""
+    """Block lesions and branch magnitudes (`lesion_report`), only when runs logged them."""
     from resnet_exp.analysis.lesion_figures import draw_lesion_figures
     from resnet_exp.analysis.lesion_report import has_lesion_data, lesion_section, load_lesions
 
@@ -207,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     target, why = choose_run(study, args.parent)
     if target is not None and study.parent_run_id is None:  # the header names the sweep parent
         study.parent_run_id, study.parent_run_name = target, _run_name(uri, target)
-    report = write_report(study, table, finals, figures, out, notes=notes, sections=sections)
+    try:
+        report = write_report(study, table, finals, figures, out, notes=notes, sections=sections)
+    except OSError as err:
+        print(f"make_figures: cannot write the report to {out}: {err}", file=sys.stderr)
+        return 1
     for note in notes:
         print(f"note: {note}")
     files = [p.with_suffix(f".{fmt}") for p in figures.values() for fmt in FORMATS]

@@ -1,21 +1,24 @@
-"""The study's figures, drawn with seaborn on matplotlib's object API.
+"""The study's figures: seaborn draws each mean over seeds and its band, matplotlib the rest.
 
 Every figure shares one look: seaborn's whitegrid theme, the Okabe-Ito colours
 for plain (vermillion, filled circles) vs residual (blue, open squares, dodged
 sideways so that neither hides the other), viridis for depth (luminance rises
 with depth) plus a marker shape per depth, log axes for anything gradient, and
-the mean over seeds with a band for the spread (sd for errors, geometric sd for
-gradient norms; see `summary`). Titles say what is drawn for the data at hand:
-with one seed there is no band, and the title says so. Diverged runs are marked
-with an x where their numbers stop; learning-rate drops (from the logged `lr`
-metric) are grey vertical lines on every per-epoch axis. When the study varies
-more than depth and plain/residual (batch norm, model, ...), each such
-condition gets its own row of panels.
+the mean over seeds with a band of ± 1 sd. `seed_lines` has seaborn's
+`lineplot` draw those lines and bands from the runs' own values; on a log axis
+it averages the logs, so gradient norms get the geometric mean and a band of
+×/÷ the geometric sd, as in `summary`. Titles say what is drawn for the data at
+hand: with one seed there is no band, and the title says so. Diverged runs are
+marked with an x where their numbers stop; learning-rate drops (from the logged
+`lr` metric) are grey vertical lines on every per-epoch axis. When the study
+varies more than depth and plain/residual (batch norm, model, ...), each such
+condition gets its own row of panels. The grid of panels, reference lines,
+single runs and legends are matplotlib's, on its object API.
 
 No pyplot: each figure function returns a `matplotlib.figure.Figure` (or None
 when the data allow none), so tests can read what is plotted from its Axes,
-and `draw_all` saves them. Plotted artists carry a `gid` naming what they show
-("plain", "residual depth 20", "chance", "lr_drop").
+and `draw_all` saves them. The lines a reader compares carry a `gid` naming
+what they show ("plain", "residual depth 20", "chance", "lr_drop", "diverged").
 """
 
 from __future__ import annotations
@@ -719,7 +722,7 @@ def draw_all(
         "depth_vs_gradient": "no run has gradient metrics",
         "depth_vs_accuracy": "no run has finished an epoch",
         "training_curves": "no run has finished an epoch",
-        "gradient_profile": "no run has a grad_profile.csv artifact",
+        "gradient_profile": f"no run has a {contract.PROFILE_ARTIFACT} artifact",
         "gradient_dynamics": "no run has gradient metrics",
     }
     makers: dict[str, Callable[[], Figure | None]] = {

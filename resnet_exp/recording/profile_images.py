@@ -11,9 +11,11 @@ matplotlib's Agg canvas (no pyplot, no window) and reused from step to step;
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import keras
 import numpy as np
@@ -126,7 +128,7 @@ class ProfileImageLogger(keras.callbacks.Callback):
         self.plot = ProfilePlot()  # used by the worker thread only
         self._logged: set[int] = set()
         self._init: Sequence[float] | None = None
-        self._worker: ThreadPoolExecutor | None = None
+        self._worker: _DaemonWorker | None = None
         self._pending: list[Future] = []
 
     @classmethod
@@ -158,7 +160,7 @@ class ProfileImageLogger(keras.callbacks.Callback):
         init = self._init if step else None
         title = f"{self.label} {'initialisation' if step == 0 else f'epoch {step}'}".strip()
         if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="profile-image")
+            self._worker = _DaemonWorker("profile-image")
         self._pending.append(self._worker.submit(self._draw_and_log, step, norms, init, title))
 
     def _draw_and_log(
@@ -175,7 +177,7 @@ class ProfileImageLogger(keras.callbacks.Callback):
         """Wait until every submitted image is stored; re-raise the first error."""
         pending, self._pending = self._pending, []
         if self._worker is not None:
-            self._worker.shutdown(wait=True)
+            self._worker.shutdown()
             self._worker = None
         for future in pending:
             future.result()
@@ -191,3 +193,36 @@ class ProfileImageLogger(keras.callbacks.Callback):
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.flush()
+
+
+class _DaemonWorker:
+    """One daemon thread that runs submitted calls in order.
+
+    Unlike `ThreadPoolExecutor`'s worker, which the interpreter joins at exit, it never
+    holds up the exit of a run stopped mid-fit (SIGTERM raises in the main thread at
+    any point, possibly while the worker waits for the store); `shutdown` waits for
+    what was submitted when a fit ends normally.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable, *args) -> Future:
+        future: Future = Future()
+        self._calls.put((future, fn, args))
+        return future
+
+    def shutdown(self) -> None:
+        self._calls.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, fn, args = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as err:  # re-raised by `flush` on the training thread
+                    future.set_exception(err)

@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 SERVER_PORT ?= 5001
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-fast lint ui server clean reset
+.PHONY: help demo test test-fast lint mutate ui server clean reset
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,18 @@ test: $(VENV)/.installed ## the whole test suite, slow end-to-end tests included
 
 test-fast: $(VENV)/.installed ## the tests not marked slow
 	$(PY) -m pytest -m "not slow"
+
+# mutmut's results stay in mutants/; MUTANTS='resnet_exp.training.optim.*' (re)tests one module
+MUTANTS ?=
+
+$(VENV)/.mutation-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[dev,mutation]"
+	touch $@
+
+mutate: $(VENV)/.mutation-installed ## mutation testing of the measurement modules (mutmut; hours on 2 cores, resumable)
+	$(VENV)/bin/mutmut run $(MUTANTS)
+	$(VENV)/bin/mutmut export-cicd-stats
+	@$(VENV)/bin/mutmut results
 
 lint: $(VENV)/.installed ## ruff lint and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -61,15 +61,6 @@ def resolve_loss(model: keras.Model, loss: Any = None) -> LossFn:
     return loss_fn
 
 
-def kernel_paths(model: keras.Model) -> list[str]:
-    """Paths of the trainable kernels, in `model.trainable_variables` (creation) order.
-
-    Creation order is forward order only for functional models; the probe finds
-    the forward order from its own trace (see `_KernelProbe`).
-    """
-    return [v.path for v in model.trainable_variables if v.path.endswith(_KERNEL_SUFFIX)]
-
-
 def _layer_name(path: str) -> str:
     return path[: -len(_KERNEL_SUFFIX)]
 

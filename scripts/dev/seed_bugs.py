@@ -270,8 +270,8 @@ BUGS = [
     bug(
         "gradient_dynamics rows swap first and last layer",
         "resnet_exp/analysis/figures.py",
-        'layers = [("grad_first_norm", "first layer"), ("grad_last_norm", "last layer")]',
-        'layers = [("grad_last_norm", "first layer"), ("grad_first_norm", "last layer")]',
+        'layers = [(contract.GRAD_FIRST, "first layer"), (contract.GRAD_LAST, "last layer")]',
+        'layers = [(contract.GRAD_LAST, "first layer"), (contract.GRAD_FIRST, "last layer")]',
         ANALYSIS,
     ),
     bug(

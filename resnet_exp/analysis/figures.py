@@ -15,16 +15,17 @@ varies more than depth and plain/residual (batch norm, model, ...), each such
 condition gets its own row of panels. The grid of panels, reference lines,
 single runs and legends are matplotlib's, on its object API.
 
-No pyplot: each figure function returns a `matplotlib.figure.Figure` (or None
-when the data allow none), so tests can read what is plotted from its Axes,
-and `draw_all` saves them. The lines a reader compares carry a `gid` naming
-what they show ("plain", "residual depth 20", "chance", "lr_drop", "diverged").
+No pyplot: each figure function (here and in `lesion_figures`) returns a
+`matplotlib.figure.Figure` (or None when the data allow none), so tests can read
+what is plotted from its Axes, and `draw_each` saves them. The lines a reader
+compares carry a `gid` naming what they show ("plain", "residual depth 20",
+"chance", "lr_drop", "diverged").
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import matplotlib
@@ -61,6 +62,7 @@ LR_DROP = {"color": "0.5", "linewidth": 1.0, "linestyle": (0, (1, 1.5)), "zorder
 CHANCE = {"color": "0.35", "linewidth": 1.0, "linestyle": (0, (5, 3)), "zorder": 0.8}
 LR_DROP_FACTOR = 0.5  # a drop is the rate halving or more from one epoch to the next
 DODGE = 0.08  # sideways shift between plain and residual: log2 units, or x range fractions / 2
+BY_CONFIG = ["condition", "arch", "depth"]  # what one plotted point or curve averages over
 FORMATS = ("png", "svg")
 FIGURES = (
     "depth_vs_gradient",
@@ -74,7 +76,7 @@ FIGURES = (
 @contextmanager
 def theme():
     """The one style of every figure."""
-    rc = {"svg.fonttype": "none"}  # SVG text stays text: smaller, faster, searchable
+    rc = {"svg.fonttype": "none"}  # SVG written under the theme keeps text as text
     with (
         sns.axes_style("whitegrid"),
         sns.plotting_context("paper", font_scale=1.15),
@@ -100,11 +102,60 @@ def depth_markers(depths: Sequence[int]) -> dict[int, str]:
     return {d: DEPTH_MARKERS[i % len(DEPTH_MARKERS)] for i, d in enumerate(depths)}
 
 
+def archs_in(frame: pd.DataFrame) -> list[str]:
+    """The net kinds in `frame`, plain first."""
+    return [a for a in ARCHS if a in set(frame["arch"])]
+
+
+def _with_conditions(
+    data: pd.DataFrame, finals: pd.DataFrame
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """`data` with its condition column (what varies across `finals`), its conditions in
+    config order, and its net kinds."""
+    cols = condition_columns(finals)
+    data = with_condition(data, cols)
+    conds = [c for c in condition_order(data, cols) if c in set(data["condition"])]
+    return data, conds, archs_in(data)
+
+
+def at_init_and_end(
+    frame: pd.DataFrame, conds: Sequence[str], end: str
+) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Each run's rows at initialisation and at its last epoch (if it trained), labelled in
+    `when`; and the (condition, when) rows of panels that have data, in order."""
+    last = frame.groupby("run_id")["epoch"].transform("max")
+    frame = pd.concat(
+        [
+            frame[frame["epoch"] == 0].assign(when="at initialisation"),
+            frame[(frame["epoch"] == last) & (last > 0)].assign(when=end),
+        ]
+    )
+    rows = [
+        (cond, when)
+        for cond in conds
+        for when in ("at initialisation", end)
+        if ((frame["condition"] == cond) & (frame["when"] == when)).any()
+    ]
+    return frame, rows
+
+
 def _figure(nrows: int, ncols: int, panel=(3.6, 2.8), **kw) -> tuple[Figure, np.ndarray]:
     width = max(panel[0] * ncols + 1.6, 9.0)  # never narrower than the suptitle
     fig = Figure(figsize=(width, panel[1] * nrows + 0.9), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
     return fig, axes
+
+
+def label_grid(
+    axes: np.ndarray, titles: Sequence[str], ylabels: Sequence[str], xlabel: str
+) -> None:
+    """Column titles on the top row, a y label per row on the first column, x labels below."""
+    for ax, title in zip(axes[0], titles, strict=True):
+        ax.set_title(title)
+    for ax, ylabel in zip(axes[:, 0], ylabels, strict=True):
+        ax.set_ylabel(ylabel)
+    for ax in axes[-1]:
+        ax.set_xlabel(xlabel)
 
 
 def save(fig: Figure, out_dir: Path, name: str) -> Path:
@@ -171,12 +222,10 @@ def _depth_axis(ax, depths: Sequence[int]) -> None:
         ax.set_xlim(depths[0] * 0.8, depths[0] * 1.2)
 
 
-def dodge(x, k: int, n: int, all_depths: Sequence[int]) -> np.ndarray:
-    """`x` (depths) shifted sideways for the k-th of n series, so no marker hides another."""
-    x = np.asarray(x, dtype=float)
-    if n < 2:
-        return x
-    shift = k - (n - 1) / 2
+def dodge(x, k, n: int, all_depths: Sequence[int]) -> np.ndarray:
+    """`x` (depths) shifted sideways for the k-th of n series (k: one or per value), so no
+    marker hides another."""
+    x, shift = np.asarray(x, dtype=float), np.asarray(k) - (n - 1) / 2
     if _log_depths(all_depths):
         return x * 2 ** (DODGE * shift)
     depths = sorted(set(int(d) for d in all_depths))
@@ -239,8 +288,7 @@ def seed_lines(
         legend=False,
         ax=ax,
     )
-    ax.set_xlabel(labels[0])  # seaborn names the axes after the columns; the caller names them
-    ax.set_ylabel(labels[1])
+    ax.set(xlabel=labels[0], ylabel=labels[1])  # seaborn names them after the columns
     return dict(zip(levels, ax.lines[before:], strict=True))
 
 
@@ -264,18 +312,9 @@ def _diverged_curves(ax, runs: pd.DataFrame, x: str, y: str, color) -> None:
     """
     for _, run in runs.groupby("run_id"):
         run = run[np.isfinite(run[y].astype(float))].sort_values(x)
-        if run.empty:
-            continue
-        ax.plot(run[x], run[y], color=color, linestyle=":", linewidth=1.1, gid="diverged")
-        ax.scatter(
-            run[x].iloc[-1:],
-            run[y].iloc[-1:],
-            marker="x",
-            s=40,
-            color=color,
-            linewidths=1.6,
-            zorder=5,
-        )
+        if len(run):
+            ax.plot(run[x], run[y], color=color, linestyle=":", linewidth=1.1, gid="diverged")
+            _diverged_marks(ax, run.iloc[-1:], x, y, color)
 
 
 def _diverged_marks(ax, points: pd.DataFrame, x: str, y: str, color) -> None:
@@ -286,16 +325,10 @@ def _diverged_marks(ax, points: pd.DataFrame, x: str, y: str, color) -> None:
 
 def _legend(fig: Figure, handles: list, title: str | None = None, *, right: bool = False) -> None:
     """One legend for the whole figure: below it, or (long lists) to its right."""
+    where = {"loc": "outside lower center", "ncol": min(len(handles), 6)}
     if right:
-        fig.legend(handles=handles, title=title, loc="outside right center", frameon=False)
-    else:
-        fig.legend(
-            handles=handles,
-            title=title,
-            loc="outside lower center",
-            ncol=min(len(handles), 6),
-            frameon=False,
-        )
+        where = {"loc": "outside right center"}
+    fig.legend(handles=handles, title=title, frameon=False, **where)
 
 
 DIVERGED_HANDLE = Line2D(
@@ -310,8 +343,6 @@ DIVERGED_HANDLE = Line2D(
 LR_DROP_HANDLE = Line2D(
     [], [], **{**LR_DROP, "zorder": 1}, label="learning-rate drop\n(epochs after it\nstart lower)"
 )
-
-
 CHANCE_HANDLE = Line2D([], [], **{**CHANCE, "zorder": 1}, label="chance (1 - 1/classes)")
 
 
@@ -397,20 +428,46 @@ def _mark_lr_drops(ax, runs: pd.DataFrame) -> bool:
     return bool(drops)
 
 
+def _chance_lines(
+    axes: np.ndarray, chances: Sequence[float | None], above: float, below: float, *, text: bool
+) -> None:
+    """Each row's chance level (error %; None: unknown) on its panels, labelled if `text`.
+
+    The shared y axis then reaches `above` points over the highest chance and
+    `below` (a fraction of its top) under 0, so that points at 0% are drawn whole.
+    """
+    for row, chance in zip(axes, chances, strict=True):
+        if chance is None:
+            continue
+        for ax in row:
+            ax.axhline(chance, **CHANCE, gid="chance")
+            if text:
+                ax.text(
+                    0.01,
+                    chance,
+                    f"chance {chance:.0f}%",
+                    transform=ax.get_yaxis_transform(),
+                    ha="left",
+                    va="bottom",
+                    fontsize=8,
+                    color=CHANCE["color"],
+                )
+    top = max([axes[0, 0].get_ylim()[1], *(c + above for c in chances if c is not None)])
+    axes[0, 0].set_ylim(-below * top, top)
+
+
 def _arch_series(
     ax, frame: pd.DataFrame, archs: list[str], column: str, depths, *, geometric: bool, dots: bool
 ) -> None:
-    """Per net kind: the mean over seeds against depth (dodged sideways), runs, diverged ones.
+    """Per net kind: the mean over seeds against `depths` (dodged sideways), runs, diverged
+    ones; and the depth axis.
 
     `geometric`: a log axis, so the mean and band are geometric (see `seed_lines`).
     """
     if geometric:
         ax.set_yscale("log")
-    frame = pd.concat(
-        [
-            a.assign(x=dodge(a["depth"], k, len(archs), depths))
-            for k, a in ((k, frame[frame["arch"] == arch]) for k, arch in enumerate(archs))
-        ]
+    frame = frame.assign(
+        x=dodge(frame["depth"], frame["arch"].map(archs.index), len(archs), depths)
     )
     colors = {arch: ARCH_COLORS[arch] for arch in archs}
     clip = None if geometric else (0, 100)
@@ -421,6 +478,7 @@ def _arch_series(
         if dots:
             ax.scatter(a["x"], a[column], s=10, color=ARCH_COLORS[arch], alpha=0.45, linewidths=0)
         _diverged_marks(ax, a[a["diverged"]], "x", column, ARCH_COLORS[arch])
+    _depth_axis(ax, depths)
 
 
 # ---------------------------------------------------------------- 1. depth vs gradient
@@ -431,44 +489,34 @@ def depth_vs_gradient(finals: pd.DataFrame) -> Figure | None:
     data = finals[finals["usable"] & finals["has_gradients"]]
     if data.empty or data[["grad_first_init", "grad_last_init"]].isna().all().all():
         return None
-    cols = condition_columns(finals)
-    data = with_condition(data, cols)
-    conds = [c for c in condition_order(data, cols) if c in set(data["condition"])]
-    archs = [a for a in ARCHS if a in set(data["arch"])]
+    data, conds, archs = _with_conditions(data, finals)
     times = [("init", "at initialisation"), ("end", "after the last epoch")]
     panels = [
         ("grad_first", "first layer"),
         ("grad_last", "last layer"),
         ("ratio", "ratio first / last (dotted: 1)"),
     ]
+    rows = [(cond, when, label) for cond in conds for when, label in times]
     with theme():
-        fig, axes = _figure(len(conds) * 2, 3, sharex=True)
-        for r, (cond, (when, when_label)) in enumerate((c, t) for c in conds for t in times):
+        fig, axes = _figure(len(rows), 3, sharex=True)
+        for r, (cond, when, _) in enumerate(rows):
             sub = data[data["condition"] == cond]
-            for c, (prefix, title) in enumerate(panels):
+            for c, (prefix, _) in enumerate(panels):
                 ax = axes[r, c]
                 column = f"{prefix}_{when}"
                 _arch_series(ax, sub, archs, column, data["depth"], geometric=True, dots=False)
-                ax.set_yscale("log")
                 if prefix == "ratio":
                     ax.axhline(1.0, color="0.4", linewidth=0.9, linestyle=":")
-                _depth_axis(ax, data["depth"])
-                if r == 0:
-                    ax.set_title(title)
-                if c == 0:
-                    ax.set_ylabel(_row_title(cond, when_label, GRAD_LABEL))
-                else:
-                    ax.set_ylabel("first / last" if prefix == "ratio" else "")
-                if r == len(axes) - 1:
-                    ax.set_xlabel(DEPTH_LABEL)
-                else:
-                    ax.set_xlabel("")
+        ylabels = [_row_title(cond, label, GRAD_LABEL) for cond, _, label in rows]
+        label_grid(axes, [title for _, title in panels], ylabels, DEPTH_LABEL)
+        for ax in axes[:, 2]:
+            ax.set_ylabel("first / last")
         # The two norm columns share one y range per row, so first vs last reads directly.
-        for r in range(len(axes)):
-            lows, highs = zip(*(axes[r, c].get_ylim() for c in (0, 1)), strict=True)
-            for c in (0, 1):
-                axes[r, c].set_ylim(min(lows), max(highs))
-        drawn = what_is_drawn(data, ["condition", "arch", "depth"], "geometric sd", item="point")
+        for norms in axes[:, :2]:
+            lows, highs = zip(*(ax.get_ylim() for ax in norms), strict=True)
+            for ax in norms:
+                ax.set_ylim(min(lows), max(highs))
+        drawn = what_is_drawn(data, BY_CONFIG, "geometric sd", item="point")
         fig.suptitle(f"Gradient norm of the first and last weight layer vs depth\n({drawn})")
         _legend(fig, _arch_handles(archs, bool(data["diverged"].any())))
         return fig
@@ -482,51 +530,27 @@ def depth_vs_accuracy(finals: pd.DataFrame) -> Figure | None:
     data = finals[finals["usable"]]
     if data[["train_error", "val_error"]].isna().all().all():
         return None
-    cols = condition_columns(finals)
-    data = with_condition(data, cols)
-    conds = [c for c in condition_order(data, cols) if c in set(data["condition"])]
-    archs = [a for a in ARCHS if a in set(data["arch"])]
+    data, conds, archs = _with_conditions(data, finals)
     panels = [("train_error", "training error"), ("val_error", "validation error")]
     if "test_error" in data and data["test_error"].notna().any():  # Table 6 is test error
         panels[1] = ("test_error", "test error")
-    several = seed_counts(data, ["condition", "arch", "depth"])[1] > 1
-    chances = []
+    several = seed_counts(data, BY_CONFIG)[1] > 1
+    chances = [chance_error(data[data["condition"] == cond]) for cond in conds]
     with theme():
         fig, axes = _figure(len(conds), 2, sharex=True, sharey=True)
         for r, cond in enumerate(conds):
             sub = data[data["condition"] == cond]
-            chance = chance_error(sub)
-            for c, (column, title) in enumerate(panels):
-                ax = axes[r, c]
+            for c, (column, _) in enumerate(panels):
                 pct = sub.assign(pct=100 * sub[column])
-                _arch_series(ax, pct, archs, "pct", data["depth"], geometric=False, dots=several)
-                if chance is not None:
-                    chances.append(chance)
-                    ax.axhline(chance, **CHANCE, gid="chance")
-                    ax.text(
-                        0.01,
-                        chance,
-                        f"chance {chance:.0f}%",
-                        transform=ax.get_yaxis_transform(),
-                        ha="left",
-                        va="bottom",
-                        fontsize=8,
-                        color=CHANCE["color"],
-                    )
-                _depth_axis(ax, data["depth"])
-                if r == 0:
-                    ax.set_title(f"final {title}")
-                ax.set_ylabel(_row_title(cond, "", "error (%)") if c == 0 else "")
-                ax.set_xlabel(DEPTH_LABEL if r == len(conds) - 1 else "")
-        # One y range (the axis is shared), with room below 0 so that points at
-        # 0% are drawn whole, and above the chance line for its label.
-        top = max([axes[0, 0].get_ylim()[1], *(c + 8 for c in chances)])
-        axes[0, 0].set_ylim(-0.04 * top, top)
-        drawn = what_is_drawn(
-            data, ["condition", "arch", "depth"], "sd", item="point", runs="dots: runs"
-        )
+                _arch_series(
+                    axes[r, c], pct, archs, "pct", data["depth"], geometric=False, dots=several
+                )
+        _chance_lines(axes, chances, 8, 0.04, text=True)
+        ylabels = [_row_title(cond, "", "error (%)") for cond in conds]
+        label_grid(axes, [f"final {title}" for _, title in panels], ylabels, DEPTH_LABEL)
+        drawn = what_is_drawn(data, BY_CONFIG, "sd", item="point", runs="dots: runs")
         fig.suptitle(f"Final error vs depth\n({drawn})")
-        extra = [CHANCE_HANDLE] if chances else []
+        extra = [CHANCE_HANDLE] if any(c is not None for c in chances) else []
         _legend(fig, _arch_handles(archs, bool(data["diverged"].any()), extra))
         return fig
 
@@ -537,51 +561,58 @@ def depth_vs_accuracy(finals: pd.DataFrame) -> Figure | None:
 def _curve_grid(
     data: pd.DataFrame,
     rows: list[tuple[str, str, str]],
-    archs: list[str],
+    title: str,
+    xlabel: str,
     *,
-    geometric: bool,
-    sharey: bool | str,
-    clip: tuple[float, float] | None = None,
-) -> tuple[Figure, np.ndarray, bool]:
-    """Rows of (condition, column, label) x a column per net kind; a curve per depth.
+    geometric: bool = False,
+    chances: Sequence[float | None] | None = None,
+) -> Figure:
+    """Rows of (condition, column, y label) x a column per net kind; a curve per depth.
 
     Each depth's curve is the mean of the runs that did not diverge, in the
-    depth's colour and marker; diverged runs are drawn on their own. Returns
-    the figure, its axes, and whether any learning-rate drop was marked.
+    depth's colour and marker; diverged runs are drawn on their own. Errors
+    (`geometric` False) share one y axis, with each row's chance level; gradient
+    norms (a log axis) get a y range per row.
     """
+    archs = archs_in(data)
     colors, markers = depth_colors(data["depth"]), depth_markers(data["depth"])
     every = max(1, int(np.ceil(data["epoch"].nunique() / 5)))  # about 5 markers a curve
     any_drop = False
-    fig, axes = _figure(len(rows), len(archs), sharex=True, sharey=sharey)
-    for r, (cond, column, _label) in enumerate(rows):
-        for c, arch in enumerate(archs):
-            ax = axes[r, c]
-            if geometric:
-                ax.set_yscale("log")
-            sub = data[(data["condition"] == cond) & (data["arch"] == arch)]
-            order = {depth: i for i, depth in enumerate(sorted(sub["depth"].unique()))}
-            steady = sub[~sub["diverged"]]
-            lines = seed_lines(ax, steady, "epoch", column, "depth", colors, clip=clip, lw=1.5)
-            for depth, line in lines.items():
-                stagger = (order[depth] % every, every)  # neighbours' markers never coincide
-                _style(line, marker=markers[depth], markevery=stagger, gid=f"{arch} depth {depth}")
-            for depth, d in sub[sub["diverged"]].groupby("depth"):
-                _diverged_curves(ax, d, "epoch", column, colors[int(depth)])
-            any_drop |= _mark_lr_drops(ax, sub)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            if r == 0:
-                ax.set_title(arch)
-    return fig, axes, any_drop
-
-
-def _curve_legend(fig: Figure, data: pd.DataFrame, styles: list, any_drop: bool) -> None:
-    extra = list(styles)
-    if data["diverged"].any():
-        extra.append(DIVERGED_HANDLE)
-    if any_drop:
-        extra.append(LR_DROP_HANDLE)
-    handles = _depth_handles(depth_colors(data["depth"]), extra, depth_markers(data["depth"]))
-    _legend(fig, handles, "depth", right=True)
+    with theme():
+        fig, axes = _figure(len(rows), len(archs), sharex=True, sharey="row" if geometric else True)
+        for r, (cond, column, _) in enumerate(rows):
+            for c, arch in enumerate(archs):
+                ax = axes[r, c]
+                if geometric:
+                    ax.set_yscale("log")
+                sub = data[(data["condition"] == cond) & (data["arch"] == arch)]
+                order = {depth: i for i, depth in enumerate(sorted(sub["depth"].unique()))}
+                steady = sub[~sub["diverged"]]
+                clip = None if geometric else (0, 100)
+                lines = seed_lines(ax, steady, "epoch", column, "depth", colors, clip=clip, lw=1.5)
+                for depth, line in lines.items():
+                    stagger = (order[depth] % every, every)  # neighbours' markers never coincide
+                    gid = f"{arch} depth {depth}"
+                    _style(line, marker=markers[depth], markevery=stagger, gid=gid)
+                for depth, d in sub[sub["diverged"]].groupby("depth"):
+                    _diverged_curves(ax, d, "epoch", column, colors[int(depth)])
+                any_drop |= _mark_lr_drops(ax, sub)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        label_grid(axes, archs, [label for *_, label in rows], xlabel)
+        extra = []
+        if chances is not None:
+            _chance_lines(axes, chances, 3, 0.03, text=False)
+            if any(c is not None for c in chances):
+                extra.append(CHANCE_HANDLE)
+        if data["diverged"].any():
+            extra.append(DIVERGED_HANDLE)
+        if any_drop:
+            extra.append(LR_DROP_HANDLE)
+        _legend(fig, _depth_handles(colors, extra, markers), "depth", right=True)
+        steady = data[~data["diverged"]]
+        drawn = what_is_drawn(steady, BY_CONFIG, "geometric sd" if geometric else "sd")
+        fig.suptitle(f"{title}\n({drawn})")
+        return fig
 
 
 def training_curves(epochs: pd.DataFrame, finals: pd.DataFrame) -> Figure | None:
@@ -589,41 +620,21 @@ def training_curves(epochs: pd.DataFrame, finals: pd.DataFrame) -> Figure | None
     data = epochs[epochs["usable"] & (epochs["epoch"] >= 1)]
     if "train_error" not in data or data["train_error"].notna().sum() == 0:
         return None
-    cols = condition_columns(finals)
-    data = with_condition(data, cols).assign(
+    data, conds, _ = _with_conditions(data, finals)
+    data = data.assign(
         train_pct=lambda f: 100 * f["train_error"],
         val_pct=lambda f: 100 * f.get("val_error", np.nan),
     )
-    conds = [c for c in condition_order(data, cols) if c in set(data["condition"])]
-    archs = [a for a in ARCHS if a in set(data["arch"])]
     kinds = [("train_pct", "training error"), ("val_pct", "validation error")]
     rows = [
-        (cond, column, label)
+        (cond, column, _row_title(cond, "", f"{label} (%)"))
         for cond in conds
         for column, label in kinds
         if data.loc[data["condition"] == cond, column].notna().any()
     ]
-    with theme():
-        fig, axes, any_drop = _curve_grid(
-            data, rows, archs, geometric=False, sharey=True, clip=(0, 100)
-        )
-        chances = []
-        for r, (cond, _, label) in enumerate(rows):
-            axes[r, 0].set_ylabel(_row_title(cond, "", f"{label} (%)"))
-            chance = chance_error(data[data["condition"] == cond])
-            for ax in axes[r]:
-                ax.set_xlabel("epoch" if r == len(rows) - 1 else "")
-                if chance is not None:
-                    chances.append(chance)
-                    ax.axhline(chance, **CHANCE, gid="chance")
-        top = max([axes[0, 0].get_ylim()[1], *(c + 3 for c in chances)])
-        axes[0, 0].set_ylim(-0.03 * top, top)
-        steady = data[~data["diverged"]]
-        drawn = what_is_drawn(steady, ["condition", "arch", "depth"], "sd")
-        styles = [CHANCE_HANDLE] if chances else []
-        _curve_legend(fig, data, styles, any_drop)
-        fig.suptitle(f"Error during training, plain vs residual\n({drawn})")
-        return fig
+    chances = [chance_error(data[data["condition"] == cond]) for cond, *_ in rows]
+    title = "Error during training, plain vs residual"
+    return _curve_grid(data, rows, title, "epoch", chances=chances)
 
 
 # ---------------------------------------------------------------- 4. gradient profile
@@ -636,24 +647,9 @@ def gradient_profile(profiles: pd.DataFrame, finals: pd.DataFrame) -> Figure | N
     data = profiles[np.isfinite(profiles["grad_norm"]) & (profiles["grad_norm"] > 0)]
     if data.empty:
         return None
-    last = data.groupby("run_id")["epoch"].transform("max")
-    data = pd.concat(
-        [
-            data[data["epoch"] == 0].assign(when="at initialisation"),
-            data[(data["epoch"] == last) & (last > 0)].assign(when="after the last epoch"),
-        ]
-    )
-    cols = condition_columns(finals)
-    data = with_condition(data, cols)
-    conds = [c for c in condition_order(data, cols) if c in set(data["condition"])]
-    archs = [a for a in ARCHS if a in set(data["arch"])]
+    data, conds, archs = _with_conditions(data, finals)
+    data, rows = at_init_and_end(data, conds, "after the last epoch")
     colors, markers = depth_colors(data["depth"]), depth_markers(data["depth"])
-    rows = [
-        (c, w)
-        for c in conds
-        for w in ("at initialisation", "after the last epoch")
-        if ((data["condition"] == c) & (data["when"] == w)).any()
-    ]
     with theme():
         # A y range per row: norms at init and after training differ by orders of
         # magnitude, and a shared range left half of each row empty.
@@ -670,10 +666,8 @@ def gradient_profile(profiles: pd.DataFrame, finals: pd.DataFrame) -> Figure | N
                     every = max(1, depth // 5)
                     mark = {"marker": markers[depth], "markevery": (i % every, every)}
                     _style(line, **mark, gid=f"{arch} depth {depth}")
-                if r == 0:
-                    ax.set_title(arch)
-                ax.set_ylabel(_row_title(cond, when, GRAD_LABEL) if c == 0 else "")
-                ax.set_xlabel("layer index (0 = first weight layer)" if r == len(rows) - 1 else "")
+        ylabels = [_row_title(cond, when, GRAD_LABEL) for cond, when in rows]
+        label_grid(axes, archs, ylabels, "layer index (0 = first weight layer)")
         drawn = what_is_drawn(data, ["condition", "when", "arch", "depth"], "geometric sd")
         fig.suptitle(f"Gradient norm through the network, per depth\n({drawn})")
         _legend(fig, _depth_handles(colors, markers=markers), "depth", right=True)
@@ -690,24 +684,16 @@ def gradient_dynamics(epochs: pd.DataFrame, finals: pd.DataFrame) -> Figure | No
     data = epochs[epochs["usable"] & epochs["has_gradients"]]
     if data.empty:
         return None
-    cols = condition_columns(finals)
-    data = with_condition(data, cols)
-    conds = [c for c in condition_order(data, cols) if c in set(data["condition"])]
-    archs = [a for a in ARCHS if a in set(data["arch"])]
+    data, conds, _ = _with_conditions(data, finals)
     layers = [(contract.GRAD_FIRST, "first layer"), (contract.GRAD_LAST, "last layer")]
-    rows = [(c, col, label) for c in conds for col, label in layers if col in data]
-    with theme():
-        fig, axes, any_drop = _curve_grid(data, rows, archs, geometric=True, sharey="row")
-        for r, (cond, _, label) in enumerate(rows):
-            axes[r, 0].set_ylabel(_row_title(cond, label, GRAD_LABEL))
-            for ax in axes[r]:
-                ax.set_yscale("log")
-                ax.set_xlabel("epoch (0 = initialisation)" if r == len(rows) - 1 else "")
-        steady = data[~data["diverged"]]
-        drawn = what_is_drawn(steady, ["condition", "arch", "depth"], "geometric sd")
-        _curve_legend(fig, data, [], any_drop)
-        fig.suptitle(f"First- and last-layer gradient norm during training\n({drawn})")
-        return fig
+    rows = [
+        (c, col, _row_title(c, label, GRAD_LABEL))
+        for c in conds
+        for col, label in layers
+        if col in data
+    ]
+    title = "First- and last-layer gradient norm during training"
+    return _curve_grid(data, rows, title, "epoch (0 = initialisation)", geometric=True)
 
 
 def draw_all(
@@ -717,46 +703,39 @@ def draw_all(
     out_dir: Path,
 ) -> tuple[dict[str, Path], list[str]]:
     """Draw and save every figure the data allow; return {name: png path} and why others not."""
-    out_dir = Path(out_dir)
-    reasons = {
-        "depth_vs_gradient": "no run has gradient metrics",
-        "depth_vs_accuracy": "no run has finished an epoch",
-        "training_curves": "no run has finished an epoch",
-        "gradient_profile": f"no run has a {contract.PROFILE_ARTIFACT} artifact",
-        "gradient_dynamics": "no run has gradient metrics",
+    no_gradients, no_epoch = "no run has gradient metrics", "no run has finished an epoch"
+    no_profile = f"no run has a {contract.PROFILE_ARTIFACT} artifact"
+    makers = {
+        "depth_vs_gradient": (lambda: depth_vs_gradient(finals), no_gradients),
+        "depth_vs_accuracy": (lambda: depth_vs_accuracy(finals), no_epoch),
+        "training_curves": (lambda: training_curves(epochs, finals), no_epoch),
+        "gradient_profile": (lambda: gradient_profile(profiles, finals), no_profile),
+        "gradient_dynamics": (lambda: gradient_dynamics(epochs, finals), no_gradients),
     }
-    makers: dict[str, Callable[[], Figure | None]] = {
-        "depth_vs_gradient": lambda: depth_vs_gradient(finals),
-        "depth_vs_accuracy": lambda: depth_vs_accuracy(finals),
-        "training_curves": lambda: training_curves(epochs, finals),
-        "gradient_profile": lambda: gradient_profile(profiles, finals),
-        "gradient_dynamics": lambda: gradient_dynamics(epochs, finals),
-    }
-
-    def saved(name: str) -> Callable[[], Path | None]:
-        def make() -> Path | None:
-            fig = makers[name]()
-            return None if fig is None else save(fig, out_dir, name)
-
-        return make
-
-    return draw_each({name: saved(name) for name in FIGURES}, reasons)
+    return draw_each({name: makers[name] for name in FIGURES}, out_dir)
 
 
 def draw_each(
-    makers: dict[str, Callable[[], Path | None]], reasons: dict[str, str]
+    makers: dict[str, tuple[Callable[[], Figure | None], str]],
+    out_dir: Path,
+    *,
+    within: Callable[[], AbstractContextManager] = nullcontext,
 ) -> tuple[dict[str, Path], list[str]]:
-    """Call each maker; return {name: png path} and, for the others, why they were not drawn."""
+    """Draw and save each figure; return {name: png path} and, for the others, why not.
+
+    `makers` maps a figure's name to (what draws it, why it would draw none);
+    the files are written `within` that context (under `theme`, SVG text is text).
+    """
     drawn, skipped = {}, []
-    for name, make in makers.items():
+    for name, (make, reason) in makers.items():
         try:
-            path = make()
+            fig = make()
+            if fig is None:
+                skipped.append(f"{name}.png not drawn: {reason}")
+                continue
+            with within():
+                drawn[name] = save(fig, Path(out_dir), name)
         except Exception as err:  # one figure's failure must not cost the others
             first = str(err).splitlines()[0][:160] if str(err) else ""
             skipped.append(f"{name}.png not drawn: {type(err).__name__}: {first}")
-            continue
-        if path is None:
-            skipped.append(f"{name}.png not drawn: {reasons[name]}")
-        else:
-            drawn[name] = path
     return drawn, skipped

@@ -1,4 +1,4 @@
-"""The lesion and branch-magnitude figures, in the look of `figures` (same theme and colours).
+"""The lesion and branch-magnitude figures, drawn with the helpers of `figures` (same look).
 
 * `lesion_single`: validation accuracy after deleting one block vs the block's
   index, plain vs residual, a panel per depth (Veit et al. 2016, Fig. 3).
@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
@@ -29,28 +31,39 @@ from resnet_exp.analysis.figures import (
     _legend,
     _row_title,
     _style,
+    archs_in,
+    at_init_and_end,
     depth_colors,
     draw_each,
-    save,
+    label_grid,
     seed_lines,
     theme,
 )
 from resnet_exp.analysis.lesion_report import LesionData
-from resnet_exp.analysis.summary import ARCHS
 
 _DOWN_COLOR = "0.88"
+_CHANCE = {"color": "0.45", "linestyle": "--"}
 
 
-def _archs(frame: pd.DataFrame) -> list[str]:
-    return [a for a in ARCHS if a in set(frame["arch"])]
-
-
-def _chance(ax, chance: float | None, scale: float = 100.0) -> None:
+def _chance(ax, chance: float | None) -> None:
     if chance:
-        ax.axhline(scale * chance, color="0.45", linewidth=0.9, linestyle="--")
+        ax.axhline(100 * chance, linewidth=0.9, **_CHANCE)
 
 
-def lesion_single(data: LesionData, out_dir: Path) -> Path | None:
+def _chance_handle() -> Line2D:
+    return Line2D([], [], **_CHANCE, label="chance")  # made under the theme: its line width
+
+
+def _arch_lines(ax, frame: pd.DataFrame, x: str, y: str) -> dict:
+    """The mean over seeds per net kind, in its colour and marker; {arch: its Line2D}."""
+    colors = {arch: ARCH_COLORS[arch] for arch in archs_in(frame)}
+    lines = seed_lines(ax, frame, x, y, "arch", colors)
+    for arch, line in lines.items():
+        _style(line, marker=ARCH_MARKERS[arch])
+    return lines
+
+
+def lesion_single(data: LesionData) -> Figure | None:
     """Accuracy after deleting each block alone; dotted: the intact net; grey: downsampling."""
     s = data.single
     if s.empty:
@@ -58,7 +71,6 @@ def lesion_single(data: LesionData, out_dir: Path) -> Path | None:
     s = s.assign(pct=100 * s["accuracy"], intact_pct=100 * s["intact_accuracy"])
     conds = [c for c in data.conditions if c in set(s["condition"])]
     depths = sorted(s["depth"].unique())
-    archs = _archs(s)
     with theme():
         fig, axes = _figure(len(conds), len(depths), sharey=True)
         for r, cond in enumerate(conds):
@@ -67,30 +79,26 @@ def lesion_single(data: LesionData, out_dir: Path) -> Path | None:
                 sub = s[(s["condition"] == cond) & (s["depth"] == depth)]
                 for index in sorted(sub.loc[sub["downsampling"], "block_index"].unique()):
                     ax.axvspan(index - 0.45, index + 0.45, color=_DOWN_COLOR, zorder=0)
-                colors = {arch: ARCH_COLORS[arch] for arch in archs}
-                for arch, line in seed_lines(ax, sub, "block_index", "pct", "arch", colors).items():
-                    _style(line, marker=ARCH_MARKERS[arch])
+                for arch in _arch_lines(ax, sub, "block_index", "pct"):
                     intact = sub[sub["arch"] == arch].groupby("run_id")["intact_pct"].first()
-                    ax.axhline(intact.mean(), color=colors[arch], linewidth=1.0, linestyle=":")
+                    ax.axhline(intact.mean(), color=ARCH_COLORS[arch], linewidth=1.0, linestyle=":")
                 _chance(ax, data.chance)
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.set_ylim(0, 102)
-                if r == 0:
-                    ax.set_title(f"depth {depth}")
-                ax.set_ylabel(_row_title(cond, "", "val. accuracy (%)") if c == 0 else "")
-                ax.set_xlabel("deleted block (index)" if r == len(conds) - 1 else "")
-        handles = _arch_handles(archs, False) + [
+        ylabels = [_row_title(cond, "", "val. accuracy (%)") for cond in conds]
+        label_grid(axes, [f"depth {d}" for d in depths], ylabels, "deleted block (index)")
+        handles = _arch_handles(archs_in(s), False) + [
             Line2D([], [], color="0.3", linestyle=":", label="intact net"),
             Patch(color=_DOWN_COLOR, label="downsampling block"),
         ]
         if data.chance:
-            handles.append(Line2D([], [], color="0.45", linestyle="--", label="chance"))
+            handles.append(_chance_handle())
         fig.suptitle("Validation accuracy after deleting one block (mean over seeds, band: sd)")
         _legend(fig, handles)
-        return save(fig, out_dir, "lesion_single")
+        return fig
 
 
-def lesion_k(data: LesionData, out_dir: Path) -> Path | None:
+def lesion_k(data: LesionData) -> Figure | None:
     """Error vs k blocks deleted at once (k = 0: the intact net), mean over draws and seeds."""
     m = data.multi
     if m.empty or data.single.empty:
@@ -101,7 +109,7 @@ def lesion_k(data: LesionData, out_dir: Path) -> Path | None:
     m = pd.concat([intact[cols], m[cols]], ignore_index=True)
     m["err"] = 100 * (1 - m["accuracy"])
     conds = [c for c in data.conditions if c in set(m["condition"])]
-    archs = _archs(m)
+    archs = archs_in(m)
     colors = depth_colors(m["depth"])
     with theme():
         fig, axes = _figure(len(conds), len(archs), sharex=True, sharey=True)
@@ -115,19 +123,15 @@ def lesion_k(data: LesionData, out_dir: Path) -> Path | None:
                 _chance(ax, (1 - data.chance) if data.chance else None)
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.set_ylim(0, 100)
-                if r == 0:
-                    ax.set_title(arch)
-                ax.set_ylabel(_row_title(cond, "", "val. error (%)") if c == 0 else "")
-                ax.set_xlabel("blocks deleted at once (k)" if r == len(conds) - 1 else "")
-        extra = (
-            [Line2D([], [], color="0.45", linestyle="--", label="chance")] if data.chance else []
-        )
+        ylabels = [_row_title(cond, "", "val. error (%)") for cond in conds]
+        label_grid(axes, archs, ylabels, "blocks deleted at once (k)")
+        extra = [_chance_handle()] if data.chance else []
         fig.suptitle("Validation error vs number of deleted blocks (mean over draws, band: sd)")
         _legend(fig, _depth_handles(colors, extra), "depth", right=True)
-        return save(fig, out_dir, "lesion_k")
+        return fig
 
 
-def branch_magnitude(data: LesionData, out_dir: Path) -> Path | None:
+def branch_magnitude(data: LesionData) -> Figure | None:
     """‖F(x)‖/‖x‖ per block (a line per depth) and its mean over blocks vs depth.
 
     A linear axis: the ratios stay within about one decade. Downsampling blocks
@@ -138,20 +142,8 @@ def branch_magnitude(data: LesionData, out_dir: Path) -> Path | None:
     if b.empty:
         return None
     b = b[np.isfinite(b["ratio"]) & (b["ratio"] > 0)]
-    last = b.groupby("run_id")["epoch"].transform("max")
-    b = pd.concat(
-        [
-            b[b["epoch"] == 0].assign(when="at initialisation"),
-            b[(b["epoch"] == last) & (last > 0)].assign(when="after training"),
-        ]
-    )
-    rows = [
-        (cond, when)
-        for cond in data.conditions
-        for when in ("at initialisation", "after training")
-        if ((b["condition"] == cond) & (b["when"] == when)).any()
-    ]
-    archs = _archs(b)
+    b, rows = at_init_and_end(b, data.conditions, "after training")
+    archs = archs_in(b)
     colors = depth_colors(b["depth"])
     with theme():
         fig, axes = _figure(len(rows), len(archs) + 1, sharey=True)
@@ -162,27 +154,19 @@ def branch_magnitude(data: LesionData, out_dir: Path) -> Path | None:
                 a = sub[sub["arch"] == arch]
                 lines = seed_lines(ax, a, "block_index", "ratio", "depth", colors, lw=1.4)
                 for depth, line in lines.items():
-                    _style(line)
                     downsampling = a.loc[(a["depth"] == depth) & a["downsampling"], "block_index"]
                     x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
                     at = np.isin(x, downsampling.to_numpy())
                     ax.scatter(x[at], y[at], marker="v", s=30, color="0.25", zorder=5)
                 ax.axhline(1.0, color="0.4", linewidth=0.9, linestyle=":")
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-                if r == 0:
-                    ax.set_title(f"{arch}: {'‖F(x)‖/‖x‖' if arch == 'residual' else 'out/in'}")
-                ax.set_ylabel(_row_title(cond, when, "ratio of norms") if c == 0 else "")
-                ax.set_xlabel("block index" if r == len(rows) - 1 else "")
-            ax = axes[r, -1]
             per_run = sub.groupby(["run_id", "depth", "arch"])["ratio"].mean().reset_index()
-            arch_colors = {arch: ARCH_COLORS[arch] for arch in archs}
-            lines = seed_lines(ax, per_run, "depth", "ratio", "arch", arch_colors)
-            for arch, line in lines.items():
-                _style(line, marker=ARCH_MARKERS[arch])
-            _depth_axis(ax, b["depth"])
-            if r == 0:
-                ax.set_title("mean over blocks")
-            ax.set_xlabel(DEPTH_LABEL if r == len(rows) - 1 else "")
+            _arch_lines(axes[r, -1], per_run, "depth", "ratio")
+            _depth_axis(axes[r, -1], b["depth"])
+        titles = [f"{a}: {'‖F(x)‖/‖x‖' if a == 'residual' else 'out/in'}" for a in archs]
+        ylabels = [_row_title(cond, when, "ratio of norms") for cond, when in rows]
+        label_grid(axes, [*titles, "mean over blocks"], ylabels, "block index")
+        axes[-1, -1].set_xlabel(DEPTH_LABEL)
         for ax in axes.flat:  # after every panel is drawn: the y axis is shared
             ax.set_ylim(bottom=0)
         down = Line2D([], [], color="0.25", marker="v", linestyle="", label="downsampling")
@@ -193,18 +177,11 @@ def branch_magnitude(data: LesionData, out_dir: Path) -> Path | None:
             "plain block output/input"
         )
         _legend(fig, handles, "depth / net", right=True)
-        return save(fig, out_dir, "branch_magnitude")
+        return fig
 
 
 def draw_lesion_figures(data: LesionData, out_dir: Path) -> tuple[dict[str, Path], list[str]]:
     """Draw what the data allow; return {name: png path} and why the others were not drawn."""
-    out_dir = Path(out_dir)
-    makers = {
-        name: (lambda make=make: make(data, out_dir))
-        for name, make in (
-            ("lesion_single", lesion_single),
-            ("lesion_k", lesion_k),
-            ("branch_magnitude", branch_magnitude),
-        )
-    }
-    return draw_each(makers, dict.fromkeys(makers, "no run has its data"))
+    figures = (lesion_single, lesion_k, branch_magnitude)
+    makers = {f.__name__: (partial(f, data), "no run has its data") for f in figures}
+    return draw_each(makers, out_dir, within=theme)  # written under the theme: SVG text is text

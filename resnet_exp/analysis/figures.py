@@ -25,7 +25,7 @@ compares carry a `gid` naming what they show ("plain", "residual depth 20",
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -718,13 +718,11 @@ def draw_all(
 def draw_each(
     makers: dict[str, tuple[Callable[[], Figure | None], str]],
     out_dir: Path,
-    *,
-    within: Callable[[], AbstractContextManager] = nullcontext,
 ) -> tuple[dict[str, Path], list[str]]:
     """Draw and save each figure; return {name: png path} and, for the others, why not.
 
     `makers` maps a figure's name to (what draws it, why it would draw none);
-    the files are written `within` that context (under `theme`, SVG text is text).
+    the files are written under `theme`, so SVG text stays text.
     """
     drawn, skipped = {}, []
     for name, (make, reason) in makers.items():
@@ -733,7 +731,7 @@ def draw_each(
             if fig is None:
                 skipped.append(f"{name}.png not drawn: {reason}")
                 continue
-            with within():
+            with theme():
                 drawn[name] = save(fig, Path(out_dir), name)
         except Exception as err:  # one figure's failure must not cost the others
             first = str(err).splitlines()[0][:160] if str(err) else ""

@@ -184,4 +184,4 @@ def draw_lesion_figures(data: LesionData, out_dir: Path) -> tuple[dict[str, Path
     """Draw what the data allow; return {name: png path} and why the others were not drawn."""
     figures = (lesion_single, lesion_k, branch_magnitude)
     makers = {f.__name__: (partial(f, data), "no run has its data") for f in figures}
-    return draw_each(makers, out_dir, within=theme)  # written under the theme: SVG text is text
+    return draw_each(makers, out_dir)

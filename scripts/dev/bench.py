@@ -5,8 +5,7 @@
     python scripts/dev/bench.py --parts recording framework --repeats 3
 
 Every row is a ratio of two things measured side by side in this one session
-(alternating order, medians; the spread is the range of the paired ratios), so
-a loaded machine shifts both alike. Parts:
+(`benchkit`), so a loaded machine shifts both alike. Parts:
 
 1. recording: a whole run (MLflow run duration, and the process's CPU time
    over the run, steadier when others load the machine) with gradient recording on
@@ -15,8 +14,8 @@ a loaded machine shifts both alike. Parts:
    (synthetic 32x32x3, ResNet-20, batch 128).
 2. framework: our MLflow run over a hand-written `model.fit` of the same model,
    data, batch and epochs (data loading, model build and trace included), per
-   whole run and per steady-state epoch; and process start to the first epoch's
-   start over the time `import tensorflow, keras` takes.
+   whole run, first epoch and steady-state epoch; and process start to the first
+   epoch's start over the time `import tensorflow, keras` takes.
 3. flops: achieved training FLOP/s of ResNet-20 on 32x32x3 over the peak of a
    large float32 matmul, each variant (default, XLA, oneDNN off, ...) in its own
    process so its thread and oneDNN settings take effect.
@@ -32,16 +31,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
-import statistics
-import subprocess
+import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-from benchkit import Row, interleaved, markdown, ratio_row, stopwatch, write_table
+from benchkit import (
+    Row,
+    interleaved,
+    log,
+    markdown,
+    ratio_row,
+    run_python,
+    steady,
+    stopwatch,
+    write_table,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTS = ["recording", "framework", "flops", "study", "figures"]
@@ -51,50 +62,31 @@ FLOPS_VARIANTS = {
     "onednn-off": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
     "1-thread": {"threads": 1},
 }
-QUICK = dict(
-    depths=[20],
-    epochs=3,
-    repeats=2,
-    cifar_samples=2048,
-    cifar_epochs=1,
-    flops_steps=6,
-    flops_variants=["default", "xla"],
-    study_epochs=1,
-    study_depths="8,20",
-    figure_runs=40,
-    figure_epochs=10,
-)
-FULL = dict(
-    depths=[20, 56],
-    epochs=15,
-    repeats=3,
-    cifar_samples=50000,
-    cifar_epochs=1,
-    flops_steps=20,
-    flops_variants=list(FLOPS_VARIANTS),
-    study_epochs=2,
-    study_depths="",
-    figure_runs=200,
-    figure_epochs=50,
-)
-
-SETTINGS_HELP = {
-    "depths": "part 1: digits depths (part 2 uses the first)",
-    "epochs": "parts 1-2: epochs of a digits run",
-    "repeats": "parts 1-2: interleaved repeats of each variant",
-    "cifar_samples": "part 1: images per epoch at CIFAR scale (CIFAR-10: 50000; 0: skip)",
-    "cifar_epochs": "part 1: epochs at CIFAR scale",
-    "flops_steps": "part 3: timed training steps of batch 128",
-    "flops_variants": f"part 3: any of {', '.join(FLOPS_VARIANTS)}",
-    "study_epochs": "part 4: epochs of each study job (15: the preset's, the 4-minute target)",
-    "study_depths": "part 4: depths to sweep, e.g. 8,20 ('': the preset's six)",
-    "figure_runs": "part 5: runs in the fake store",
-    "figure_epochs": "part 5: epochs per fake run",
+SETTINGS = {  # name: (quick mode's value, full mode's, help); each one a command-line option
+    "depths": ([20], [20, 56], "part 1: digits depths (part 2 uses the first)"),
+    "epochs": (3, 15, "parts 1-2: epochs of a digits run"),
+    "repeats": (2, 3, "parts 1-2: interleaved repeats of each variant"),
+    "cifar_samples": (
+        2048,
+        50000,
+        "part 1: images per epoch at CIFAR scale (CIFAR-10: 50000; 0: skip)",
+    ),
+    "cifar_epochs": (1, 1, "part 1: epochs at CIFAR scale"),
+    "flops_steps": (6, 20, "part 3: timed training steps of batch 128"),
+    "flops_variants": (
+        ["default", "xla"],
+        list(FLOPS_VARIANTS),
+        f"part 3: any of {', '.join(FLOPS_VARIANTS)}",
+    ),
+    "study_epochs": (
+        1,
+        2,
+        "part 4: epochs of each study job (15: the preset's, the 4-minute target)",
+    ),
+    "study_depths": ("8,20", "", "part 4: depths to sweep, e.g. 8,20 ('': the preset's six)"),
+    "figure_runs": (40, 200, "part 5: runs in the fake store"),
+    "figure_epochs": (10, 50, "part 5: epochs per fake run"),
 }
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- runs through the framework
@@ -113,7 +105,6 @@ class Runner:
         # The config tree next to the library in use, so an older checkout on
         # PYTHONPATH is measured with its own schema (before/after comparisons).
         self.root = Path(resnet_exp.__file__).resolve().parents[1]
-        self.conf = self.root / "conf"
         self.uri = f"sqlite:///{store / 'mlflow.db'}"
         os.environ["MLFLOW_TRACKING_URI"] = self.uri
         self.client = MlflowClient(self.uri)
@@ -121,30 +112,25 @@ class Runner:
         # the store's tables) are nobody's, and must not land on the first variant.
         self.run(["data=synthetic", "data.num_samples=64", "trainer.epochs=1", "model.depth=8"])
 
-    def config(self, overrides: list[str]):
+    def run(self, overrides: list[str]) -> str:
         from hydra import compose, initialize_config_dir
         from hydra.core.global_hydra import GlobalHydra
 
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(str(self.conf), version_base="1.3"):
-            return compose("config", overrides=[*overrides, "tracking.resume=false"])
-
-    def run(self, overrides: list[str]) -> str:
         from resnet_exp.run.job import run_job
 
-        outcome = run_job(self.config(overrides), overrides=overrides)
-        return outcome.run_id
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(str(self.root / "conf"), version_base="1.3"):
+            config = compose("config", overrides=[*overrides, "tracking.resume=false"])
+        return run_job(config, overrides=overrides).run_id
 
-    def duration(self, run_id: str) -> float:
+    def timed(self, overrides: list[str]) -> tuple[float, list[float]]:
+        """A run's duration in MLflow and its epochs' seconds, like `bare_fit`'s."""
+        run_id = self.run(overrides)
         info = self.client.get_run(run_id).info
-        return (info.end_time - info.start_time) / 1000.0
-
-    def timed(self, overrides: list[str]) -> float:
-        return self.duration(self.run(overrides))
-
-    def epoch_times(self, run_id: str) -> list[float]:
-        history = self.client.get_metric_history(run_id, "epoch_time_s")
-        return [m.value for m in sorted(history, key=lambda m: m.step)]
+        history = sorted(
+            self.client.get_metric_history(run_id, "epoch_time_s"), key=lambda m: m.step
+        )
+        return (info.end_time - info.start_time) / 1000.0, [m.value for m in history]
 
 
 def digits_run(depth: int, epochs: int) -> list[str]:
@@ -172,14 +158,11 @@ def cifar_run(samples: int, epochs: int) -> list[str]:
     ]
 
 
+STEP = ["gradients.enabled=true", "gradients.source=step"]
 RECORDING = {
     "off": ["gradients.enabled=false"],
-    "on (step)": ["gradients.enabled=true", "gradients.source=step"],
-    "on (step, no images)": [
-        "gradients.enabled=true",
-        "gradients.source=step",
-        "tracking.profile_images=false",
-    ],
+    "on (step)": STEP,
+    "on (step, no images)": [*STEP, "tracking.profile_images=false"],
     "on (probe)": ["gradients.enabled=true", "gradients.source=probe"],
     "on (default)": ["gradients.enabled=true"],  # an older checkout: its only recorder, the probe
 }
@@ -191,35 +174,23 @@ def part_recording(runner: Runner, s: dict, variants: list[str]) -> list[Row]:
         (f"digits, ResNet-{d}, {s['epochs']} ep", digits_run(d, s["epochs"])) for d in s["depths"]
     ]
     if s["cifar_samples"]:
-        scales.append(
-            (
-                f"CIFAR scale ({s['cifar_samples']} img/ep), ResNet-20, {s['cifar_epochs']} ep",
-                cifar_run(s["cifar_samples"], s["cifar_epochs"]),
-            )
-        )
+        label = f"CIFAR scale ({s['cifar_samples']} img/ep), ResNet-20, {s['cifar_epochs']} ep"
+        scales.append((label, cifar_run(s["cifar_samples"], s["cifar_epochs"])))
     for i, (label, base) in enumerate(scales):
         log(f"recording: {label}")
         # the fixed probe's cost is known to be large, and the images' cost is a fixed
         # amount per epoch: both are split out at the first (smallest) scale only
         later = ("on (probe)", "on (step, no images)")
         chosen = variants if i == 0 else [v for v in variants if v not in later]
-        cpu: dict[str, list[float]] = {v: [] for v in chosen}
-
-        def measure(variant: str, overrides: list[str], cpu: dict = cpu) -> float:
-            with stopwatch(cpu=True) as cpu_seconds:
-                wall = runner.timed(overrides)
-            cpu[variant].append(cpu_seconds())
-            return wall
-
-        times = interleaved(
-            {v: (lambda v=v, o=base: measure(v, o + RECORDING[v])) for v in chosen},
-            s["repeats"],
-            log,
+        series = fit_series(
+            {v: partial(runner.timed, base + RECORDING[v]) for v in chosen}, s["repeats"]
         )
         target = "<= 1.05" if "digits" in label else "<= 1.01"
         for v in chosen[1:]:
-            rows.append(ratio_row("1 recording", f"run duration, {label}", times, v, "off", target))
-            rows.append(ratio_row("1 recording", f"CPU time, {label}", cpu, v, "off", target))
+            for measure, key in (("run duration", "run"), ("CPU time", "run CPU")):
+                rows.append(
+                    ratio_row("1 recording", f"{measure}, {label}", series[key], v, "off", target)
+                )
     return rows
 
 
@@ -233,15 +204,12 @@ def bare_fit(depth: int, epochs: int, batch: int) -> tuple[float, list[float]]:
     from resnet_exp.data.splits import load_dataset
     from resnet_exp.models import build_model
 
+    starts: list[float] = []
     epoch_times: list[float] = []
-
-    class Clock(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            epoch_times.append(time.perf_counter() - self.start)
-
+    clock = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: starts.append(time.perf_counter()),
+        on_epoch_end=lambda epoch, logs: epoch_times.append(time.perf_counter() - starts[-1]),
+    )
     with stopwatch() as elapsed:
         keras.backend.clear_session()
         data = load_dataset("digits", seed=0)
@@ -264,26 +232,50 @@ def bare_fit(depth: int, epochs: int, batch: int) -> tuple[float, list[float]]:
             batch_size=batch,
             epochs=epochs,
             validation_data=(data.x_val, data.y_val),
-            callbacks=[Clock()],
+            callbacks=[clock],
             verbose=0,
         )
     return elapsed(), epoch_times
 
 
+def fit_series(
+    variants: dict[str, Callable[[], tuple[float, list[float]]]],
+    repeats: int,
+    epoch_cpu: list[float] | None = None,
+) -> dict[str, dict[str, list[float]]]:
+    """Interleave runs or fits that each return (seconds, epochs' seconds), as `bare_fit` does.
+
+    Per measure, per variant, one value a repeat: "run" (the seconds returned),
+    "run CPU" (this process's CPU seconds over it), "epoch 1", "steady" and, given
+    `epoch_cpu`, the list a per-epoch CPU clock fills during each fit, "steady CPU".
+    """
+    keys = ("run CPU", "epoch 1", "steady", "steady CPU")
+    series: dict[str, dict[str, list[float]]] = {k: {v: [] for v in variants} for k in keys}
+
+    def measure(variant: str) -> float:
+        if epoch_cpu is not None:
+            epoch_cpu.clear()
+        with stopwatch(cpu=True) as cpu:
+            seconds, epochs = variants[variant]()
+        series["run CPU"][variant].append(cpu())
+        series["epoch 1"][variant].append(epochs[0])
+        series["steady"][variant].append(steady(epochs))
+        if epoch_cpu is not None:
+            series["steady CPU"][variant].append(steady(epoch_cpu))
+        return seconds
+
+    series["run"] = interleaved({v: partial(measure, v) for v in variants}, repeats, log)
+    return series
+
+
 def process_to_first_epoch(runner: Runner) -> float:
     """Seconds from launching `experiments/train.py` to its first epoch's start."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_TRACKING_URI": runner.uri}
     overrides = [*digits_run(20, 1), "gradients.enabled=false", "tracking.resume=false"]
     with tempfile.TemporaryDirectory() as tmp:
         overrides.append(f"hydra.run.dir={tmp}")
         start = time.time()
-        subprocess.run(
-            [sys.executable, str(runner.root / "experiments" / "train.py"), *overrides],
-            env=env,
-            cwd=tmp,
-            check=True,
-            capture_output=True,
-        )
+        train = str(runner.root / "experiments" / "train.py")
+        run_python([train, *overrides], env={"MLFLOW_TRACKING_URI": runner.uri}, cwd=tmp)
     exp = runner.client.get_experiment_by_name("bench")
     run = runner.client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])[0]
     (epoch,) = runner.client.get_metric_history(run.info.run_id, "epoch_time_s")
@@ -292,56 +284,44 @@ def process_to_first_epoch(runner: Runner) -> float:
 
 def tf_import_seconds() -> float:
     code = "import time; t = time.time(); import tensorflow, keras; print(time.time() - t)"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    return float(run_python(["-c", code]).stdout.strip().splitlines()[-1])
 
 
 def part_framework(runner: Runner, s: dict) -> list[Row]:
     depth, epochs, batch = s["depths"][0], s["epochs"], 64
     log(f"framework: ResNet-{depth} plain, digits, {epochs} epochs, batch {batch}, gradients off")
-    epochs_of: dict[str, list[list[float]]] = {"framework": [], "bare Keras": []}
-
-    def framework() -> float:
-        run_id = runner.run([*digits_run(depth, epochs), "gradients.enabled=false"])
-        epochs_of["framework"].append(runner.epoch_times(run_id))
-        return runner.duration(run_id)
-
-    def bare() -> float:
-        seconds, epoch_times = bare_fit(depth, epochs, batch)
-        epochs_of["bare Keras"].append(epoch_times)
-        return seconds
-
-    times = interleaved({"framework": framework, "bare Keras": bare}, s["repeats"], log)
-    steady = {
-        name: [statistics.median(run[1:] or run) for run in runs]
-        for name, runs in epochs_of.items()
-    }
-    first = {name: [run[0] for run in runs] for name, runs in epochs_of.items()}
+    framework = [*digits_run(depth, epochs), "gradients.enabled=false"]
+    series = fit_series(
+        {
+            "framework": partial(runner.timed, framework),
+            "bare Keras": partial(bare_fit, depth, epochs, batch),
+        },
+        s["repeats"],
+    )
     label = f"ResNet-{depth}, {epochs} ep"
     rows = [
         ratio_row(
-            "2 framework", f"whole run, {label}", times, "framework", "bare Keras", "<= 1.10"
-        ),
-        ratio_row("2 framework", f"epoch 1 (trace), {label}", first, "framework", "bare Keras"),
-        ratio_row("2 framework", f"steady epoch, {label}", steady, "framework", "bare Keras"),
+            "2 framework", f"{measure}, {label}", series[key], "framework", "bare Keras", target
+        )
+        for measure, key, target in (
+            ("whole run", "run", "<= 1.10"),
+            ("epoch 1 (trace)", "epoch 1", ""),
+            ("steady epoch", "steady", ""),
+        )
     ]
     log("framework: process start to first epoch, and TensorFlow's import alone")
     starts = interleaved(
         {
-            "start -> epoch 1": lambda: process_to_first_epoch(runner),
+            "start -> epoch 1": partial(process_to_first_epoch, runner),
             "import TF": tf_import_seconds,
         },
         s["repeats"],
         log,
     )
-    row = ratio_row(
-        "2 framework", "process start to epoch 1", starts, "start -> epoch 1", "import TF"
-    )
-    row.target = "gap < 3 s"
+    measure, subject, baseline = "process start to epoch 1", "start -> epoch 1", "import TF"
+    row = ratio_row("2 framework", measure, starts, subject, baseline, "gap < 3 s")
     row.note = f"gap {row.subject_value - row.baseline_value:.2f} s"
-    rows.append(row)
-    return rows
+    return [*rows, row]
 
 
 # ---------------------------------------------------------------- FLOP/s against the peak
@@ -357,12 +337,9 @@ def conv_dense_flops(model) -> int:
 
     total = 0
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            kh, kw, cin, cout = layer.kernel.shape
-            _, h, w, _ = layer.output.shape
-            total += 2 * kh * kw * cin * cout * h * w
-        elif isinstance(layer, keras.layers.Dense):
-            total += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+        if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense):
+            # a kernel's weights apply at each output position (a dense layer's: one)
+            total += 2 * math.prod(layer.kernel.shape) * math.prod(layer.output.shape[1:-1])
     return int(total)
 
 
@@ -421,22 +398,13 @@ def part_flops(s: dict) -> list[Row]:
     rows = []
     for variant in s["flops_variants"]:
         log(f"flops: {variant}")
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **FLOPS_VARIANTS[variant].get("env", {})}
-        command = [sys.executable, __file__, "--flops-child", variant]
-        command += ["--flops-steps", str(s["flops_steps"])]
-        out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        child = [__file__, "--flops-child", variant, "--flops-steps", str(s["flops_steps"])]
+        out = run_python(child, env=FLOPS_VARIANTS[variant].get("env"))
         result = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append(
-            Row(
-                "3 flops",
-                f"GFLOP/s, ResNet-20 32x32x3 training, batch 128, {variant}",
-                "achieved",
-                result["achieved"] / 1e9,
-                "matmul peak",
-                result["peak"] / 1e9,
-                note=f"{result['per_image'] / 1e6:.0f} MFLOP/image (3x forward)",
-            )
-        )
+        gflops = {"achieved": [result["achieved"] / 1e9], "matmul peak": [result["peak"] / 1e9]}
+        measure = f"GFLOP/s, ResNet-20 32x32x3 training, batch 128, {variant}"
+        note = f"{result['per_image'] / 1e6:.0f} MFLOP/image (3x forward)"
+        rows.append(ratio_row("3 flops", measure, gflops, *gflops, note=note))
     return rows
 
 
@@ -444,31 +412,17 @@ def part_flops(s: dict) -> list[Row]:
 
 
 def part_study(s: dict) -> list[Row]:
-    from bench_sweep import LAUNCHERS, run_study
+    from bench_sweep import time_study
 
     extra = [f"trainer.epochs={s['study_epochs']}"]
     if s["study_depths"]:
         extra.append(f"model.depth={s['study_depths']}")
     log(f"study: depth_sweep {' '.join(extra)}, sequential vs parallel")
-    times = interleaved(
-        {
-            name: (lambda launch=launcher: run_study("depth_sweep", extra, launch))
-            for name, launcher in LAUNCHERS.items()
-        },
-        1,
-        log,
-    )
+    times = time_study("depth_sweep", extra, 1, log)
     jobs = "12 jobs" if not s["study_depths"] else f"depths {s['study_depths']} x 2"
-    row = ratio_row(
-        "4 study",
-        f"default study, {jobs}, {s['study_epochs']} ep",
-        times,
-        "parallel (joblib)",
-        "sequential",
-    )
-    if s["study_epochs"] == 15 and not s["study_depths"]:
-        row.target = "parallel <= 240 s"
-    return [row]
+    measure = f"default study, {jobs}, {s['study_epochs']} ep"
+    target = "parallel <= 240 s" if s["study_epochs"] == 15 and not s["study_depths"] else ""
+    return [ratio_row("4 study", measure, times, "parallel (joblib)", "sequential", target)]
 
 
 # ---------------------------------------------------------------- figures from a big store
@@ -494,24 +448,11 @@ def part_figures(s: dict) -> list[Row]:
                 make_figures(args)
             return elapsed()
 
-        times = interleaved(
-            {
-                "batched SQL load": lambda: regenerate("sql"),
-                "per-metric client": lambda: regenerate("client"),
-            },
-            1,
-            log,
-        )
-    return [
-        ratio_row(
-            "5 figures",
-            f"regenerate figures + report, {runs} runs x {epochs} ep",
-            times,
-            "batched SQL load",
-            "per-metric client",
-            note=f"store logged in {logged:.0f} s",
-        )
-    ]
+        paths = {"batched SQL load": "sql", "per-metric client": "client"}
+        times = interleaved({k: partial(regenerate, m) for k, m in paths.items()}, 1, log)
+    measure = f"regenerate figures + report, {runs} runs x {epochs} ep"
+    row = ratio_row("5 figures", measure, times, *paths, note=f"store logged in {logged:.0f} s")
+    return [row]
 
 
 # ---------------------------------------------------------------- main
@@ -520,14 +461,9 @@ def part_figures(s: dict) -> list[Row]:
 def machine() -> str:
     import tensorflow as tf
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    info = Path("/proc/cpuinfo")  # Linux: the CPU's name, where `platform` gives only x86_64
+    names = re.findall(r"^model name\s*:(.*)$", info.read_text(), re.M) if info.exists() else []
+    cpu = names[0].strip() if names else platform.processor() or platform.machine()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
         f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -549,24 +485,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=["off", "on (step)", "on (step, no images)", "on (probe)"],
         help="an older checkout knows only 'off' and 'on (default)'",
     )
-    for key, value in FULL.items():  # every setting can be overridden; None: the mode's value
-        flag = "--" + key.replace("_", "-")
-        about = f"{SETTINGS_HELP[key]} (quick: {QUICK[key]}, full: {value})"
-        if isinstance(value, list):
-            parser.add_argument(flag, nargs="+", type=type(value[0]), default=None, help=about)
-        else:
-            parser.add_argument(flag, type=type(value), default=None, help=about)
+    for key, (quick, full, about) in SETTINGS.items():  # None: the mode's value
+        nargs = "+" if isinstance(full, list) else None
+        about = f"{about} (quick: {quick}, full: {full})"
+        kind = type(full[0] if nargs else full)
+        parser.add_argument("--" + key.replace("_", "-"), nargs=nargs, type=kind, help=about)
     parser.add_argument("--flops-child", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parse_args(argv)
+    mode = 0 if args.quick else 1
     settings = {
-        k: getattr(args, k) if getattr(args, k) is not None else v
-        for k, v in (QUICK if args.quick else FULL).items()
+        k: getattr(args, k) if getattr(args, k) is not None else values[mode]
+        for k, values in SETTINGS.items()
     }
     if args.flops_child:
         print(json.dumps(flops_child(args.flops_child, settings["flops_steps"])))

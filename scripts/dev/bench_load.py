@@ -27,12 +27,12 @@ runs x 100 epochs.
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -67,22 +67,11 @@ def log_study(uri: str, runs: int, epochs: int, artifacts: str) -> None:
         )
 
 
-def _logged(uri: str) -> tuple[int, int] | None:
-    """(runs, epochs) of the "bench" study already in `uri`, if there is one."""
+def _runs(uri: str) -> list | None:
+    """The runs of the "bench" study in `uri`; None if there is no such experiment."""
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(EXPERIMENT)
-    if exp is None:
-        return None
-    runs = client.search_runs([exp.experiment_id], max_results=50_000)
-    epochs = int(runs[0].data.params["trainer.epochs"]) if runs else 0
-    return len(runs), epochs
-
-
-def _run_keys(uri: str) -> dict[str, list[str]]:
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs([exp.experiment_id], max_results=50_000)
-    return {run.info.run_id: METRICS for run in runs}
+    return None if exp is None else client.search_runs([exp.experiment_id], max_results=50_000)
 
 
 def _sorted(long: pd.DataFrame) -> pd.DataFrame:
@@ -92,20 +81,17 @@ def _sorted(long: pd.DataFrame) -> pd.DataFrame:
 def time_paths(uri: str, fast: str, repeats: int) -> tuple[dict[str, list[float]], int]:
     """Seconds of each repeat of the `fast` path and of the client path; points read."""
     client = MlflowClient(uri)
-    run_keys = _run_keys(uri)
+    run_keys = {run.info.run_id: METRICS for run in _runs(uri)}
     frames: dict[str, pd.DataFrame] = {}
 
-    def timed(method: str):
-        def run() -> float:
-            with stopwatch() as elapsed:
-                long, used = fetch_histories(client, uri, run_keys, method=method)
-            assert used == method, f"{method} fell back to {used}"
-            frames[method] = long
-            return elapsed()
+    def timed(method: str) -> float:
+        with stopwatch() as elapsed:
+            long, used = fetch_histories(client, uri, run_keys, method=method)
+        assert used == method, f"{method} fell back to {used}"
+        frames[method] = long
+        return elapsed()
 
-        return run
-
-    times = interleaved({fast: timed(fast), "client": timed("client")}, repeats)
+    times = interleaved({method: partial(timed, method) for method in (fast, "client")}, repeats)
     a, b = _sorted(frames[fast]), _sorted(frames["client"])
     pd.testing.assert_frame_equal(a[["run_id", "key", "step"]], b[["run_id", "key", "step"]])
     assert np.array_equal(a["value"].to_numpy(), b["value"].to_numpy(), equal_nan=True)
@@ -131,8 +117,7 @@ def _start_server(backend: str, artifacts: str) -> tuple[subprocess.Popen, str]:
     deadline = time.time() + 180
     while time.time() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                pass
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
         except OSError:
             time.sleep(0.5)
             continue
@@ -143,7 +128,6 @@ def _start_server(backend: str, artifacts: str) -> tuple[subprocess.Popen, str]:
 
 
 def main() -> int:
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # time MLflow, not its pings
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=100)
@@ -156,13 +140,15 @@ def main() -> int:
         folder.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{folder.resolve()}/mlflow.db"
         artifacts = str(folder.resolve() / "artifacts")
-        found = _logged(uri)
-        if found is None:
+        runs = _runs(uri)
+        if runs is None:
             with stopwatch() as logged:
                 log_study(uri, args.runs, args.epochs, artifacts)
             print(f"logged {args.runs} runs x {args.epochs} epochs in {logged():.0f} s")
-        elif found != (args.runs, args.epochs):
-            raise SystemExit(f"{folder} holds {found[0]} runs x {found[1]} epochs; use another")
+        else:
+            epochs = int(runs[0].data.params["trainer.epochs"]) if runs else 0
+            if (len(runs), epochs) != (args.runs, args.epochs):
+                raise SystemExit(f"{folder} holds {len(runs)} runs x {epochs} epochs; use another")
         rows = []
         print(f"SQLite store {uri}")
         times, points = time_paths(uri, "sql", args.repeats)
@@ -176,9 +162,8 @@ def main() -> int:
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)
-    print()
     print(
-        f"{args.runs} runs x {args.epochs} epochs x {len(METRICS)} metrics; seconds are medians "
+        f"\n{args.runs} runs x {args.epochs} epochs x {len(METRICS)} metrics; seconds are medians "
         f"of {args.repeats}; client: {HISTORY_WORKERS} calls at a time; "
         f"ratio: client / batched"
     )

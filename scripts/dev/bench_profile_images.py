@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import keras
+from benchkit import steady
 from mlflow.tracking import MlflowClient
 
 from resnet_exp.data.splits import load_dataset, probe_batch
@@ -51,8 +52,7 @@ def one_depth(client: MlflowClient, experiment_id: str, data, depth: int, args) 
         verbose=0,
     )
     client.set_terminated(run_id)
-    seconds = fit.history["epoch_time_s"]
-    epoch = statistics.median(seconds[1:] or seconds)
+    epoch = steady(fit.history["epoch_time_s"])
     image = statistics.median(images.seconds)
     return [
         str(depth),
@@ -74,9 +74,7 @@ def main() -> None:
         client = MlflowClient(f"sqlite:///{Path(tmp) / 'mlflow.db'}")
         experiment_id = client.create_experiment("bench", artifact_location=str(Path(tmp) / "a"))
         rows = [one_depth(client, experiment_id, data, d, args) for d in args.depths]
-    header = ["depth", "layers", "epoch ms", "image ms", "image/epoch %"]
-    print(" | ".join(header))
-    for row in rows:
+    for row in [["depth", "layers", "epoch ms", "image ms", "image/epoch %"], *rows]:
         print(" | ".join(row))
 
 

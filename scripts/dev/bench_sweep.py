@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
-import tempfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
-from benchkit import interleaved, stopwatch
+from benchkit import interleaved, run_python, stopwatch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,18 +27,19 @@ LAUNCHERS = {
 
 
 def run_study(experiment: str, extra: list[str], launcher: list[str]) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {
-            **os.environ,
-            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-        }
-        command = [sys.executable, str(ROOT / "experiments" / "train.py"), "-m"]
-        command += [f"experiment={experiment}", *extra, *launcher]
-        command.append(f"hydra.sweep.dir={tmp}/multirun")
-        with stopwatch() as elapsed:
-            subprocess.run(command, env=env, cwd=tmp, check=True, capture_output=True)
-        return elapsed()
+    with TemporaryDirectory() as tmp, stopwatch() as elapsed:
+        command = [str(ROOT / "experiments" / "train.py"), "-m", f"experiment={experiment}"]
+        command += [*extra, *launcher, f"hydra.sweep.dir={tmp}/multirun"]
+        run_python(command, env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}, cwd=tmp)
+    return elapsed()
+
+
+def time_study(
+    experiment: str, extra: list[str], repeats: int, log: Callable[[str], None] = print
+) -> dict[str, list[float]]:
+    """Each launcher's seconds for the study, interleaved."""
+    launches = {name: partial(run_study, experiment, extra, how) for name, how in LAUNCHERS.items()}
+    return interleaved(launches, repeats, log)
 
 
 def main() -> None:
@@ -48,15 +49,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     extra = [f"trainer.epochs={args.epochs}"] if args.epochs else []
-    times = interleaved(
-        {
-            name: (lambda launch=launcher: run_study(args.experiment, extra, launch))
-            for name, launcher in LAUNCHERS.items()
-        },
-        args.repeats,
-    )
-    best = {name: min(values) for name, values in times.items()}
-    sequential, parallel = best["sequential"], best["parallel (joblib)"]
+    times = time_study(args.experiment, extra, args.repeats)
+    sequential, parallel = min(times["sequential"]), min(times["parallel (joblib)"])
     print(
         f"\n{args.experiment} ({'preset epochs' if not args.epochs else f'{args.epochs} epochs'}, "
         f"{os.cpu_count()} cores): sequential {sequential:.0f} s, parallel {parallel:.0f} s, "

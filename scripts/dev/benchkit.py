@@ -8,12 +8,34 @@ session, takes medians, and reports their ratio with the spread over repeats.
 from __future__ import annotations
 
 import csv
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+# Time TensorFlow and MLflow, not their C++ log lines and telemetry pings; child
+# processes inherit these.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_python(
+    args: list[str], env: dict[str, str] | None = None, **kwargs
+) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` in a child process with `env` added to ours, its output captured as text."""
+    env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, check=True, **kwargs
+    )
 
 
 @contextmanager
@@ -28,6 +50,11 @@ def stopwatch(cpu: bool = False) -> Iterator[Callable[[], float]]:
     end: list[float] = []
     yield lambda: (end[0] if end else clock()) - start
     end.append(clock())
+
+
+def steady(epoch_seconds: list[float]) -> float:
+    """The steady epoch: the median after the first (which traces), or of the only one."""
+    return statistics.median(epoch_seconds[1:] or epoch_seconds)
 
 
 def interleaved(
@@ -93,36 +120,26 @@ def ratio_row(
     """A row from interleaved times: ratio of medians, and the range of paired ratios."""
     pairs = [a / b for a, b in zip(times[subject], times[baseline], strict=False) if b]
     spread = f"{min(pairs):.3f}-{max(pairs):.3f}" if len(pairs) > 1 else ""
+    subject_value, baseline_value = (statistics.median(times[k]) for k in (subject, baseline))
     return Row(
-        part,
-        measure,
-        subject,
-        statistics.median(times[subject]),
-        baseline,
-        statistics.median(times[baseline]),
-        target=target,
-        spread=spread,
-        note=note,
+        part, measure, subject, subject_value, baseline, baseline_value, target, spread, note
     )
 
 
-COLUMNS = [f.name for f in fields(Row)[:6]] + ["ratio"]
-COLUMNS += ["spread", "target", "note"]
+COLUMNS = [*(f.name for f in fields(Row)[:6]), "ratio", "spread", "target", "note"]
 
 
-def _cells(row: Row) -> dict[str, str]:
+def _cells(row: Row) -> list[str]:
     cells = {k: str(v) for k, v in asdict(row).items()}
     cells["subject_value"] = f"{row.subject_value:.4g}"
     cells["baseline_value"] = f"{row.baseline_value:.4g}"
     cells["ratio"] = f"{row.ratio:.3f}"
-    return cells
+    return [cells[c] for c in COLUMNS]
 
 
 def markdown(rows: list[Row]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        cells = _cells(row)
-        lines.append("| " + " | ".join(cells[c] for c in COLUMNS) + " |")
+    lines = ["| " + " | ".join(cells) + " |" for cells in [COLUMNS, *map(_cells, rows)]]
+    lines.insert(1, "|" + "---|" * len(COLUMNS))
     return "\n".join(lines) + "\n"
 
 
@@ -131,8 +148,6 @@ def write_table(rows: list[Row], out: Path, header: str = "") -> tuple[Path, Pat
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out / "bench.csv", out / "bench.md"
     with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows({c: _cells(r)[c] for c in COLUMNS} for r in rows)
+        csv.writer(f).writerows([COLUMNS, *map(_cells, rows)])
     md_path.write_text((header + "\n\n" if header else "") + markdown(rows))
     return csv_path, md_path

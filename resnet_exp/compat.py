@@ -25,7 +25,7 @@ def keras_untouched() -> bool:
     parallel sweep) has nothing to clear. Keras keeps a name counter per process in
     its private global state, set by the first layer, model or variable; it has no
     public "anything created yet?" call. Saves: part of the start-up gap that went
-    from 5.52 to 5.18 s (process start to epoch 1, scripts/dev/bench.py --parts start).
+    from 5.52 to 5.18 s (process start to epoch 1, scripts/dev/bench.py --parts framework).
     If Keras moves it, this returns False and the session is cleared: slower, never
     wrong.
     """

@@ -16,13 +16,16 @@ deleted block on CIFAR-10, and a plain VGG net fall to chance.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
 from resnet_exp import contract
 from resnet_exp.analysis.load import Study, load_run_artifacts
+from resnet_exp.analysis.report import fmt, markdown_table, nested
 from resnet_exp.analysis.summary import ARCHS, condition_columns, with_condition
 
 # The section is drawn when a run logged one of these.
@@ -34,6 +37,8 @@ SECTION_METRICS = (
 TOLERATE_POINTS = 5.0
 BREAK_POINTS = 25.0
 _RUN_COLUMNS = ["run_id", "run_name", "model", "depth", "arch", "seed", "condition"]
+_BRANCH_RATIO = {"residual": "‖F(x)‖/‖x‖ of the residual branch", "plain": "block output/input"}
+_OPTIONAL = ["k_max_accuracy", "k_max", "branch_init", "branch_end"]  # need k draws, branches
 
 
 @dataclass
@@ -56,44 +61,39 @@ def has_lesion_data(study: Study) -> bool:
     return any(m in study.epochs.columns for m in SECTION_METRICS)
 
 
-def _num_classes(study: Study) -> int | None:
-    if "data.num_classes" not in study.params:
-        return None
-    values = pd.to_numeric(study.params["data.num_classes"], errors="coerce").dropna().unique()
-    return int(values[0]) if len(values) == 1 else None
-
-
 def load_lesions(study: Study) -> LesionData:
     """Read the three artifacts of every usable run that has them."""
     runs = with_condition(study.usable, condition_columns(study.usable))[_RUN_COLUMNS]
 
-    def load(name: str, columns: list[str], what: str) -> pd.DataFrame:
+    def load(metric: str, name: str, columns: list[str], what: str) -> pd.DataFrame:
+        """Artifact `name` with its runs' columns; not read when no run logged `metric`."""
+        if metric not in study.epochs or study.epochs[metric].isna().all():
+            return pd.DataFrame()
         frame = load_run_artifacts(study, name, set(columns), what=what)
         return runs.merge(frame, on="run_id", how="inner") if not frame.empty else pd.DataFrame()
 
-    logged = study.epochs.groupby("run_id").max(numeric_only=True)
-
-    def runs_with(metric: str) -> pd.Index:
-        """The runs that logged `metric` (none when no run did: the column is absent)."""
-        return logged.index[logged[metric].notna()] if metric in logged else logged.index[:0]
-
-    lesioned = runs_with(contract.LESION_INTACT_ACCURACY)
-    branched = runs_with(contract.BRANCH_RATIO_MEAN)
-    single = multi = branches = pd.DataFrame()
-    if len(lesioned):
-        single = load(contract.LESION_ARTIFACT, contract.LESION_COLUMNS, "lesion figures")
-        multi = load(contract.LESION_K_ARTIFACT, contract.LESION_K_COLUMNS, "k-lesion figure")
-        if not single.empty:
-            single["intact_accuracy"] = single["accuracy"] + single["drop"]
-            single["downsampling"] = single["downsampling"].astype(bool)
-    if len(branched):
-        what = "branch-magnitude figure"
-        branches = load(contract.BRANCH_ARTIFACT, contract.BRANCH_COLUMNS, what)
-    order = list(dict.fromkeys(runs.sort_values(["condition"])["condition"]))
-    return LesionData(single, multi, branches, order, _num_classes(study))
+    lesioned = contract.LESION_INTACT_ACCURACY
+    single = load(lesioned, contract.LESION_ARTIFACT, contract.LESION_COLUMNS, "lesion figures")
+    multi = load(lesioned, contract.LESION_K_ARTIFACT, contract.LESION_K_COLUMNS, "k-lesion figure")
+    branches = load(
+        contract.BRANCH_RATIO_MEAN,
+        contract.BRANCH_ARTIFACT,
+        contract.BRANCH_COLUMNS,
+        "branch-magnitude figure",
+    )
+    if not single.empty:
+        single["intact_accuracy"] = single["accuracy"] + single["drop"]
+        single["downsampling"] = single["downsampling"].astype(bool)
+    classes = study.runs["num_classes"].dropna().unique()
+    num_classes = int(classes[0]) if len(classes) == 1 else None
+    return LesionData(single, multi, branches, sorted(set(runs["condition"])), num_classes)
 
 
 # ---------------------------------------------------------------- per-configuration numbers
+
+
+_pts = partial(fmt, spec=".1f")  # percentage points
+_pct = partial(fmt, spec=".1%")  # a fraction as percent
 
 
 def lesion_table(data: LesionData) -> pd.DataFrame:
@@ -130,14 +130,6 @@ def lesion_table(data: LesionData) -> pd.DataFrame:
     return table.reset_index()
 
 
-def _pts(x: float) -> str:
-    return "–" if x is None or not np.isfinite(x) else f"{x:.1f}"
-
-
-def _pct(x: float) -> str:
-    return "–" if x is None or not np.isfinite(x) else f"{100 * x:.1f}%"
-
-
 def _verdict(mean_drop: float) -> str:
     if mean_drop < TOLERATE_POINTS:
         return "tolerate"
@@ -146,55 +138,53 @@ def _verdict(mean_drop: float) -> str:
     return "partial"
 
 
-def _joined(rows: pd.DataFrame, column: str, fmt) -> str:
-    return " / ".join(fmt(v) for v in rows[column])
+def _joined(rows: pd.DataFrame, column: str, format_: Callable[[float], str] = _pts) -> str:
+    return " / ".join(format_(v) for v in rows[column])
 
 
 def lesion_findings(data: LesionData, table: pd.DataFrame) -> list[str]:
     """Sentences computed from `table`: does each kind of net tolerate deletions?"""
-    out: list[str] = []
     if table.empty:
         return ["No run has lesion data (`lesion.enabled=true`), so nothing about deletions."]
-    chance = data.chance
+    out: list[str] = []
     for cond in data.conditions:
         group = table[table["condition"] == cond]
         if group.empty:
             continue
-        sentences = []
+        sentences, branches = [], []
         verdicts: dict[str, set[str]] = {}
         for arch in [a for a in ARCHS if a in set(group["arch"])]:
             rows = group[group["arch"] == arch].sort_values("depth")
-            depths = " / ".join(str(d) for d in rows["depth"])
+            depths = _joined(rows, "depth", str)
             verdicts[arch] = {_verdict(v) for v in rows["mean_drop"] if np.isfinite(v)}
             sentence = (
                 f"{arch.capitalize()} nets (depth {depths}): deleting one same-shape block "
-                f"costs {_joined(rows, 'mean_drop', _pts)} points of validation accuracy on "
-                f"average (worst block {_joined(rows, 'max_drop', _pts)} points), from an "
+                f"costs {_joined(rows, 'mean_drop')} points of validation accuracy on "
+                f"average (worst block {_joined(rows, 'max_drop')} points), from an "
                 f"intact {_joined(rows, 'intact_accuracy', _pct)}; the lesioned nets average "
                 f"{_joined(rows, 'lesioned_accuracy', _pct)}"
             )
-            if chance:
-                sentence += f" (chance: {100 * chance:.0f}%)"
+            if data.chance:
+                sentence += f" (chance: {100 * data.chance:.0f}%)"
             if rows["downsampling_drop"].notna().any():
-                sentence += (
-                    f". Deleting a downsampling block costs "
-                    f"{_joined(rows, 'downsampling_drop', _pts)} points"
-                )
+                drops = _joined(rows, "downsampling_drop")
+                sentence += f". Deleting a downsampling block costs {drops} points"
             if "k_max" in rows and rows["k_max"].notna().any():
-                ks = " / ".join(str(int(k)) for k in rows["k_max"])
+                ks = _joined(rows, "k_max", lambda k: str(int(k)))
                 sentence += (
                     f". With the most blocks deleted at once (k = {ks}) accuracy is "
                     f"{_joined(rows, 'k_max_accuracy', _pct)}"
                 )
             sentences.append(sentence + ".")
-        sentences.append(_conclusion(verdicts))
-        if "branch_end" in group:
-            sentences += _branch_sentences(group)
-        if cond and len(data.conditions) > 1:
-            out.append(f"**{cond}**")
-            out += [f"  - {s}" for s in sentences]
-        else:
-            out += sentences
+            if "branch_end" in rows and rows["branch_end"].notna().any():
+                branches.append(
+                    f"{arch.capitalize()} nets, mean {_BRANCH_RATIO[arch]} over blocks: "
+                    f"{_joined(rows, 'branch_init', '{:.2f}'.format)} at initialisation, "
+                    f"{_joined(rows, 'branch_end', '{:.2f}'.format)} after training "
+                    f"(depth {depths})."
+                )
+        sentences = [*sentences, _conclusion(verdicts), *branches]
+        out += nested(cond if len(data.conditions) > 1 else "", sentences)
     return out
 
 
@@ -223,53 +213,32 @@ def _conclusion(verdicts: dict[str, set[str]]) -> str:
     )
 
 
-def _branch_sentences(group: pd.DataFrame) -> list[str]:
-    out = []
-    for arch in [a for a in ARCHS if a in set(group["arch"])]:
-        rows = group[group["arch"] == arch].sort_values("depth")
-        if rows["branch_end"].isna().all():
-            continue
-        what = "‖F(x)‖/‖x‖ of the residual branch" if arch == "residual" else "block output/input"
-        out.append(
-            f"{arch.capitalize()} nets, mean {what} over blocks: "
-            f"{_joined(rows, 'branch_init', lambda v: f'{v:.2f}')} at initialisation, "
-            f"{_joined(rows, 'branch_end', lambda v: f'{v:.2f}')} after training "
-            f"(depth {' / '.join(str(d) for d in rows['depth'])})."
-        )
-    return out
-
-
 def lesion_markdown_table(table: pd.DataFrame) -> list[str]:
+    """The table as markdown lines, without a condition column when there is one condition."""
     if table.empty:
         return []
-    if (table["condition"] == "").all():  # one condition: no column for it
-        lines = lesion_markdown_table(table.assign(condition="model"))
-        return [_drop_first_cell(line) for line in lines]
-    head = (
-        "| condition | depth | net | seeds | intact acc. | mean drop (pts) | worst drop (pts) "
-        "| worst block | downsampling drop (pts) | acc. at largest k | ‖F‖/‖x‖ init | ‖F‖/‖x‖ end |"
+    t = table.reindex(columns=table.columns.union(_OPTIONAL, sort=False))
+    ks = zip(t["k_max_accuracy"], t["k_max"], strict=True)
+    k = [f"{_pct(a)} (k={int(k)})" if np.isfinite(k) else "–" for a, k in ks]
+    frame = pd.DataFrame(
+        {
+            "condition": t["condition"],
+            "depth": t["depth"],
+            "net": t["arch"],
+            "seeds": t["seeds"],
+            "intact acc.": t["intact_accuracy"].map(_pct),
+            "mean drop (pts)": t["mean_drop"].map(_pts),
+            "worst drop (pts)": t["max_drop"].map(_pts),
+            "worst block": t["worst_block"],
+            "downsampling drop (pts)": t["downsampling_drop"].map(_pts),
+            "acc. at largest k": k,
+            "‖F‖/‖x‖ init": t["branch_init"].map(lambda v: fmt(v, ".2f")),
+            "‖F‖/‖x‖ end": t["branch_end"].map(lambda v: fmt(v, ".2f")),
+        }
     )
-    lines = [head, "|---|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
-    for r in table.itertuples():
-        k = (
-            f"{_pct(r.k_max_accuracy)} (k={int(r.k_max)})"
-            if "k_max" in table and np.isfinite(r.k_max)
-            else "–"
-        )
-        init = getattr(r, "branch_init", np.nan)
-        end = getattr(r, "branch_end", np.nan)
-        lines.append(
-            f"| {r.condition} | {r.depth} | {r.arch} | {r.seeds} | {_pct(r.intact_accuracy)} "
-            f"| {_pts(r.mean_drop)} | {_pts(r.max_drop)} | {r.worst_block} "
-            f"| {_pts(r.downsampling_drop)} | {k} "
-            f"| {'–' if not np.isfinite(init) else f'{init:.2f}'} "
-            f"| {'–' if not np.isfinite(end) else f'{end:.2f}'} |"
-        )
-    return lines
-
-
-def _drop_first_cell(line: str) -> str:
-    return "|" + line.split("|", 2)[2]
+    if (table["condition"] == "").all():
+        frame = frame.drop(columns="condition")
+    return markdown_table(frame, text=("condition", "net", "worst block")).split("\n")
 
 
 FIGURE_TITLES = {

@@ -30,7 +30,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from resnet_exp.analysis.load import Study
-from resnet_exp.analysis.report import condition_keys, findings, markdown_table, table_frame
+from resnet_exp.analysis.report import findings, summary_table
 
 MAX_NOTE = 8000  # MLflow's limit on a tag value
 _LINK = re.compile(r"(!?\[[^\]]*\])\(([^)\s]+)\)")
@@ -117,7 +117,6 @@ def description(
 ) -> str:
     """Findings, summary table and a main-figure link (if drawn), within MLflow's tag limit."""
     link = lambda name: artifact_link(run_id, f"{folder}/{name}")  # noqa: E731
-    keys = [*condition_keys(table), "depth", "arch"]
     head = (
         f"**Findings** of `make_figures` ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
         f"{len(study.runs)} training runs). Full report: *Artifacts* > `{folder}/{HTML_NAME}` "
@@ -128,7 +127,7 @@ def description(
         head + "\n\n" + "\n".join(lines),
         "**Summary** (errors in %, mean ± sd over seeds; gradient norms at initialisation "
         f"and at the end; full precision in [summary.csv]({link('summary.csv')})):\n\n"
-        + markdown_table(table_frame(table, keys)),
+        + summary_table(table),
     ]
     if MAIN_FIGURE in figures:  # a link: MLflow's markdown views print images as text
         parts.append(

@@ -17,11 +17,10 @@ HE2016_TABLE6_TEST_ERROR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43}
 
 def _ours(table: pd.DataFrame, depth: int, arch: str) -> str:
     rows = table[(table["depth"] == depth) & (table["arch"] == arch)]
-    if "test_error_mean" not in rows or rows["test_error_mean"].isna().all():
+    if rows["test_error_mean"].isna().all():
         return "not run"
     row = rows.iloc[0]
-    sd = row.get("test_error_sd", np.nan)
-    spread = f" ± {100 * sd:.2f}" if np.isfinite(sd) else ""
+    spread = f" ± {100 * row['test_error_sd']:.2f}" if np.isfinite(row["test_error_sd"]) else ""
     return f"{100 * row['test_error_mean']:.2f}{spread} ({int(row['seeds'])} seeds)"
 
 

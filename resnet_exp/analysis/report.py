@@ -22,9 +22,10 @@ noise we can see:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +47,7 @@ FIGURE_TITLES = {
     "gradient_profile": "Gradient norm through the layers",
     "gradient_dynamics": "First- and last-layer gradient norm during training",
 }
-TABLE_HEADERS = {
-    "train_error": "train error (%)",
-    "val_error": "val error (%)",
+GRADIENT_HEADERS = {
     "grad_first_init": "‖∇‖ first, init",
     "grad_last_init": "‖∇‖ last, init",
     "ratio_init": "first/last, init",
@@ -56,24 +55,24 @@ TABLE_HEADERS = {
     "grad_last_end": "‖∇‖ last, end",
     "ratio_end": "first/last, end",
 }
-COUNT_COLUMNS = ("seeds", "runs", "diverged", "failed", "running")
 
 
 # ---------------------------------------------------------------- formatting
 
 
+def fmt(x: float, spec: str) -> str:
+    """`x` in the format `spec`, or a dash when it is missing or infinite."""
+    return format(x, spec) if np.isfinite(x) else "–"
+
+
 def fmt_error(mean: float, sd: float) -> str:
     """An error fraction as percent, with the sd over seeds when there is one."""
-    if mean is None or not np.isfinite(mean):
+    if not np.isfinite(mean):
         return "–"
-    if sd is None or not np.isfinite(sd):
-        return f"{100 * mean:.1f}"
-    return f"{100 * mean:.1f} ± {100 * sd:.1f}"
+    return f"{100 * mean:.1f}" + (f" ± {100 * sd:.1f}" if np.isfinite(sd) else "")
 
 
-def fmt_num(x: float) -> str:
-    """Three significant digits: gradient norms span many orders of magnitude."""
-    return "–" if x is None or not np.isfinite(x) else f"{x:.3g}"
+fmt_num = partial(fmt, spec=".3g")  # gradient norms span many orders of magnitude
 
 
 def condition_keys(table: pd.DataFrame) -> list[str]:
@@ -81,40 +80,42 @@ def condition_keys(table: pd.DataFrame) -> list[str]:
     return list(table.columns[: table.columns.get_loc("depth")])
 
 
-def table_frame(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """The summary as the strings the report shows, one row per configuration."""
+def markdown_table(frame: pd.DataFrame, text: Collection[str]) -> str:
+    """A GitHub-flavoured markdown table (no tabulate dependency); `text` columns align left."""
+    head = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" if c in text else "---:" for c in frame.columns) + "|"
+    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.to_numpy()]
+    return "\n".join([head, rule, *rows])
+
+
+def nested(heading: str, sentences: list[str]) -> list[str]:
+    """`sentences` as sub-bullets of a bold `heading`; as they are without a heading."""
+    if not (heading and sentences):
+        return sentences
+    return [f"**{heading}**", *(f"  - {s}" for s in sentences)]
+
+
+def summary_table(table: pd.DataFrame) -> str:
+    """The summary as the report shows it: a markdown table, one row per configuration."""
     out = pd.DataFrame()
-    for key in keys:
+    for key in [*condition_keys(table), "depth", "arch"]:
         if key == "batch_norm":
             out["batch norm"] = table[key].map({True: "yes", False: "no"}).fillna("?")
         elif key == "arch":
             out["net"] = table[key]
         else:
             out[key] = table[key].astype(str)
-    for column in ("train_error", "val_error"):
-        out[TABLE_HEADERS[column]] = [
-            fmt_error(m, s)
-            for m, s in zip(table[f"{column}_mean"], table[f"{column}_sd"], strict=True)
-        ]
-    if "test_error_mean" in table and table["test_error_mean"].notna().any():
-        out["test error (%)"] = [
-            fmt_error(m, s)
-            for m, s in zip(table["test_error_mean"], table["test_error_sd"], strict=True)
-        ]
-    for column in list(TABLE_HEADERS)[2:]:
-        out[TABLE_HEADERS[column]] = table[column].map(fmt_num)
-    for column in COUNT_COLUMNS:
+    errors = ["train_error", "val_error", "test_error"]
+    if table["test_error_mean"].isna().all():  # no test set
+        errors.remove("test_error")
+    for column in errors:
+        sds = table[f"{column}_sd"]
+        out[f"{column.replace('_', ' ')} (%)"] = list(map(fmt_error, table[f"{column}_mean"], sds))
+    for column, header in GRADIENT_HEADERS.items():
+        out[header] = table[column].map(fmt_num)
+    for column in ("seeds", "runs", "diverged", "failed", "running"):
         out[column] = table[column].astype(int).astype(str)
-    return out
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table (no tabulate dependency)."""
-    numeric = {c for c in frame.columns if c not in ("model", "net", "batch norm")}
-    head = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "|".join("---:" if c in numeric else "---" for c in frame.columns) + "|"
-    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.to_numpy()]
-    return "\n".join([head, rule, *rows])
+    return markdown_table(out, text=("model", "net", "batch norm"))
 
 
 # ---------------------------------------------------------------- findings
@@ -195,18 +196,12 @@ def _error_change(rows: pd.DataFrame, arch: str) -> ErrorChange | None:
     rows = rows.dropna(subset=["train_error_mean"]).sort_values("depth")
     if len(rows) < 2:
         return None
-    first, last = rows.iloc[0], rows.iloc[-1]
-    return ErrorChange(
-        arch,
-        int(first["depth"]),
-        int(last["depth"]),
-        100 * first["train_error_mean"],
-        100 * last["train_error_mean"],
-        100 * first["train_error_sd"],
-        100 * last["train_error_sd"],
-        int(min(first["seeds"], last["seeds"])),
-        _spearman(rows["depth"], rows["train_error_mean"]),
-    )
+    ends = rows.iloc[[0, -1]]  # the shallowest and the deepest net
+    depth_a, depth_b = ends["depth"].astype(int)
+    a, b = 100 * ends["train_error_mean"]
+    sd_a, sd_b = 100 * ends["train_error_sd"]
+    rho = _spearman(rows["depth"], rows["train_error_mean"])
+    return ErrorChange(arch, depth_a, depth_b, a, b, sd_a, sd_b, int(ends["seeds"].min()), rho)
 
 
 def _error_sentence(change: ErrorChange, left_out: list[int], chance: float | None = None) -> str:
@@ -228,18 +223,13 @@ def _error_sentence(change: ErrorChange, left_out: list[int], chance: float | No
             f"a change of {change.change()}; one seed: differences of a few points are "
             f"within run-to-run noise we cannot measure here"
         ),
-        "rise": f"a rise of {change.change(signed=False)}",
-        "fall": f"a fall of {change.change(signed=False)}",
-    }[change.verdict]
+    }.get(change.verdict, f"a {change.verdict} of {change.change(signed=False)}")  # rise, fall
     if change.verdict in ("rise", "fall") and change.seeds > 1:
         words += f", more than {NOISE_SDS:g} sd between seeds"
     depths = "depth" if len(left_out) == 1 else "depths"
     skipped = f" ({depths} {_depth_list(left_out)} left out: runs diverged)" if left_out else ""
-    at_chance = [
-        d
-        for d, v in ((change.depth_a, change.a), (change.depth_b, change.b))
-        if chance is not None and v >= chance - CHANCE_POINTS
-    ]
+    ends = ((change.depth_a, change.a), (change.depth_b, change.b))
+    at_chance = [d for d, v in ends if chance is not None and v >= chance - CHANCE_POINTS]
     if at_chance:
         skipped += (
             f"; at depth {_depth_list(at_chance)} that is chance level ({chance:.0f}% error, "
@@ -248,34 +238,24 @@ def _error_sentence(change: ErrorChange, left_out: list[int], chance: float | No
     return f"{head}: {words}{skipped}."
 
 
-def _comparison(changes: dict[str, ErrorChange], group: pd.DataFrame) -> list[str]:
-    """Plain vs residual: the error at the deepest depth both have, and the two changes."""
+def _comparison(changes: dict[str, ErrorChange], steady: pd.DataFrame) -> list[str]:
+    """Plain vs residual: the error at the deepest steady depth both have, and the two changes."""
     plain, res = changes["plain"], changes["residual"]
     out = []
-    steady = group[group["diverged"] == 0]
-    common = sorted(
-        set(steady.loc[steady["arch"] == "plain", "depth"])
-        & set(steady.loc[steady["arch"] == "residual", "depth"])
-    )
+    common = [d for d, a in steady.groupby("depth")["arch"] if {"plain", "residual"} <= set(a)]
     if common:
         d = common[-1]
         at = steady[steady["depth"] == d].set_index("arch")
-        gap = 100 * (at.loc["plain", "train_error_mean"] - at.loc["residual", "train_error_mean"])
-        spread = 100 * _pooled(
-            at.loc["plain", "train_error_sd"], at.loc["residual", "train_error_sd"]
-        )
-        cells = [
-            fmt_error(at.loc[a, "train_error_mean"], at.loc[a, "train_error_sd"]) + "%"
-            for a in ("plain", "residual")
-        ]
+        means, sds = at["train_error_mean"], at["train_error_sd"]
+        gap = 100 * (means["plain"] - means["residual"])
+        spread = 100 * _pooled(sds["plain"], sds["residual"])
+        cells = [fmt_error(means[a], sds[a]) + "%" for a in ("plain", "residual")]
+        judged = f"a gap of {gap:+.1f} points, "
         if np.isfinite(spread):
-            judged = (
-                f"a gap of {gap:+.1f} points, "
-                + ("more" if abs(gap) > NOISE_SDS * spread else "not more")
-                + f" than {NOISE_SDS:g} sd between seeds ({spread:.1f})"
-            )
+            more = "more" if abs(gap) > NOISE_SDS * spread else "not more"
+            judged += f"{more} than {NOISE_SDS:g} sd between seeds ({spread:.1f})"
         else:
-            judged = f"a gap of {gap:+.1f} points, one seed each"
+            judged += "one seed each"
         out.append(
             f"At depth {d}, the deepest both have, plain nets reach {cells[0]} training error "
             f"and residual nets {cells[1]}: {judged}."
@@ -296,8 +276,7 @@ def _comparison(changes: dict[str, ErrorChange], group: pd.DataFrame) -> list[st
         out.append(
             f"Both kinds train worse as they get deeper: plain nets by "
             f"{plain.change(signed=False)}, residual nets by {res.change(signed=False)}; "
-            f"the plain rise is "
-            f"{plain.delta - res.delta:.1f} points larger."
+            f"the plain rise is {plain.delta - res.delta:.1f} points larger."
         )
     else:
         out.append(
@@ -307,8 +286,8 @@ def _comparison(changes: dict[str, ErrorChange], group: pd.DataFrame) -> list[st
     return out
 
 
-def _ratio_trend(rows: pd.DataFrame, arch: str, column: str, when: str) -> str | None:
-    rows = rows.dropna(subset=[column]).sort_values("depth")
+def _ratio_trend(group: pd.DataFrame, arch: str, column: str, when: str) -> str | None:
+    rows = group[group["arch"] == arch].dropna(subset=[column]).sort_values("depth")
     if len(rows) < 2:
         return None
     first, last = rows.iloc[0], rows.iloc[-1]
@@ -317,49 +296,31 @@ def _ratio_trend(rows: pd.DataFrame, arch: str, column: str, when: str) -> str |
     # The seeds' spread, as a factor: geometric sds pooled in log space.
     seeds = int(min(first["seeds"], last["seeds"]))
     log_spread = _pooled(np.log(first[f"{column}_gsd"]), np.log(last[f"{column}_gsd"]))
-    factor = RATIO_FACTOR
-    noise = ""
+    factor, noise = RATIO_FACTOR, " (one seed)" if seeds < 2 else ""
     if seeds > 1 and np.isfinite(log_spread):
         factor = max(RATIO_FACTOR, math.exp(NOISE_SDS * log_spread))
         noise = (
             f" (geometric mean over {seeds} seeds, geometric sd between seeds "
             f"x{math.exp(log_spread):.2g})"
         )
-    elif seeds < 2:
-        noise = " (one seed)"
     if r1 < 1 and r1 < r0 / factor:
-        verdict = (
-            "with depth the first layer's gradient shrinks relative to the last (a vanishing trend)"
-        )
+        verdict = ": with depth the first layer's gradient shrinks relative to the last"
+        verdict += " (a vanishing trend)"
     elif r1 > 1 and r1 > r0 * factor:
-        verdict = (
-            "with depth the first layer's gradient grows relative to the last (an exploding trend)"
-        )
+        verdict = ": with depth the first layer's gradient grows relative to the last"
+        verdict += " (an exploding trend)"
     else:
         lo, hi = rows[column].min(), rows[column].max()
-        spread = (
-            f"; over all depths it ranges {fmt_num(lo)} to {fmt_num(hi)}" if len(rows) > 2 else ""
-        )
-        return (
-            f"{arch.capitalize()} nets {when}: the first/last gradient ratio goes {span}{noise}, "
-            f"less than a factor of {factor:.2g} apart{spread}{_norms(first, last, column)}."
-        )
+        verdict = f", less than a factor of {factor:.2g} apart"
+        if len(rows) > 2:
+            verdict += f"; over all depths it ranges {fmt_num(lo)} to {fmt_num(hi)}"
+    # The two norms behind the ratio: a steady ratio can hide both vanishing together.
+    stage = column.removeprefix("ratio_")
+    a, b = f"grad_first_{stage}", f"grad_last_{stage}"
     return (
-        f"{arch.capitalize()} nets {when}: the first/last gradient ratio goes {span}{noise}: "
-        f"{verdict}{_norms(first, last, column)}."
-    )
-
-
-def _norms(first: pd.Series, last: pd.Series, ratio_column: str) -> str:
-    """The two norms behind a ratio, shallowest to deepest: a steady ratio can hide both
-    vanishing together."""
-    when = ratio_column.removeprefix("ratio_")
-    a, b = f"grad_first_{when}", f"grad_last_{when}"
-    if a not in first or b not in first:
-        return ""
-    return (
-        f"; the norms: first layer {fmt_num(first[a])} to {fmt_num(last[a])}, "
-        f"last layer {fmt_num(first[b])} to {fmt_num(last[b])}"
+        f"{arch.capitalize()} nets {when}: the first/last gradient ratio goes {span}{noise}"
+        f"{verdict}; the norms: first layer {fmt_num(first[a])} to {fmt_num(last[a])}, "
+        f"last layer {fmt_num(first[b])} to {fmt_num(last[b])}."
     )
 
 
@@ -381,9 +342,7 @@ def _divergence(group: pd.DataFrame, archs: list[str]) -> str | None:
         n, total = int(rows["diverged"].sum()), int(rows["runs"].sum())
         hit = rows[rows["diverged"] > 0].sort_values("depth")
         where = ", ".join(
-            f"{int(r.depth)}"
-            if r.runs == 1
-            else f"{int(r.depth)}: {int(r.diverged)} of {int(r.runs)}"
+            f"{int(r.depth)}" + ("" if r.runs == 1 else f": {int(r.diverged)} of {int(r.runs)}")
             for r in hit.itertuples()
         )
         parts.append(f"{n} of {total} {arch} runs" + (f" (depth {where})" if n else ""))
@@ -417,15 +376,11 @@ def findings(study: Study, table: pd.DataFrame, finals: pd.DataFrame) -> list[st
             f"noise we cannot measure here, so changes under {ONE_SEED_POINTS:g} points are not "
             f"called trends (add `seed=0,1,2` to measure the spread)."
         )
-    multi = table.groupby(keys).ngroups > 1 if keys else False
-    for cond_key, group in table.groupby(keys, sort=False) if keys else [((), table)]:
-        cond = dict(
-            zip(keys, cond_key if isinstance(cond_key, tuple) else (cond_key,), strict=True)
-        )
-        sentences = []
+    groups = list(table.groupby(keys, sort=False))
+    for cond_key, group in groups:
+        cond = dict(zip(keys, cond_key, strict=True))
         diverged = _divergence(group, archs)
-        if diverged:
-            sentences.append(diverged)
+        sentences = [diverged] if diverged else []
         steady = group[group["diverged"] == 0]
         chance = chance_error(_runs_of(finals, cond))
         changes = {}
@@ -442,54 +397,41 @@ def findings(study: Study, table: pd.DataFrame, finals: pd.DataFrame) -> list[st
                     f"too few depths are left for a trend in error."
                 )
         if "plain" in changes and "residual" in changes:
-            sentences += _comparison(changes, group)
+            sentences += _comparison(changes, steady)
         for arch in archs:
-            for column, when, rows in (
-                ("ratio_init", "at initialisation", group),
-                ("ratio_end", "after training", steady),
-            ):
-                sentence = _ratio_trend(rows[rows["arch"] == arch], arch, column, when)
-                if sentence:
-                    sentences.append(sentence)
-        if sentences and multi:
-            out.append(f"**{condition_label(cond, keys)}**")
-            out += [f"  - {s}" for s in sentences]
-        else:
-            out += sentences
+            init = _ratio_trend(group, arch, "ratio_init", "at initialisation")
+            end = _ratio_trend(steady, arch, "ratio_end", "after training")
+            sentences += [s for s in (init, end) if s]
+        out += nested(condition_label(cond, keys) if len(groups) > 1 else "", sentences)
     out += _failures(finals)
     return out
 
 
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _describe(row: pd.Series) -> str:
-    bn = "" if pd.isna(row.get("batch_norm")) else (", BN" if row["batch_norm"] else ", no BN")
-    return f"{row['arch']} depth {row['depth']}{bn}, seed {row['seed']}"
+def _runs_named(runs: pd.DataFrame, what: str, details: list[str]) -> str:
+    """'2 runs <what> (plain depth 56, BN, seed 1<detail>; ...)', naming at most six."""
+    items = []
+    for (_, r), detail in zip(runs.iterrows(), details, strict=True):
+        bn = "" if pd.isna(r.get("batch_norm")) else (", BN" if r["batch_norm"] else ", no BN")
+        items.append(f"{r['arch']} depth {r['depth']}{bn}, seed {r['seed']}{detail}")
+    more = "; ..." if len(items) > 6 else ""
+    return f"{len(runs)} run{'' if len(runs) == 1 else 's'} {what} ({'; '.join(items[:6])}{more})"
 
 
 def _failures(finals: pd.DataFrame) -> list[str]:
     out = []
     diverged = finals[finals["diverged"]]
     if len(diverged):
-        items = [
-            _describe(r)
-            + (f" at epoch {r['diverged_epoch']}" if pd.notna(r["diverged_epoch"]) else "")
-            for _, r in diverged.iterrows()
-        ]
+        epochs = [f" at epoch {e}" if pd.notna(e) else "" for e in diverged["diverged_epoch"]]
         out.append(
-            f"{_n(len(diverged), 'run')} diverged ({'; '.join(items[:6])}"
-            f"{'; ...' if len(items) > 6 else ''}). They enter the table's means and the "
-            f"depth plots with their last finite numbers (marked x); the curves over epochs "
-            f"draw them on their own, dotted, and average the other runs."
+            _runs_named(diverged, "diverged", epochs) + ". They enter the table's means and the "
+            "depth plots with their last finite numbers (marked x); the curves over epochs "
+            "draw them on their own, dotted, and average the other runs."
         )
     broken = finals[finals["status"].isin(BROKEN) & ~finals["diverged"]]
     if len(broken):
-        items = [f"{_describe(r)} ({r['status']})" for _, r in broken.iterrows()]
+        statuses = [f" ({s})" for s in broken["status"]]
         out.append(
-            f"{_n(len(broken), 'run')} did not finish ({'; '.join(items[:6])}"
-            f"{'; ...' if len(items) > 6 else ''}); they are counted but not averaged."
+            _runs_named(broken, "did not finish", statuses) + "; they are counted but not averaged."
         )
     return out
 
@@ -507,11 +449,10 @@ def _study_lines(study: Study) -> list[str]:
     else:
         commit = f"{len(commits)} commits: " + ", ".join(f"`{c[:12]}`" for c in commits[:5])
     start, end = runs["start_time"].min(), runs["start_time"].max()
+    parent = "none given: every training run in the experiment"
     if study.parent_run_id:
         name = study.parent_run_name
         parent = f"`{study.parent_run_id}`" + (f" ({name})" if name else "")
-    else:
-        parent = "none given: every training run in the experiment"
     statuses = ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items())
     return [
         "| | |",
@@ -542,7 +483,6 @@ def write_report(
     `sections`: further markdown lines (e.g. the lesion section), after the findings.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    keys = [*condition_keys(table), "depth", "arch"]
     table.to_csv(out_dir / "summary.csv", index=False)
     lines = [f"# Depth study: {study.experiment}", "", *_study_lines(study), ""]
     lines += ["## What the numbers show", ""]
@@ -560,16 +500,14 @@ def write_report(
         "counts all of them; `failed` are FAILED or KILLED. Full precision in "
         "[summary.csv](summary.csv).",
         "",
-        markdown_table(table_frame(table, keys)),
+        summary_table(table),
         "",
         "## Figures",
         "",
     ]
     for name, title in FIGURE_TITLES.items():
-        if name in figures:
-            lines += [f"### {title}", "", f"![{title}]({name}.png)", ""]
-        else:
-            lines += [f"### {title}", "", "_Not drawn: see the notes above._", ""]
+        missing = "_Not drawn: see the notes above._"
+        lines += [f"### {title}", "", f"![{title}]({name}.png)" if name in figures else missing, ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -12,6 +12,8 @@ epoch 0; "end" is the last epoch with a finite gradient norm.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 
@@ -69,12 +71,8 @@ def condition_label(row: pd.Series | dict, columns: list[str]) -> str:
 
 def with_condition(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """`frame` with a `condition` column (the empty string when nothing varies)."""
-    frame = frame.copy()
-    if columns:
-        frame["condition"] = [condition_label(r, columns) for _, r in frame[columns].iterrows()]
-    else:
-        frame["condition"] = ""
-    return frame
+    labels = [condition_label(r, columns) for _, r in frame[columns].iterrows()] if columns else ""
+    return frame.assign(condition=labels)
 
 
 def condition_order(frame: pd.DataFrame, columns: list[str]) -> list[str]:
@@ -99,82 +97,41 @@ def _finite(series: pd.Series) -> pd.Series:
     return pd.Series(np.isfinite(series.to_numpy(dtype=float)), index=series.index)
 
 
-def _last_finite(epochs: pd.DataFrame, column: str, min_epoch: int) -> pd.Series:
-    if column not in epochs:
-        return pd.Series(dtype=float)
-    sub = epochs[(epochs["epoch"] >= min_epoch) & _finite(epochs[column])]
-    return sub.sort_values("epoch").groupby("run_id")[column].last()
-
-
-def _at_epoch(epochs: pd.DataFrame, column: str, epoch: int) -> pd.Series:
-    if column not in epochs:
-        return pd.Series(dtype=float)
-    sub = epochs[(epochs["epoch"] == epoch) & _finite(epochs[column])]
-    return sub.groupby("run_id")[column].last()
-
-
-def _end_epoch(epochs: pd.DataFrame, column: str) -> pd.Series:
-    if column not in epochs:
-        return pd.Series(dtype="int64")
-    sub = epochs[(epochs["epoch"] >= 1) & _finite(epochs[column])]
-    return sub.groupby("run_id")["epoch"].max()
+def _last_finite(
+    epochs: pd.DataFrame, column: str, min_epoch: int, value: str | None = None
+) -> pd.Series:
+    """Per run, `value` (default `column`) in its last row from `min_epoch` with `column` finite."""
+    sub = epochs[(epochs["epoch"] >= min_epoch) & _finite(epochs[column])].sort_values("epoch")
+    return sub.drop_duplicates("run_id", keep="last").set_index("run_id")[value or column]
 
 
 def run_finals(study: Study) -> pd.DataFrame:
     """One row per run (every status) with its final errors and init/end gradient numbers."""
-    ep = study.epochs
+    # A metric no run logged (no test set, gradients off) is a column of NaN here.
+    logged = ["train_error", "val_error", "test_error"]
+    logged += [contract.GRAD_FIRST, contract.GRAD_LAST, contract.GRAD_RATIO]
+    ep = study.epochs.reindex(columns=study.epochs.columns.union(logged, sort=False))
     finals = study.runs.set_index("run_id").copy()
     finals["train_error"] = _last_finite(ep, "train_error", 1)
     finals["val_error"] = _last_finite(ep, "val_error", 1)
     finals["test_error"] = _last_finite(ep, "test_error", 1)  # NaN where no test set
-    finals["final_epoch"] = _end_epoch(ep, "train_error").astype("Int64")
-    finals["grad_first_init"] = _at_epoch(ep, contract.GRAD_FIRST, 0)
-    finals["grad_last_init"] = _at_epoch(ep, contract.GRAD_LAST, 0)
-    end = _end_epoch(ep, contract.GRAD_FIRST)
-    finals["grad_end_epoch"] = end.astype("Int64")
-    if len(end):
-        at_end = ep.merge(end.rename("end").reset_index(), on="run_id")
-        at_end = at_end[at_end["epoch"] == at_end["end"]].groupby("run_id").last()
-        finals["grad_first_end"] = at_end[contract.GRAD_FIRST]
-        finals["grad_last_end"] = at_end.get(contract.GRAD_LAST)
-        ratio_end = at_end.get(contract.GRAD_RATIO)
-    else:
-        finals["grad_first_end"] = np.nan
-        finals["grad_last_end"] = np.nan
-        ratio_end = None
+    finals["final_epoch"] = _last_finite(ep, "train_error", 1, "epoch").astype("Int64")
+    init = ep[ep["epoch"] == 0]
+    finals["grad_first_init"] = _last_finite(init, contract.GRAD_FIRST, 0)
+    finals["grad_last_init"] = _last_finite(init, contract.GRAD_LAST, 0)
+    at_end = partial(_last_finite, ep, contract.GRAD_FIRST, 1)  # "end" as the module doc says
+    finals["grad_end_epoch"] = at_end("epoch").astype("Int64")
+    finals["grad_first_end"] = at_end(contract.GRAD_FIRST)
+    finals["grad_last_end"] = at_end(contract.GRAD_LAST)
     # The logged ratio is what MLflow holds; runs that lack it get first / last.
-    ratio_init = _at_epoch(ep, contract.GRAD_RATIO, 0)
-    finals["ratio_init"] = ratio_init.reindex(finals.index).fillna(
-        finals["grad_first_init"] / finals["grad_last_init"]
-    )
-    fallback_end = finals["grad_first_end"] / finals["grad_last_end"]
-    finals["ratio_end"] = (
-        ratio_end.reindex(finals.index).fillna(fallback_end)
-        if ratio_end is not None
-        else fallback_end
-    )
+    ratios = {"init": _last_finite(init, contract.GRAD_RATIO, 0)}
+    ratios["end"] = at_end(contract.GRAD_RATIO)
+    for when, ratio in ratios.items():
+        fallback = finals[f"grad_first_{when}"] / finals[f"grad_last_{when}"]
+        finals[f"ratio_{when}"] = ratio.reindex(finals.index).fillna(fallback)
     for column in (*FINAL_COLUMNS, "test_error"):
         finals[column] = finals[column].astype(float).where(_finite(finals[column].astype(float)))
     return finals.reset_index()
-
-
-def geomean(values: pd.Series) -> float:
-    v = values.dropna().to_numpy(dtype=float)
-    v = v[v > 0]
-    return float(np.exp(np.log(v).mean())) if len(v) else np.nan
-
-
-def geosd(values: pd.Series) -> float:
-    """Geometric standard deviation (a factor >= 1); NaN for fewer than two values."""
-    v = values.dropna().to_numpy(dtype=float)
-    v = v[v > 0]
-    return float(np.exp(np.log(v).std(ddof=1))) if len(v) > 1 else np.nan
-
-
-def group_columns(runs: pd.DataFrame) -> list[str]:
-    """Table/figure keys: model, the other varying config columns, depth, plain/residual."""
-    conditions = [c for c in condition_columns(runs) if c != "model"]
-    return ["model", *conditions, "depth", "arch"]
 
 
 def summarise(study: Study) -> pd.DataFrame:
@@ -185,7 +142,8 @@ def summarise(study: Study) -> pd.DataFrame:
     `failed` (FAILED/KILLED, not diverged) and `running`.
     """
     finals = run_finals(study)
-    keys = group_columns(finals)
+    # The keys: model, the other varying config columns, depth, plain/residual.
+    keys = ["model", *[c for c in condition_columns(finals) if c != "model"], "depth", "arch"]
     rows = []
     for key, group in finals.groupby(keys, sort=True, dropna=False):
         used = group[group["usable"]]
@@ -200,9 +158,11 @@ def summarise(study: Study) -> pd.DataFrame:
             values = used[column].dropna()
             row[f"{column}_mean"] = float(values.mean()) if len(values) else np.nan
             row[f"{column}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
-        for column in FINAL_COLUMNS[2:]:
-            row[column] = geomean(used[column])
-            row[f"{column}_gsd"] = geosd(used[column])
+        for column in FINAL_COLUMNS[2:]:  # geometric mean and sd (a factor >= 1) of positives
+            values = used[column].dropna().to_numpy(dtype=float)
+            logs = np.log(values[values > 0])
+            row[column] = float(np.exp(logs.mean())) if len(logs) else np.nan
+            row[f"{column}_gsd"] = float(np.exp(logs.std(ddof=1))) if len(logs) > 1 else np.nan
         rows.append(row)
     table = pd.DataFrame(rows)
     arch_rank = {a: i for i, a in enumerate(ARCHS)}

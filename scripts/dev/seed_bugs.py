@@ -280,6 +280,10 @@ BUGS = [
         'data[(data["epoch"] == last) & (last > 0)].assign(when="after the last epoch"),',
         'data[(data["epoch"] == 1) & (last > 0)].assign(when="after the last epoch"),',
         ANALYSIS,
+        (
+            '            frame[(frame["epoch"] == last) & (last > 0)].assign(when=end),',
+            '            frame[(frame["epoch"] == 1) & (last > 0)].assign(when=end),',
+        ),
     ),
     bug(
         "validation set standardised with its own statistics",
@@ -593,6 +597,10 @@ BUGS = [
         '        100 * first["train_error_mean"],\n        100 * last["train_error_mean"],',
         '        100 * first["val_error_mean"],\n        100 * last["val_error_mean"],',
         REPORT,
+        (
+            '    a, b = 100 * ends["train_error_mean"]',
+            '    a, b = 100 * ends["val_error_mean"]',
+        ),
     ),
     bug(
         "the sd between seeds is the population sd",
@@ -623,6 +631,11 @@ BUGS = [
         ' - at.loc["residual", "train_error_mean"])',
         'gap = 100 * (at.loc["plain", "val_error_mean"] - at.loc["residual", "val_error_mean"])',
         REPORT,
+        (
+            '        gap = 100 * (means["plain"] - means["residual"])',
+            '        gap = 100 * (at.loc["plain", "val_error_mean"] '
+            '- at.loc["residual", "val_error_mean"])',
+        ),
     ),
 ]
 

@@ -7,8 +7,8 @@ import re
 import keras
 import numpy as np
 import pytest
+from twins import build
 
-from resnet_exp.models import build_model
 from resnet_exp.recording.gradients import StepGradientRecorder
 from resnet_exp.recording.profile_images import ProfileImageLogger, ProfilePlot
 
@@ -63,7 +63,7 @@ def _tiny_fit(callbacks: list, epochs: int = 3) -> None:
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).normal(size=(64, 8, 8, 1)).astype("float32")
     y = np.arange(64) % 4
-    model = build_model("resnet_cifar", 8, input_shape=(8, 8, 1), num_classes=4, seed=0)
+    model = build("resnet_cifar", 8, input_shape=(8, 8, 1), num_classes=4, seed=0)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     model.fit(x, y, batch_size=16, epochs=epochs, callbacks=callbacks, verbose=0)
 

@@ -74,20 +74,10 @@ def model_from_config(
     num_classes: int,
     skip_blocks: frozenset[str] = frozenset(),
 ):
-    m = cfg.model
     return build_model(
-        str(m.name),
-        int(m.depth),
+        cfg.model,
         input_shape=input_shape,
         num_classes=num_classes,
-        residual=bool(m.residual),
-        batch_norm=bool(m.batch_norm),
-        activation=str(m.activation),
-        kernel_initializer=str(m.kernel_initializer),
-        shortcut=str(m.shortcut),
-        width=int(m.width),
-        base_filters=int(m.base_filters),
-        blocks_per_stage=list(m.blocks_per_stage) if m.blocks_per_stage else None,
         seed=int(cfg.seed),
         skip_blocks=skip_blocks,
     )
@@ -95,18 +85,7 @@ def model_from_config(
 
 def load_data(cfg: DictConfig) -> Dataset:
     """The configured dataset, split; raises `DatasetUnavailable` before anything trains."""
-    d = cfg.data
-    return load_dataset(
-        str(d.name),
-        seed=int(cfg.seed),
-        val_fraction=float(d.val_fraction),
-        standardize=bool(d.standardize),
-        input_shape=tuple(d.input_shape),
-        num_classes=int(d.num_classes),
-        num_samples=int(d.num_samples),
-        path=None if d.path is None else str(d.path),
-        label_mode=str(d.label_mode),
-    )
+    return load_dataset(cfg.data, seed=int(cfg.seed))
 
 
 def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:

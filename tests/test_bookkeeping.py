@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import keras
 import numpy as np
 import pytest
-from twins import build
+from specs import build
 
 from resnet_exp.data.splits import synthetic_arrays
 from resnet_exp.models.anatomy import block_specs

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY
-from twins import build
+from specs import build
 
 from resnet_exp.config.schema import ConfigError, check_config
 from resnet_exp.models import PadShortcut

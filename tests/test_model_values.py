@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from twins import build
+from specs import build
 
 from resnet_exp.config.depths import (
     DepthError,

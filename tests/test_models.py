@@ -11,7 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-import twins
+import specs
 from twins import kernel_variables
 
 from resnet_exp.config.depths import DepthError
@@ -30,7 +30,7 @@ FAMILY_SPECS = [
 def build(name: str, depth: int, **kwargs: Any) -> keras.Model:
     kwargs.setdefault("input_shape", SMALL)
     kwargs.setdefault("num_classes", 3)
-    return twins.build(name, depth, **kwargs)
+    return specs.build(name, depth, **kwargs)
 
 
 def trainable_params(model: keras.Model) -> int:

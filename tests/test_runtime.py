@@ -7,7 +7,7 @@ import sys
 
 import keras
 from conftest import ROOT
-from twins import build
+from specs import build
 
 from resnet_exp.compat import keras_untouched
 from resnet_exp.training.fit import configure_runtime

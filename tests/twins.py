@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
-from typing import Any
 
 import keras
 import numpy as np
@@ -47,13 +45,3 @@ def kernel_variables(model: keras.Model) -> list[keras.Variable]:
         for layer in model.layers
         if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense)
     ]
-
-
-def build(name: str, depth: int, **kwargs: Any) -> keras.Model:
-    """`build_model` from keyword arguments: `ModelConfig` fields make the spec (with the
-    schema's defaults for the rest), the others (input_shape, seed, ...) go to `build_model`."""
-    from resnet_exp.models import ModelConfig, build_model
-
-    names = {f.name for f in fields(ModelConfig)}
-    spec = ModelConfig(name=name, depth=depth, **{k: v for k, v in kwargs.items() if k in names})
-    return build_model(spec, **{k: v for k, v in kwargs.items() if k not in names})

@@ -10,8 +10,10 @@ import math
 import sys
 from typing import Any
 
+from resnet_exp import contract
+
 PREFIX = "[resnet-exp]"
-RATIO = "grad_first_last_ratio"
+RATIO = contract.GRAD_RATIO
 
 
 def say(line: str) -> None:
@@ -35,7 +37,7 @@ def epoch_line(label: str, epoch: int, epochs: int, logs: dict[str, Any]) -> str
         parts.append(f"val error {percent(1 - logs['val_accuracy'])}")
     if RATIO in logs:
         parts.append(f"first/last gradient {number(logs[RATIO])}")
-    if "epoch_time_s" in logs:
-        seconds = float(logs["epoch_time_s"])
+    if contract.EPOCH_TIME in logs:
+        seconds = float(logs[contract.EPOCH_TIME])
         parts.append(f"{seconds:.1f} s" if seconds >= 1 else f"{1000 * seconds:.0f} ms")
     return ", ".join(parts)

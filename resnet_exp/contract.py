@@ -56,7 +56,7 @@ DIVERGED = "diverged"  # "true" / "false"
 DIVERGED_EPOCH = "diverged_epoch"
 ERROR = "error"  # why a run ended FAILED or KILLED
 GIT_COMMIT = "git_commit"
-ARCH, DEPTH = "arch", "depth"  # comparison tags: plain/residual, the depth as a number
+ARCH, DEPTH, MODEL = "arch", "depth", "model"  # comparison tags: plain/residual, depth, family
 
 # ---------------------------------------------------------------- dataset inputs
 DATASET_CONTEXT = "mlflow.data.context"  # the input tag saying which split a dataset is

@@ -17,21 +17,22 @@ from collections.abc import Iterator
 import keras
 import numpy as np
 import pytest
+from specs import build
 
 from resnet_exp.data.splits import synthetic_arrays
-from resnet_exp.models import build_model
 from resnet_exp.models.anatomy import block_specs
 from resnet_exp.recording.lesions import accuracy, lesion_study, lesioned_model
 from resnet_exp.run.sweep import summarise_children
 from resnet_exp.tracking.preflight import check_store
 
 IMAGE = (8, 8, 1)
+BASIC = {"shortcut": "B", "base_filters": 64}  # conf/model/resnet_basic.yaml
 
 # ---------------------------------------------------------------- lesion drops
 
 
 def _build(skip: frozenset[str], residual: bool):
-    return build_model(
+    return build(
         "resnet_cifar", 14, input_shape=IMAGE, num_classes=5, residual=residual, seed=3,
         skip_blocks=skip,
     )  # fmt: skip
@@ -84,12 +85,12 @@ def test_lesion_metrics_summarise_the_same_shape_blocks(self_labelled):
     ("family", "depth", "kw", "per_stage"),
     [
         ("resnet_cifar", 20, {}, [3, 3, 3]),
-        ("resnet_basic", 10, {"blocks_per_stage": [1, 1, 1, 1]}, [1, 1, 1, 1]),
-        ("resnet_basic", 14, {"blocks_per_stage": [2, 1, 2, 1]}, [2, 1, 2, 1]),
+        ("resnet_basic", 10, {"blocks_per_stage": [1, 1, 1, 1], **BASIC}, [1, 1, 1, 1]),
+        ("resnet_basic", 14, {"blocks_per_stage": [2, 1, 2, 1], **BASIC}, [2, 1, 2, 1]),
     ],
 )
 def test_block_indices_count_blocks_in_forward_order_from_one(family, depth, kw, per_stage):
-    model = build_model(family, depth, input_shape=IMAGE, num_classes=5, seed=0, **kw)
+    model = build(family, depth, input_shape=IMAGE, num_classes=5, seed=0, **kw)
     specs = block_specs(model)
     assert len(specs) == sum(per_stage)
     for spec in specs:

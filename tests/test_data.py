@@ -5,15 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from resnet_exp.config.schema import DataConfig
 from resnet_exp.data.splits import load_dataset, probe_batch
 
-KWARGS = {"input_shape": (4, 4, 1), "num_classes": 3, "num_samples": 60, "val_fraction": 0.25}
+KWARGS = {"input_shape": [4, 4, 1], "num_classes": 3, "num_samples": 60, "val_fraction": 0.25}
+
+
+def load(name: str, seed: int, **fields) -> object:
+    return load_dataset(DataConfig(name=name, **fields), seed=seed)
 
 
 @pytest.mark.parametrize(("name", "kwargs"), [("synthetic", KWARGS), ("digits", {})])
 def test_standardisation_uses_training_statistics_only(name, kwargs):
-    raw = load_dataset(name, seed=1, standardize=False, **kwargs)
-    std = load_dataset(name, seed=1, standardize=True, **kwargs)
+    raw = load(name, 1, standardize=False, **kwargs)
+    std = load(name, 1, standardize=True, **kwargs)
     # The split does not depend on standardisation: same labels in the same order.
     np.testing.assert_array_equal(std.y_train, raw.y_train)
     np.testing.assert_array_equal(std.y_val, raw.y_val)
@@ -28,9 +33,9 @@ def test_standardisation_uses_training_statistics_only(name, kwargs):
 
 
 def test_split_is_stratified_disjoint_and_fixed_by_the_seed():
-    a = load_dataset("synthetic", seed=2, standardize=False, **KWARGS)
-    again = load_dataset("synthetic", seed=2, standardize=False, **KWARGS)
-    other = load_dataset("synthetic", seed=3, standardize=False, **KWARGS)
+    a = load("synthetic", 2, standardize=False, **KWARGS)
+    again = load("synthetic", 2, standardize=False, **KWARGS)
+    other = load("synthetic", 3, standardize=False, **KWARGS)
     np.testing.assert_array_equal(a.x_train, again.x_train)
     assert not np.array_equal(a.x_train, other.x_train)
     assert (len(a.x_train), len(a.x_val)) == (45, 15)
@@ -40,7 +45,7 @@ def test_split_is_stratified_disjoint_and_fixed_by_the_seed():
 
 
 def test_probe_batch_is_a_fixed_subset_of_the_training_set():
-    data = load_dataset("synthetic", seed=0, **KWARGS)
+    data = load("synthetic", 0, **KWARGS)
     x, y = probe_batch(data, 8, seed=0)
     x2, _ = probe_batch(data, 8, seed=0)
     np.testing.assert_array_equal(x, x2)

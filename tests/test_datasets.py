@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from real_formats import tarball, write_cifar10, write_cifar100, write_idx
 
+from resnet_exp.config.schema import DataConfig
 from resnet_exp.data import files as datasets
 from resnet_exp.data.files import DatasetUnavailable, local_arrays
 from resnet_exp.data.pipelines import make_pipelines
@@ -131,13 +132,13 @@ def test_data_and_length_config_errors(args, expected):
 
 def test_split_is_stratified_seeded_and_normalised_from_train_only(files):
     path = str(files["cifar10"])
-    d = load_dataset("cifar10", seed=0, val_fraction=0.1, path=path)
+    d = load_dataset(DataConfig(name="cifar10", val_fraction=0.1, path=path), seed=0)
     assert (len(d.x_train), len(d.x_val), len(d.x_test)) == (180, 20, 20)
     assert d.x_train.dtype == np.uint8 and d.num_classes == 10
     assert np.bincount(d.y_val, minlength=10).tolist() == [2] * 10  # stratified
     assert _paired(d.x_train, d.y_train) and _paired(d.x_val, d.y_val)
-    again = load_dataset("cifar10", seed=0, val_fraction=0.1, path=path)
-    other = load_dataset("cifar10", seed=1, val_fraction=0.1, path=path)
+    again = load_dataset(DataConfig(name="cifar10", val_fraction=0.1, path=path), seed=0)
+    other = load_dataset(DataConfig(name="cifar10", val_fraction=0.1, path=path), seed=1)
     np.testing.assert_array_equal(d.x_val, again.x_val)
     assert not np.array_equal(d.x_val, other.x_val)
     pixels = d.x_train.reshape(-1, 3).astype(np.float64)
@@ -145,7 +146,7 @@ def test_split_is_stratified_seeded_and_normalised_from_train_only(files):
     np.testing.assert_allclose(d.std, pixels.std(axis=0), rtol=1e-5)
     everything = np.concatenate([d.x_train, d.x_val]).reshape(-1, 3).mean(axis=0)
     assert not np.allclose(d.mean, everything, rtol=1e-6)  # the val images are left out
-    whole = load_dataset("cifar10", seed=0, val_fraction=0.0, path=path)
+    whole = load_dataset(DataConfig(name="cifar10", val_fraction=0.0, path=path), seed=0)
     assert len(whole.x_train) == 200 and len(whole.x_val) == 0
 
 
@@ -154,7 +155,9 @@ def _first_batch(dataset) -> np.ndarray:
 
 
 def test_pipelines_normalise_in_tf_data_and_augment_deterministically(files):
-    d = load_dataset("cifar10", seed=0, val_fraction=0.1, path=str(files["cifar10"]))
+    d = load_dataset(
+        DataConfig(name="cifar10", val_fraction=0.1, path=str(files["cifar10"])), seed=0
+    )
     train, val = make_pipelines(d, batch_size=16, seed=3)
     x_val = _first_batch(val)
     assert x_val.dtype == np.float32 and x_val.shape == (16, 32, 32, 3)
@@ -177,7 +180,9 @@ def test_pipelines_normalise_in_tf_data_and_augment_deterministically(files):
 
 
 def test_probe_batch_is_fixed_unaugmented_and_normalised_like_training(files):
-    d = load_dataset("cifar10", seed=0, val_fraction=0.1, path=str(files["cifar10"]))
+    d = load_dataset(
+        DataConfig(name="cifar10", val_fraction=0.1, path=str(files["cifar10"])), seed=0
+    )
     x, y = probe_batch(d, 16, seed=0)
     x2, _ = probe_batch(d, 16, seed=0)
     np.testing.assert_array_equal(x, x2)

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY
+from specs import build
 
 from resnet_exp.config.schema import ConfigError, check_config
-from resnet_exp.models import PadShortcut, build_model
+from resnet_exp.models import PadShortcut
 from resnet_exp.models.anatomy import block_specs
 from resnet_exp.recording.branches import BranchRecorder
 from resnet_exp.recording.lesions import lesion_study, lesioned_model, predict
@@ -23,7 +24,7 @@ IMAGE = (8, 8, 1)
 @functools.cache
 def _builder_of(family: str, depth: int, items: tuple):
     kw = {"input_shape": IMAGE, "num_classes": 5, "seed": 0, **dict(items)}
-    return lambda skip: build_model(family, depth, skip_blocks=skip, **kw)
+    return lambda skip: build(family, depth, skip_blocks=skip, **kw)
 
 
 def _builder(family: str, depth: int, **kw):
@@ -65,7 +66,11 @@ CASES = [
     ("resnet_cifar", 14, {"residual": False}),
     ("resnet_cifar", 8, {"residual": True, "shortcut": "B"}),
     ("mlp", 8, {"residual": True, "width": 16}),
-    ("resnet_basic", 10, {"residual": True, "base_filters": 4, "blocks_per_stage": [1, 1, 1, 1]}),
+    (
+        "resnet_basic",
+        10,
+        {"residual": True, "base_filters": 4, "shortcut": "B", "blocks_per_stage": [1, 1, 1, 1]},
+    ),
 ]
 
 

@@ -16,13 +16,13 @@ from itertools import product
 import keras
 import numpy as np
 import pytest
+import specs
 import tensorflow as tf
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from resnet_exp.config.schema import ConfigError, check_config, register_configs
 from resnet_exp.recording.gradients import StepGradientRecorder
-from resnet_exp.training.optim import make_optimizer
 
 # ---------------------------------------------------------------------------------------
 # 5. The in-step gradient recorder: means over an epoch's steps, replayed by hand.
@@ -257,7 +257,7 @@ OPT_LR, GAMMA, TOTAL, NUM_STEPS = 0.2, 0.3, 7, 9
 WARMUP_LR = 0.02
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-7  # Keras's AdamW defaults
 
-# name: make_optimizer's schedule arguments; TOTAL = 7 steps of training.
+# name: the schedule's fields (specs.optimizer); TOTAL = 7 steps of training.
 SCHEDULES = {
     "constant": {"schedule": "constant"},
     # milestones 0.4 and 0.8 of 7 steps: iterations round(2.8) = 3 and round(5.6) = 6
@@ -355,10 +355,10 @@ SGD_CASES = [
 
 @pytest.mark.parametrize(("mode", "momentum", "nesterov", "weight_decay", "schedule"), SGD_CASES)
 def test_sgd_applies_every_option(mode, momentum, nesterov, weight_decay, schedule):
-    optimizer = make_optimizer(
+    optimizer = specs.optimizer(
         "sgd",
+        TOTAL,
         lr=OPT_LR,
-        total_steps=TOTAL,
         momentum=momentum,
         nesterov=nesterov,
         weight_decay=weight_decay,
@@ -373,10 +373,10 @@ def test_sgd_applies_every_option(mode, momentum, nesterov, weight_decay, schedu
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 @pytest.mark.parametrize("weight_decay", [0.0, 0.3])
 def test_adam_applies_every_option(weight_decay, schedule):
-    optimizer = make_optimizer(
+    optimizer = specs.optimizer(
         "adam",
+        TOTAL,
         lr=OPT_LR,
-        total_steps=TOTAL,
         weight_decay=weight_decay,
         gamma=GAMMA,
         **SCHEDULES[schedule],

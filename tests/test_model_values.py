@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from specs import build
 
 from resnet_exp.config.depths import (
     DepthError,
@@ -18,7 +19,7 @@ from resnet_exp.config.depths import (
     cifar_blocks_per_stage,
     mlp_blocks,
 )
-from resnet_exp.models import PadShortcut, basic_block, build_model, dense_block
+from resnet_exp.models import PadShortcut, basic_block, dense_block
 
 RNG = np.random.default_rng(0)
 
@@ -102,8 +103,8 @@ def _mlp_by_hand(model: keras.Model, x: np.ndarray, residual: bool) -> np.ndarra
 
 def test_plain_mlp_has_no_identity_and_its_residual_twin_has_it():
     kwargs = {"input_shape": (6,), "num_classes": 3, "batch_norm": False, "width": 8, "seed": 1}
-    plain = build_model("mlp", 4, residual=False, **kwargs)
-    residual = build_model("mlp", 4, residual=True, **kwargs)
+    plain = build("mlp", 4, residual=False, **kwargs)
+    residual = build("mlp", 4, residual=True, **kwargs)
     x = RNG.normal(size=(5, 6)).astype("float32")
     out_plain = _numpy(plain(x, training=False))
     out_residual = _numpy(residual(x, training=False))
@@ -127,16 +128,16 @@ def test_dense_block_adds_exactly_its_input_when_residual():
 
 @pytest.mark.parametrize(
     ("name", "depth", "kwargs"),
-    [("resnet_cifar", 8, {}), ("resnet_basic", 10, {"base_filters": 4}), ("mlp", 4, {})],
+    [
+        ("resnet_cifar", 8, {}),
+        ("resnet_basic", 10, {"base_filters": 4, "shortcut": "B"}),
+        ("mlp", 4, {}),
+    ],
 )
 def test_plain_twin_has_no_add_layer_and_computes_something_else(name, depth, kwargs):
     shape = (8, 8, 1)
-    plain = build_model(
-        name, depth, input_shape=shape, num_classes=3, residual=False, seed=3, **kwargs
-    )
-    residual = build_model(
-        name, depth, input_shape=shape, num_classes=3, residual=True, seed=3, **kwargs
-    )
+    plain = build(name, depth, input_shape=shape, num_classes=3, residual=False, seed=3, **kwargs)
+    residual = build(name, depth, input_shape=shape, num_classes=3, residual=True, seed=3, **kwargs)
     adds = [layer for layer in residual.layers if isinstance(layer, keras.layers.Add)]
     blocks = [layer for layer in residual.layers if layer.name.endswith("_out")]  # one a block
     assert len(adds) == len(blocks) > 0

@@ -11,16 +11,17 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+import specs
 from twins import kernel_variables
 
 from resnet_exp.config.depths import DepthError
-from resnet_exp.models import PadShortcut, build_model
+from resnet_exp.models import PadShortcut
 
 SMALL = (8, 8, 1)
 # Small but complete members of each family (resnet_basic with few filters to stay fast).
 FAMILY_SPECS = [
     ("resnet_cifar", 8, {}),
-    ("resnet_basic", 10, {"base_filters": 4}),
+    ("resnet_basic", 10, {"base_filters": 4, "shortcut": "B"}),
     ("resnet_basic", 10, {"base_filters": 4, "shortcut": "A"}),
     ("mlp", 4, {"width": 16}),
 ]
@@ -29,7 +30,7 @@ FAMILY_SPECS = [
 def build(name: str, depth: int, **kwargs: Any) -> keras.Model:
     kwargs.setdefault("input_shape", SMALL)
     kwargs.setdefault("num_classes", 3)
-    return build_model(name, depth, **kwargs)
+    return specs.build(name, depth, **kwargs)
 
 
 def trainable_params(model: keras.Model) -> int:
@@ -47,12 +48,14 @@ def layer_names(model: keras.Model) -> list[str]:
 
 @pytest.fixture(scope="module")
 def resnet18() -> keras.Model:
-    return build_model("resnet_basic", 18, input_shape=(32, 32, 3), num_classes=10)
+    return build(
+        "resnet_basic", 18, shortcut="B", base_filters=64, input_shape=(32, 32, 3), num_classes=10
+    )
 
 
 @pytest.mark.parametrize(("depth", "paper_params"), [(20, 0.27e6), (56, 0.85e6)])
 def test_cifar_resnet_parameter_count_matches_paper_table6(depth: int, paper_params: float):
-    model = build_model("resnet_cifar", depth, input_shape=(32, 32, 3), num_classes=10)
+    model = build("resnet_cifar", depth, input_shape=(32, 32, 3), num_classes=10)
     assert trainable_params(model) == pytest.approx(paper_params, rel=0.02)
 
 
@@ -110,7 +113,7 @@ def test_resnet18_follows_the_seed_article_layout(resnet18: keras.Model):
 
 
 def test_resnet34_has_blocks_3_4_6_3():
-    model = build("resnet_basic", 34, base_filters=4)
+    model = build("resnet_basic", 34, base_filters=4, shortcut="B")
     names = layer_names(model)
     blocks = [sum(f"stage{s}_block{b}_conv1" in names for b in range(1, 9)) for s in (1, 2, 3, 4)]
     assert blocks == [3, 4, 6, 3]

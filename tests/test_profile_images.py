@@ -7,10 +7,11 @@ import re
 import keras
 import numpy as np
 import pytest
+from specs import build
 
-from resnet_exp.models import build_model
 from resnet_exp.recording.gradients import StepGradientRecorder
 from resnet_exp.recording.profile_images import ProfileImageLogger, ProfilePlot
+from resnet_exp.tracking.run_log import RunLog
 
 INIT = [0.5, 0.3, 0.2, 0.25, 0.4]
 EARLY = [0.6, 0.2, 0.15, 0.3, 0.5]  # the same decades as INIT: the background is reused
@@ -63,7 +64,7 @@ def _tiny_fit(callbacks: list, epochs: int = 3) -> None:
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).normal(size=(64, 8, 8, 1)).astype("float32")
     y = np.arange(64) % 4
-    model = build_model("resnet_cifar", 8, input_shape=(8, 8, 1), num_classes=4, seed=0)
+    model = build("resnet_cifar", 8, input_shape=(8, 8, 1), num_classes=4, seed=0)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     model.fit(x, y, batch_size=16, epochs=epochs, callbacks=callbacks, verbose=0)
 
@@ -72,7 +73,7 @@ def test_every_step_is_stored_when_fit_returns(client):
     """Images are drawn and logged off the training thread, and all are in the store at the end."""
     run_id = client.create_run(client.create_experiment("images")).info.run_id
     recorder = StepGradientRecorder()
-    images = ProfileImageLogger.from_recorder(client, run_id, recorder, label="d8-residual")
+    images = ProfileImageLogger.from_recorder(RunLog(client, run_id), recorder, label="d8-residual")
     _tiny_fit([recorder, images])
     files = [f.path for f in client.list_artifacts(run_id, "images")]
     steps = sorted({int(re.search(r"\+step\+(\d+)\+", f).group(1)) for f in files})
@@ -90,6 +91,6 @@ def test_a_store_error_is_raised_when_fit_ends(client, monkeypatch):
 
     monkeypatch.setattr(client, "log_image", refuse)
     recorder = StepGradientRecorder()
-    images = ProfileImageLogger.from_recorder(client, run_id, recorder)
+    images = ProfileImageLogger.from_recorder(RunLog(client, run_id), recorder)
     with pytest.raises(OSError, match="disk full"):
         _tiny_fit([recorder, images], epochs=1)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import specs
 from conftest import run_train, runs_of
 from real_formats import write_cifar10, write_cifar100, write_idx
 
 from resnet_exp.run.job import run_job
-from resnet_exp.training.optim import learning_rate
 
 SMALL = ["model.depth=8", "trainer.batch_size=32", "gradients.probe_size=16"]
 
@@ -56,9 +56,7 @@ def test_iterations_cut_the_last_epoch_and_the_test_set_is_scored_once(make_cfg,
 
 
 def test_warmup_and_milestones_in_iterations():
-    rate = learning_rate(
-        "step", 0.1, 64000, [], 0.1, milestone_steps=[32000, 48000], warmup_steps=400
-    )
+    rate = specs.rate("step", 0.1, 64000, milestone_steps=[32000, 48000], warmup_steps=400)
     at = {s: float(rate(s)) for s in (0, 399, 400, 32000, 32001, 48001, 63999)}
     np.testing.assert_allclose(
         list(at.values()), [0.01, 0.01, 0.1, 0.1, 0.01, 0.001, 0.001], rtol=1e-6
@@ -187,12 +185,11 @@ def test_augmented_deterministic_runs_repeat_bit_for_bit(make_cfg, client, cifar
 
 def test_l2_weight_decay_passes_through_the_momentum():
     """With a zero data gradient, L2 decay (the paper's) accumulates in the momentum."""
-    from resnet_exp.training.optim import make_optimizer
 
     def weights_after(mode: str, steps: int = 3) -> float:
         w = keras.Variable(1.0)
-        opt = make_optimizer(
-            "sgd", lr=0.1, total_steps=10, momentum=0.9, weight_decay=0.1, weight_decay_mode=mode
+        opt = specs.optimizer(
+            "sgd", 10, lr=0.1, momentum=0.9, weight_decay=0.1, weight_decay_mode=mode
         )
         for _ in range(steps):
             opt.apply_gradients([(keras.ops.zeros(()), w)])

@@ -7,9 +7,9 @@ import sys
 
 import keras
 from conftest import ROOT
+from specs import build
 
 from resnet_exp.compat import keras_untouched
-from resnet_exp.models import build_model
 from resnet_exp.training.fit import configure_runtime
 
 FRESH = """
@@ -39,7 +39,7 @@ def test_a_fresh_process_has_nothing_to_clear():
 
 
 def test_a_used_process_is_cleared_and_layer_names_restart():
-    build_model("resnet_cifar", 8, input_shape=(8, 8, 1), num_classes=4, seed=0)
+    build("resnet_cifar", 8, input_shape=(8, 8, 1), num_classes=4, seed=0)
     assert not keras_untouched()
     configure_runtime(threads=0, deterministic=False, seed=0)
     assert keras.layers.Dense(2).name == "dense"  # the name counters were reset

@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from resnet_exp.config.schema import DataConfig
 from resnet_exp.data import files as datasets
 
 
@@ -89,20 +90,13 @@ def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndar
     return mean.astype("float32"), std.astype("float32")
 
 
-def image_dataset(
-    name: str,
-    *,
-    seed: int,
-    val_fraction: float,
-    path: str | None = None,
-    label_mode: str = "fine",
-    standardize: bool = True,
-) -> Dataset:
+def image_dataset(spec: DataConfig, seed: int) -> Dataset:
     """An image dataset (`resnet_exp.data.files`): uint8 splits, per-channel training stats."""
-    arrays = datasets.load_arrays(name, path, label_mode)
-    x_train, x_val, y_train, y_val = split(arrays.x_train, arrays.y_train, val_fraction, seed)
+    name, label_mode = str(spec.name), str(spec.label_mode)
+    arrays = datasets.load_arrays(name, None if spec.path is None else str(spec.path), label_mode)
+    x_train, x_val, y_train, y_val = split(arrays.x_train, arrays.y_train, spec.val_fraction, seed)
     channels = x_train.shape[-1]
-    if standardize:
+    if spec.standardize:
         mean, std = channel_stats(x_train)
     else:  # scaled to [0, 1] only
         mean, std = np.zeros(channels, "float32"), np.full(channels, 255.0, "float32")
@@ -120,39 +114,23 @@ def image_dataset(
     )
 
 
-def load_dataset(
-    name: str,
-    *,
-    seed: int,
-    val_fraction: float = 0.2,
-    standardize: bool = True,
-    input_shape: tuple[int, ...] = (8, 8, 1),
-    num_classes: int = 10,
-    num_samples: int = 512,
-    path: str | None = None,
-    label_mode: str = "fine",
-) -> Dataset:
-    """Load `name` and split it; standardisation uses training statistics only."""
+def load_dataset(spec: DataConfig, *, seed: int) -> Dataset:
+    """Load the dataset `spec` (the `data` config, or a `DataConfig` with the schema's
+    defaults) and split it; standardisation uses training statistics only."""
+    name, num_classes = str(spec.name), int(spec.num_classes)
     if name in datasets.SPECS:
-        return image_dataset(
-            name,
-            seed=seed,
-            val_fraction=val_fraction,
-            path=path,
-            label_mode=label_mode,
-            standardize=standardize,
-        )
+        return image_dataset(spec, seed)
     if name == "digits":
         x, y = digits_arrays()
         num_classes = 10
     elif name == "synthetic":
-        x, y = synthetic_arrays(tuple(input_shape), num_classes, num_samples, seed)
+        x, y = synthetic_arrays(tuple(spec.input_shape), num_classes, spec.num_samples, seed)
     else:
         raise ValueError(
             f"unknown dataset {name!r}; choose from digits, synthetic, {', '.join(datasets.SPECS)}"
         )
-    x_train, x_val, y_train, y_val = split(x, y, val_fraction, seed)
-    if standardize:
+    x_train, x_val, y_train, y_val = split(x, y, spec.val_fraction, seed)
+    if spec.standardize:
         mean, std = x_train.mean(), x_train.std() + 1e-7
         x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
     return Dataset(

@@ -11,6 +11,7 @@ import keras
 from keras import layers
 
 from resnet_exp.config.depths import mlp_blocks
+from resnet_exp.config.schema import ModelConfig
 from resnet_exp.models.blocks import (
     KernelInit,
     classifier,
@@ -22,43 +23,36 @@ from resnet_exp.models.blocks import (
 
 
 def mlp(
-    depth: int,
+    spec: ModelConfig,
     *,
     input_shape: tuple[int, ...],
     num_classes: int,
-    residual: bool = True,
-    batch_norm: bool = True,
-    activation: str = "relu",
-    kernel_initializer: str | KernelInit = "he_normal",
-    width: int = 128,
-    skip_blocks: frozenset[str] = frozenset(),
+    init: KernelInit,
+    skip_blocks: frozenset[str],
 ) -> keras.Model:
-    """Build the MLP (or its plain twin) of `depth` weight layers; any input shape is flattened.
+    """The MLP (or its plain twin) of `spec.depth` weight layers; any input shape is flattened.
 
     Blocks named in `skip_blocks` ("block3") are deleted: their output is act(x).
     """
-    n = mlp_blocks(depth)
+    n, width = mlp_blocks(spec.depth), spec.width
+    options = {"batch_norm": spec.batch_norm, "kernel_initializer": init}
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = layers.Flatten(name="flatten")(inputs)
-    x = dense(
-        x, width, batch_norm=batch_norm, kernel_initializer=kernel_initializer, name="stem_dense"
-    )
+    x = dense(x, width, name="stem_dense", **options)
     x = norm_act(
-        x, batch_norm=batch_norm, activation=activation, bn_name="stem_bn", act_name="stem_act"
+        x,
+        batch_norm=spec.batch_norm,
+        activation=spec.activation,
+        bn_name="stem_bn",
+        act_name="stem_act",
     )
     for b in range(1, n + 1):
         name = f"block{b}"
-        common = {
-            "residual": residual,
-            "batch_norm": batch_norm,
-            "activation": activation,
-            "kernel_initializer": kernel_initializer,
-            "name": name,
-        }
+        common = {"residual": spec.residual, "activation": spec.activation, "name": name, **options}
         if name in skip_blocks:
             x = deleted_block(x, width, 1, **common)  # the width never changes: identity
         else:
             x = dense_block(x, width, **common)
-    outputs = classifier(x, num_classes, kernel_initializer=kernel_initializer)
-    kind = "residual" if residual else "plain"
-    return keras.Model(inputs, outputs, name=f"mlp{depth}_{kind}")
+    outputs = classifier(x, num_classes, kernel_initializer=init)
+    kind = "residual" if spec.residual else "plain"
+    return keras.Model(inputs, outputs, name=f"mlp{spec.depth}_{kind}")

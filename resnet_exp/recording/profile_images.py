@@ -22,10 +22,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from mlflow.tracking import MlflowClient
 
 from resnet_exp import contract
-from resnet_exp.tracking.store import with_retry
+from resnet_exp.tracking.run_log import RunLog
 
 IMAGE_KEY = contract.PROFILE_IMAGE
 _SIZE = (4.0, 2.4)  # inches, at 80 dpi: 320 x 192 pixels
@@ -115,14 +114,13 @@ class ProfileImageLogger(keras.callbacks.Callback):
 
     def __init__(
         self,
-        client: MlflowClient,
-        run_id: str,
+        log: RunLog,
         profile: Callable[[int], Sequence[float] | None],
         *,
         label: str = "",
     ):
         super().__init__()
-        self.client, self.run_id, self.profile = client, run_id, profile
+        self.log, self.profile = log, profile
         self.label = label
         self.seconds: list[float] = []  # per logged image: render + upload, on the worker
         self.plot = ProfilePlot()  # used by the worker thread only
@@ -134,8 +132,7 @@ class ProfileImageLogger(keras.callbacks.Callback):
     @classmethod
     def from_recorder(
         cls,
-        client: MlflowClient,
-        run_id: str,
+        log: RunLog,
         recorder: keras.callbacks.Callback,
         *,
         label: str = "",
@@ -145,7 +142,7 @@ class ProfileImageLogger(keras.callbacks.Callback):
         def norms(step: int) -> list[float]:
             return [row["grad_norm"] for row in recorder.profile if row["epoch"] == step]
 
-        return cls(client, run_id, norms, label=label)
+        return cls(log, norms, label=label)
 
     def _log(self, step: int) -> None:
         if step in self._logged:
@@ -168,9 +165,7 @@ class ProfileImageLogger(keras.callbacks.Callback):
     ) -> None:
         start = time.perf_counter()
         image = self.plot.render(norms, init, title)
-        with_retry(
-            self.client.log_image, self.run_id, image, key=IMAGE_KEY, step=step, synchronous=True
-        )
+        self.log.image(image, IMAGE_KEY, step)
         self.seconds.append(time.perf_counter() - start)
 
     def flush(self) -> None:

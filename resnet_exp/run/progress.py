@@ -17,6 +17,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from resnet_exp import contract
 from resnet_exp.console import RATIO, number, percent, say
 from resnet_exp.tracking.store import project_root, with_retry
 
@@ -74,13 +75,13 @@ def read_result(client: MlflowClient, run) -> RunResult:
         name=run.info.run_name or run.info.run_id,
         run_id=run.info.run_id,
         status=run.info.status,
-        train_error=error("train_accuracy"),
-        val_error=error("val_accuracy"),
-        test_error=error("test_accuracy"),
+        train_error=error(contract.TRAIN_ACCURACY),
+        val_error=error(contract.VAL_ACCURACY),
+        test_error=error(contract.TEST_ACCURACY),
         ratio_init=by_step.get(0),
         ratio_end=by_step[max(by_step)] if by_step else None,
-        diverged=run.data.tags.get("diverged") == "true",
-        error=run.data.tags.get("error"),
+        diverged=run.data.tags.get(contract.DIVERGED) == "true",
+        error=run.data.tags.get(contract.ERROR),
     )
 
 
@@ -114,10 +115,13 @@ def finished_configs(client: MlflowClient, experiment_id: str) -> dict[str, str]
     runs = with_retry(
         client.search_runs,
         [experiment_id],
-        filter_string="attributes.status = 'FINISHED' and tags.run_kind = 'train'",
+        filter_string=(
+            f"attributes.status = 'FINISHED' and tags.{contract.RUN_KIND} = '{contract.TRAIN}'"
+        ),
         max_results=50000,
     )
-    return {r.data.tags["config_hash"]: r.info.run_id for r in runs if "config_hash" in r.data.tags}
+    tags = [(r.data.tags.get(contract.CONFIG_HASH), r.info.run_id) for r in runs]
+    return {config: run_id for config, run_id in tags if config}
 
 
 def start_sweep(
@@ -180,7 +184,7 @@ class SweepProgress:
                 runs = self.client.search_runs(
                     [self.experiment_id],
                     filter_string=(
-                        f"tags.mlflow.parentRunId = '{self.parent_id}' "
+                        f"tags.{contract.PARENT} = '{self.parent_id}' "
                         f"and attributes.start_time >= {int(self.started * 1000)}"
                     ),
                     max_results=50000,
@@ -219,7 +223,7 @@ class SweepProgress:
 
 def _table_order(run) -> tuple[int, str]:
     """By depth (the `depth` tag; `d8` before `d14`), then by name."""
-    depth = run.data.tags.get("depth", "")
+    depth = run.data.tags.get(contract.DEPTH, "")
     return (int(depth) if depth.isdigit() else 1 << 30, run.info.run_name or "")
 
 
@@ -230,7 +234,7 @@ def results_table(client: MlflowClient, experiment_id: str, parent_id: str) -> s
     runs = with_retry(
         client.search_runs,
         [experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+        filter_string=f"tags.{contract.PARENT} = '{parent_id}'",
         max_results=50000,
     )
     rows = []

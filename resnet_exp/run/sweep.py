@@ -34,6 +34,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from resnet_exp import contract
 from resnet_exp.config.schema import INJECTED_OVERRIDES, ConfigError, check_config
 from resnet_exp.contract import NOTE, RUN_KIND, SWEEP, SWEEP_ID
 from resnet_exp.run import progress
@@ -103,12 +104,12 @@ def summarise_children(client: MlflowClient, experiment_id: str, parent_id: str)
     runs = with_retry(
         client.search_runs,
         [experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+        filter_string=f"tags.{contract.PARENT} = '{parent_id}'",
         max_results=50000,
     )
     by_config: dict[str, list] = defaultdict(list)
     for run in runs:
-        by_config[run.data.tags.get("config_hash", run.info.run_id)].append(run)
+        by_config[run.data.tags.get(contract.CONFIG_HASH, run.info.run_id)].append(run)
     counts = {"finished": 0, "diverged": 0, "failed": 0, "killed": 0, "running": 0}
     failed: list[str] = []
     for config_runs in by_config.values():
@@ -119,11 +120,11 @@ def summarise_children(client: MlflowClient, experiment_id: str, parent_id: str)
         )
         counts[key] += 1
         if key == "finished":
-            counts["diverged"] += latest.data.tags.get("diverged") == "true"
+            counts["diverged"] += latest.data.tags.get(contract.DIVERGED) == "true"
         elif key != "running":
-            reason = latest.data.tags.get("error", status)
+            reason = latest.data.tags.get(contract.ERROR, status)
             failed.append(
-                f"{latest.info.run_name} ({latest.data.tags.get('overrides', '')}): {reason}"
+                f"{latest.info.run_name} ({latest.data.tags.get(contract.OVERRIDES, '')}): {reason}"
             )
     counts["configs"] = len(by_config)
     return {"counts": counts, "failed": failed}

@@ -6,14 +6,18 @@
 * Descriptions (`mlflow.note.content`, which the UI shows as the experiment's
   banner and as a run's description): the experiment says what the study asks
   and how to read it in the UI; each training run gets one line.
-* `provenance_tags`: `mlflow.user` and `mlflow.source.*` from MLflow's own
-  run-context providers (the fluent API sets them, `MlflowClient` does not).
+* `provenance_tags`: MLflow's system tags `mlflow.user` and `mlflow.source.*`
+  (the fluent API sets them, `MlflowClient` does not).
 """
 
 from __future__ import annotations
 
+import functools
+import getpass
 import logging
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mlflow.exceptions import MlflowException
@@ -30,6 +34,7 @@ log = logging.getLogger(__name__)
 EXPERIMENT_KIND = "mlflow.experimentKind"
 CLASSIC_TRAINING = "custom_model_development"  # MLflow's marker for model-training experiments
 ENTRY_POINT = "experiments/train.py"
+ROOT = Path(__file__).resolve().parents[2]  # the checkout, when installed editable
 
 # A param applies only when its predicate on the flat config holds.
 _APPLIES: dict[str, Callable[[dict[str, Any]], bool]] = {
@@ -98,12 +103,21 @@ def sweep_description(experiment: str, overrides: list[str]) -> str:
     )
 
 
+@functools.cache
 def provenance_tags(source_name: str = ENTRY_POINT) -> dict[str, str]:
-    """`mlflow.user`, `mlflow.source.type` (and git) as MLflow's fluent API would set them."""
-    from mlflow.tracking.context.registry import resolve_tags
-
-    tags = resolve_tags({"mlflow.source.name": source_name})
-    return {k: str(v) for k, v in tags.items() if k.startswith(("mlflow.source.", "mlflow.user"))}
+    """MLflow's system tags for who ran what from which commit, as its fluent API sets them
+    (`MlflowClient.create_run` sets none); the git commit only inside a git checkout."""
+    tags = {"mlflow.user": getpass.getuser(), "mlflow.source.type": "LOCAL"}
+    tags["mlflow.source.name"] = source_name
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):  # no git on this machine
+        return tags
+    if commit.returncode == 0:
+        tags["mlflow.source.git.commit"] = commit.stdout.strip()
+    return tags
 
 
 def describe_experiment(client: MlflowClient, experiment_id: str, name: str) -> None:

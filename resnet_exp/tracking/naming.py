@@ -18,6 +18,8 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from resnet_exp import contract
+
 # Always in the name, first; never repeated as a token.
 NAMED_FIRST = ("model.depth", "model.residual")
 # Config groups chosen by name on the command line (`model=mlp`): the token is the choice.
@@ -75,7 +77,7 @@ def run_name(cfg: DictConfig, varying: Sequence[str] | None = None) -> str:
 def comparison_tags(cfg: DictConfig) -> dict[str, str]:
     """Tags for the UI's filters and Group-by: `tags.arch = 'plain'`, depth, model family."""
     return {
-        "arch": arch(cfg.model.residual),
-        "depth": str(cfg.model.depth),
-        "model": str(cfg.model.name),
+        contract.ARCH: arch(cfg.model.residual),
+        contract.DEPTH: str(cfg.model.depth),
+        contract.MODEL: str(cfg.model.name),
     }

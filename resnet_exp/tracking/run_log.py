@@ -1,7 +1,7 @@
 """Everything one training run writes to MLflow, in the contract's names (`resnet_exp.contract`).
 
 `RunLog` is the run's writer: tags and params, the config and the model summary, the
-per-layer and per-block tables, metrics, dataset inputs, and the run's end.
+per-layer and per-block tables, metrics, images, dataset inputs, and the run's end.
 `MlflowEpochLogger` is the Keras callback that sends each epoch's metrics through it.
 Every write is retried while SQLite reports a lock (`tracking.store.with_retry`).
 """
@@ -48,6 +48,10 @@ class RunLog:
     def text(self, text: str, name: str) -> None:
         with_retry(self.client.log_text, self.run_id, text, name)
 
+    def image(self, image: Any, key: str, step: int) -> None:
+        """An image chart entry (`key` at `step`), stored before this returns."""
+        with_retry(self.client.log_image, self.run_id, image, key=key, step=step, synchronous=True)
+
     def table(self, frame: pd.DataFrame, name: str) -> None:
         """A CSV artifact (`grad_profile.csv`, `lesion.csv`, ...): what the analysis reads."""
         self.text(frame.to_csv(index=False), name)
@@ -60,20 +64,18 @@ class RunLog:
         model.summary(print_fn=lambda line, *a, **k: lines.append(line), line_length=110)
         self.text("\n".join(lines), contract.MODEL_SUMMARY_ARTIFACT)
 
-    def dataset(self, data: Any, *, seed: int) -> None:
+    def dataset(self, data: Any) -> None:
         """The splits as `mlflow.data` inputs (name, digest, shape, source), each tagged with
         its context (training, validation, test), so the runs table's Dataset column works.
 
         `data` is a `resnet_exp.data.splits.Dataset`. The digest is MLflow's, over the
-        arrays: it changes with the seed's split.
+        arrays: it changes with the seed's split. The source is MLflow's own for data made
+        in code (the entry point and commit, `source_type` "code").
         """
         import mlflow.data
-        from mlflow.data.code_dataset_source import CodeDatasetSource
         from mlflow.entities import Dataset as DatasetEntity
         from mlflow.entities import DatasetInput, InputTag
 
-        loader = "resnet_exp.data.splits.load_dataset"
-        source = CodeDatasetSource({"loader": loader, "dataset": data.name, "seed": str(seed)})
         splits = [
             (contract.TRAINING, data.x_train, data.y_train),
             (contract.VALIDATION, data.x_val, data.y_val),
@@ -83,7 +85,7 @@ class RunLog:
         for context, x, y in splits:
             if x is None or len(x) == 0:  # no test set, or data.val_fraction=0
                 continue
-            dataset = mlflow.data.from_numpy(x, targets=y, source=source, name=data.name)
+            dataset = mlflow.data.from_numpy(x, targets=y, name=data.name)
             tag = InputTag(contract.DATASET_CONTEXT, context)
             inputs.append(DatasetInput(DatasetEntity(**dataset.to_dict()), [tag]))
         with_retry(self.client.log_inputs, self.run_id, inputs)

@@ -74,20 +74,10 @@ def model_from_config(
     num_classes: int,
     skip_blocks: frozenset[str] = frozenset(),
 ):
-    m = cfg.model
     return build_model(
-        str(m.name),
-        int(m.depth),
+        cfg.model,
         input_shape=input_shape,
         num_classes=num_classes,
-        residual=bool(m.residual),
-        batch_norm=bool(m.batch_norm),
-        activation=str(m.activation),
-        kernel_initializer=str(m.kernel_initializer),
-        shortcut=str(m.shortcut),
-        width=int(m.width),
-        base_filters=int(m.base_filters),
-        blocks_per_stage=list(m.blocks_per_stage) if m.blocks_per_stage else None,
         seed=int(cfg.seed),
         skip_blocks=skip_blocks,
     )
@@ -95,18 +85,7 @@ def model_from_config(
 
 def load_data(cfg: DictConfig) -> Dataset:
     """The configured dataset, split; raises `DatasetUnavailable` before anything trains."""
-    d = cfg.data
-    return load_dataset(
-        str(d.name),
-        seed=int(cfg.seed),
-        val_fraction=float(d.val_fraction),
-        standardize=bool(d.standardize),
-        input_shape=tuple(d.input_shape),
-        num_classes=int(d.num_classes),
-        num_samples=int(d.num_samples),
-        path=None if d.path is None else str(d.path),
-        label_mode=str(d.label_mode),
-    )
+    return load_dataset(cfg.data, seed=int(cfg.seed))
 
 
 def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
@@ -119,7 +98,7 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     )
     log = RunLog(client, run_id)
     data = load_data(cfg)
-    log.dataset(data, seed=int(cfg.seed))
+    log.dataset(data)
     train_ds, val_ds = make_pipelines(
         data,
         batch_size=int(cfg.trainer.batch_size),
@@ -132,24 +111,7 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     # epoch cut short (StepLimit), so gradients are still recorded once per epoch.
     total_steps = int(cfg.trainer.steps or steps_per_epoch * int(cfg.trainer.epochs))
     epochs = -(-total_steps // steps_per_epoch)
-    o = cfg.optim
-    optimizer = make_optimizer(
-        str(o.name),
-        lr=float(o.lr),
-        total_steps=total_steps,
-        momentum=float(o.momentum),
-        nesterov=bool(o.nesterov),
-        weight_decay=float(o.weight_decay),
-        schedule=str(o.schedule.name),
-        milestones=list(o.schedule.milestones),
-        gamma=float(o.schedule.gamma),
-        milestone_steps=None
-        if o.schedule.milestone_steps is None
-        else list(o.schedule.milestone_steps),
-        warmup_steps=int(o.schedule.warmup_steps),
-        warmup_lr=float(o.schedule.warmup_lr),
-        weight_decay_mode=str(o.weight_decay_mode),
-    )
+    optimizer = make_optimizer(cfg.optim, total_steps)
     model = model_from_config(cfg, data.input_shape, data.num_classes)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     build_for_fit(model, train_ds.element_spec)  # the first epoch then traces its step once
@@ -184,7 +146,7 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
         EpochLines(label, epochs, 60.0 if cfg.tracking.parent_run_id else 0),
     ]
     if recorder and cfg.tracking.profile_images:
-        callbacks.append(ProfileImageLogger.from_recorder(client, run_id, recorder, label=label))
+        callbacks.append(ProfileImageLogger.from_recorder(log, recorder, label=label))
     fit = model.fit(
         train_ds,
         validation_data=val_ds,

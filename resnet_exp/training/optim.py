@@ -16,6 +16,8 @@ from typing import Any
 
 import keras
 
+from resnet_exp.config.schema import OptimConfig, ScheduleConfig
+
 
 @keras.saving.register_keras_serializable(package="resnet_exp")
 class Warmup(keras.optimizers.schedules.LearningRateSchedule):
@@ -74,70 +76,36 @@ class L2SGD(keras.optimizers.SGD):
         return {**super().get_config(), "l2": self.l2}
 
 
-def learning_rate(
-    schedule: str,
-    lr: float,
-    total_steps: int,
-    milestones: list[float],
-    gamma: float,
-    milestone_steps: list[int] | None = None,
-    warmup_steps: int = 0,
-    warmup_lr: float = 0.01,
-) -> Any:
-    rate = _schedule(schedule, lr, total_steps, milestones, gamma, milestone_steps)
-    return Warmup(rate, warmup_steps, warmup_lr) if warmup_steps > 0 else rate
+def learning_rate(schedule: ScheduleConfig, lr: float, total_steps: int) -> Any:
+    """The rate, or schedule of rates, that `schedule` (the `optim.schedule` config) gives."""
+    rate = _schedule(schedule, lr, total_steps)
+    warmup_steps = int(schedule.warmup_steps)
+    return Warmup(rate, warmup_steps, float(schedule.warmup_lr)) if warmup_steps > 0 else rate
 
 
-def _schedule(
-    schedule: str,
-    lr: float,
-    total_steps: int,
-    milestones: list[float],
-    gamma: float,
-    milestone_steps: list[int] | None,
-) -> Any:
-    if schedule == "constant":
+def _schedule(schedule: ScheduleConfig, lr: float, total_steps: int) -> Any:
+    name, gamma = str(schedule.name), float(schedule.gamma)
+    if name == "constant":
         return lr
-    if schedule == "step":
-        if milestone_steps is not None:
-            boundaries = [int(m) for m in milestone_steps]
+    if name == "step":
+        if schedule.milestone_steps is not None:
+            boundaries = [int(m) for m in schedule.milestone_steps]
         else:
-            boundaries = [max(1, int(round(m * total_steps))) for m in milestones]
+            boundaries = [max(1, int(round(m * total_steps))) for m in schedule.milestones]
         values = [lr * gamma**i for i in range(len(boundaries) + 1)]
         return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-    if schedule == "cosine":
+    if name == "cosine":
         return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps))
-    raise ValueError(f"unknown schedule {schedule!r}; choose from constant, step, cosine")
+    raise ValueError(f"unknown schedule {name!r}; choose from constant, step, cosine")
 
 
-def make_optimizer(
-    name: str,
-    *,
-    lr: float,
-    total_steps: int,
-    momentum: float = 0.9,
-    nesterov: bool = False,
-    weight_decay: float = 0.0,
-    schedule: str = "constant",
-    milestones: list[float] | None = None,
-    gamma: float = 0.1,
-    milestone_steps: list[int] | None = None,
-    warmup_steps: int = 0,
-    warmup_lr: float = 0.01,
-    weight_decay_mode: str = "decoupled",
-) -> keras.optimizers.Optimizer:
-    rate = learning_rate(
-        schedule,
-        lr,
-        total_steps,
-        list(milestones or []),
-        gamma,
-        milestone_steps=milestone_steps,
-        warmup_steps=warmup_steps,
-        warmup_lr=warmup_lr,
-    )
+def make_optimizer(spec: OptimConfig, total_steps: int) -> keras.optimizers.Optimizer:
+    """The optimiser `spec` (the `optim` config, or an `OptimConfig`) asks for."""
+    rate = learning_rate(spec.schedule, float(spec.lr), total_steps)
+    name, weight_decay = str(spec.name), float(spec.weight_decay)
+    momentum, nesterov = float(spec.momentum), bool(spec.nesterov)
     decay = weight_decay or None
-    if name == "sgd" and weight_decay_mode == "l2":
+    if name == "sgd" and spec.weight_decay_mode == "l2":
         return L2SGD(l2=weight_decay, learning_rate=rate, momentum=momentum, nesterov=nesterov)
     if name == "sgd":
         return keras.optimizers.SGD(

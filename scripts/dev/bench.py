@@ -201,6 +201,7 @@ def bare_fit(depth: int, epochs: int, batch: int) -> tuple[float, list[float]]:
     """What a user writes by hand: load, build, compile, fit (with validation)."""
     import keras
 
+    from resnet_exp.config.schema import DataConfig, ModelConfig
     from resnet_exp.data.splits import load_dataset
     from resnet_exp.models import build_model
 
@@ -212,13 +213,11 @@ def bare_fit(depth: int, epochs: int, batch: int) -> tuple[float, list[float]]:
     )
     with stopwatch() as elapsed:
         keras.backend.clear_session()
-        data = load_dataset("digits", seed=0)
+        data = load_dataset(DataConfig(name="digits"), seed=0)
         model = build_model(
-            "resnet_cifar",
-            depth,
+            ModelConfig(name="resnet_cifar", depth=depth, residual=False),
             input_shape=data.input_shape,
             num_classes=10,
-            residual=False,
             seed=0,
         )
         model.compile(
@@ -354,6 +353,7 @@ def flops_child(variant: str, steps: int, batch: int = 128) -> dict[str, float]:
         tf.config.threading.set_inter_op_parallelism_threads(options["threads"])
     import keras
 
+    from resnet_exp.config.schema import ModelConfig
     from resnet_exp.models import build_model
 
     n = 2048
@@ -376,7 +376,9 @@ def flops_child(variant: str, steps: int, batch: int = 128) -> dict[str, float]:
 
     peak_before = peak_flops()
     keras.utils.set_random_seed(0)
-    model = build_model("resnet_cifar", 20, input_shape=(32, 32, 3), num_classes=10, seed=0)
+    model = build_model(
+        ModelConfig(name="resnet_cifar", depth=20), input_shape=(32, 32, 3), num_classes=10, seed=0
+    )
     model.compile(
         optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
         loss="sparse_categorical_crossentropy",

@@ -22,17 +22,22 @@ import keras
 from benchkit import steady
 from mlflow.tracking import MlflowClient
 
+from resnet_exp.config.schema import DataConfig, ModelConfig
 from resnet_exp.data.splits import load_dataset, probe_batch
 from resnet_exp.models import build_model
 from resnet_exp.recording.gradients import GradientRecorder
 from resnet_exp.recording.profile_images import ProfileImageLogger
+from resnet_exp.tracking.run_log import RunLog
 from resnet_exp.training.callbacks import EpochTimer
 
 
 def one_depth(client: MlflowClient, experiment_id: str, data, depth: int, args) -> list[str]:
     keras.utils.set_random_seed(0)
     model = build_model(
-        "resnet_cifar", depth, input_shape=data.input_shape, num_classes=10, residual=False, seed=0
+        ModelConfig(name="resnet_cifar", depth=depth, residual=False),
+        input_shape=data.input_shape,
+        num_classes=10,
+        seed=0,
     )
     model.compile(
         optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
@@ -41,7 +46,9 @@ def one_depth(client: MlflowClient, experiment_id: str, data, depth: int, args) 
     )
     run_id = client.create_run(experiment_id, run_name=f"d{depth}").info.run_id
     recorder = GradientRecorder(*probe_batch(data, 64, 0))
-    images = ProfileImageLogger.from_recorder(client, run_id, recorder, label=f"d{depth}-plain")
+    images = ProfileImageLogger.from_recorder(
+        RunLog(client, run_id), recorder, label=f"d{depth}-plain"
+    )
     fit = model.fit(
         data.x_train,
         data.y_train,
@@ -69,7 +76,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
-    data = load_dataset("digits", seed=0)
+    data = load_dataset(DataConfig(name="digits"), seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         client = MlflowClient(f"sqlite:///{Path(tmp) / 'mlflow.db'}")
         experiment_id = client.create_experiment("bench", artifact_location=str(Path(tmp) / "a"))

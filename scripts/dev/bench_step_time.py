@@ -21,6 +21,7 @@ def step_time(depth: int, batch: int, steps: int, mixed: bool, threads: int) -> 
     import numpy as np
     import tensorflow as tf
 
+    from resnet_exp.config.schema import ModelConfig
     from resnet_exp.models import build_model
     from resnet_exp.training.fit import configure_runtime
 
@@ -29,7 +30,9 @@ def step_time(depth: int, batch: int, steps: int, mixed: bool, threads: int) -> 
     x = rng.normal(size=(batch * 4, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, size=batch * 4)
     data = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(batch).prefetch(2)
-    model = build_model("resnet_cifar", depth, input_shape=(32, 32, 3), num_classes=10)
+    model = build_model(
+        ModelConfig(name="resnet_cifar", depth=depth), input_shape=(32, 32, 3), num_classes=10
+    )
     model.compile(
         optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
         loss="sparse_categorical_crossentropy",

@@ -79,12 +79,10 @@ def unhook_optimizer_apply(model: keras.Model, optimizer: Any) -> None:
 
 # ---------------------------------------------------------------- MLflow (analysis)
 #
-# MLflow's Python client reads a metric's history one (run, key) at a time
-# (`MlflowClient.get_metric_history`) and has no bulk call. The analysis loader
-# (`resnet_exp.analysis.load`) reads through it by default; the batched reads below
-# are what it uses instead where the store allows, each kept for a measured saving.
-# Imports are local: the analysis imports this module and needs neither SQLAlchemy
-# nor MLflow's REST helpers until it reads a store that way.
+# MLflow's Python client reads a metric's history one (run, key) at a time and has no
+# bulk call; the analysis loader (`resnet_exp.analysis.load`) uses these batched reads
+# where the store allows. Imports are local: the analysis needs neither SQLAlchemy nor
+# MLflow's REST helpers until it reads a store that way.
 
 METRICS_TABLE = "metrics"
 METRICS_TABLE_COLUMNS = ("run_uuid", "key", "step", "value", "timestamp", "is_nan")
@@ -95,20 +93,18 @@ def metric_histories_sql(uri: str, run_ids: list[str]) -> Any:
     """Every logged point of every metric of `run_ids`, read from an SQL store's own table.
 
     Returns a pandas frame with columns run_id, key, step, value, timestamp, as
-    `get_metric_history` would give them (NaN restored; +/-inf stays +/-float max,
-    as MLflow's SQL stores keep it and its client returns it).
+    `get_metric_history` gives them (NaN, stored as 0 with is_nan set, restored;
+    +/-inf stays +/-float max, as MLflow's SQL stores keep it).
 
-    Why: one SELECT per 500 run ids over MLflow's `metrics` table (run_uuid, key,
-    step, value, timestamp, is_nan: MLflow's own schema, kept by its alembic
-    migrations, not an API) instead of one client call per metric per run. NaN is
-    stored as 0 with is_nan set, and is mapped back here.
-    Saves: 500 runs x 100 epochs x 12 metrics (603,000 points) from SQLite in 6.1 s
-    instead of 79.9 s through the client, 8 calls at a time: 13x (12.3-13.9x over
-    paired repeats; `python scripts/dev/bench_load.py --runs 500 --epochs 100
-    --server`, medians of 2, two heavily loaded cores).
-    If MLflow changes it: the SELECT fails (table or column gone), the loader notes
-    it in the report and reads through the public client instead: slower, never
-    wrong. `tests/test_compat_analysis.py` fails first, naming what moved.
+    Why: one SELECT per 500 run ids over MLflow's `metrics` table (its own schema,
+    kept by its alembic migrations, not an API) instead of one client call per
+    metric per run. Saves: 500 runs x 100 epochs x 12 metrics (603,000 points) from
+    SQLite in 6.1 s instead of 79.9 s through the client, 8 calls at a time: 13x
+    (12.3-13.9x over paired repeats; `python scripts/dev/bench_load.py --runs 500
+    --epochs 100 --server`, medians of 2, two heavily loaded cores).
+    If MLflow changes it: the SELECT fails, the loader notes it in the report and
+    reads through the public client instead: slower, never wrong.
+    `tests/test_compat_analysis.py` fails first, naming what moved.
     """
     import pandas as pd
     import sqlalchemy as sa
@@ -146,21 +142,19 @@ def metric_histories_server(
     run has per key) sizes the batches so that no answer is cut short.
 
     Why: one request per metric key per batch of runs instead of one per metric per
-    run: the server's ``GET /ajax-api/2.0/mlflow/metrics/get-history-bulk`` (the
-    endpoint the MLflow UI's charts use: up to 100 runs and 25,000 points an
-    answer), or, on a server without it, the REST API's
-    ``GET /api/2.0/mlflow/metrics/get-history-bulk-interval`` (100 runs, every point
-    up to 2,500 steps a run). MLflow's Python client wraps neither, so they are
-    called with `mlflow.utils.rest_utils.http_request` and the client's own
-    credentials (`client._tracking_client.store.get_host_creds()`: the usual
-    MLFLOW_TRACKING_* variables), several requests at a time.
+    run: the server's `_BULK_ENDPOINT` (the MLflow UI's charts use it: up to 100 runs
+    and 25,000 points an answer), or, on a server without it, the REST API's
+    `_INTERVAL_ENDPOINT` (100 runs, every point up to 2,500 steps a run). MLflow's
+    Python client wraps neither, so they are called with
+    `mlflow.utils.rest_utils.http_request` and the client's own credentials
+    (`client._tracking_client.store.get_host_creds()`: the usual MLFLOW_TRACKING_*
+    variables), several requests at a time.
     Saves: 500 runs x 100 epochs x 12 metrics through a local `mlflow server` (4
     workers, SQLite behind it) in 28.6 s instead of 128.9 s through the client, 8
-    calls at a time: 4.5x (3.6-6.1x over paired repeats; same command and machine
-    as `metric_histories_sql`, its --server part).
-    If MLflow changes it: a failing request (endpoint, parameter or attribute gone)
-    makes the loader note it and read through the public client instead.
-    `tests/test_compat_analysis.py` fails first, naming what moved.
+    calls at a time: 4.5x (3.6-6.1x over paired repeats; same command as
+    `metric_histories_sql`, its --server part).
+    If MLflow changes it: a failing request makes the loader note it and read
+    through the public client instead. `tests/test_compat_analysis.py` fails first.
     """
     from concurrent.futures import ThreadPoolExecutor
 

@@ -34,9 +34,11 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from resnet_exp import contract
 from resnet_exp.analysis.load import (
@@ -79,25 +81,21 @@ def default_out(experiment: str) -> Path:
 
 def _shape_notes(study) -> list[str]:
     """What the study does not vary, said once, in a line each."""
-    usable = study.usable
-    notes = []
-    depths = sorted(usable["depth"].unique())
-    archs = sorted(usable["arch"].unique())
+    depths = sorted(study.usable["depth"].unique())
+    archs = sorted(study.usable["arch"].unique())
     if len(depths) == 1 and len(archs) == 1:
-        notes.append(
+        return [
             f"the study varies nothing: one depth ({depths[0]}) and only {archs[0]} nets; "
             f"the figures show single points"
-        )
-    elif len(depths) == 1:
-        notes.append(f"the study has a single depth ({depths[0]}): no trend with depth to draw")
-    elif len(archs) == 1:
-        notes.append(f"the study has only {archs[0]} nets: no plain vs residual comparison")
-    return notes
+        ]
+    if len(depths) == 1:
+        return [f"the study has a single depth ({depths[0]}): no trend with depth to draw"]
+    if len(archs) == 1:
+        return [f"the study has only {archs[0]} nets: no plain vs residual comparison"]
+    return []
 
 
 def _run_name(uri: str, run_id: str) -> str | None:
-    from mlflow.tracking import MlflowClient
-
     try:
         return MlflowClient(uri).get_run(run_id).info.run_name
     except MlflowException:
@@ -115,17 +113,13 @@ def choose_run(study, parent_run_id: str | None) -> tuple[str | None, str]:
     return None, "a new report run"
 
 
-def publish(
-    study, files: list[Path], target: str | None, why: str, note: Callable[[str], str]
-) -> tuple[str, str]:
-    """Log `files` under report/ of `target` (a new report run if None); return (run id, why).
+def publish(study, files: list[Path], target: str | None, note: Callable[[str], str]) -> str:
+    """Log `files` under report/ of `target` (a new report run if None); return its run id.
 
     report.md goes in with its links rewritten for MLflow's artifact viewer, with
     report.html beside it (figures embedded), and the run's description becomes
     `note(run_id)` (the findings and summary table).
     """
-    from mlflow.tracking import MlflowClient
-
     from resnet_exp.analysis.mlflow_report import HTML_NAME, for_mlflow, html_report
     from resnet_exp.tracking.describe import provenance_tags
 
@@ -158,7 +152,7 @@ def publish(
     finally:
         if created:
             client.set_terminated(target, "FINISHED")
-    return target, why
+    return target
 
 
 def _lesion_section(study, out: Path, figures: dict, skipped: list[str]) -> list[str]:
@@ -175,6 +169,12 @@ def _lesion_section(study, out: Path, figures: dict, skipped: list[str]) -> list
     return lesion_section(lesions, drawn)
 
 
+def _fail(message: str) -> int:
+    """A one-line message on stderr; exit status 1."""
+    print(f"make_figures: {message}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
@@ -188,16 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         study = load_study(args.experiment, args.parent, uri, method=args.method)
     except StudyError as err:
-        print(f"make_figures: {err}", file=sys.stderr)
-        return 1
+        return _fail(str(err))
     if study.usable.empty:
         counts = ", ".join(f"{n} {s}" for s, n in study.runs["status"].value_counts().items())
-        print(
-            f"make_figures: nothing to draw yet: no finished run in {args.experiment!r} "
-            f"({counts}); run again when they finish",
-            file=sys.stderr,
+        return _fail(
+            f"nothing to draw yet: no finished run in {args.experiment!r} ({counts}); "
+            f"run again when they finish"
         )
-        return 1
     profiles = load_grad_profiles(study) if study.usable["has_gradients"].any() else None
     finals = run_finals(study)
     table = summarise(study)
@@ -211,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = write_report(study, table, finals, figures, out, notes=notes, sections=sections)
     except OSError as err:
-        print(f"make_figures: cannot write the report to {out}: {err}", file=sys.stderr)
-        return 1
+        return _fail(f"cannot write the report to {out}: {err}")
     for note in notes:
         print(f"note: {note}")
     files = [p.with_suffix(f".{fmt}") for p in figures.values() for fmt in FORMATS]
@@ -224,13 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             from resnet_exp.analysis.mlflow_report import description
 
-            def note(run_id: str) -> str:
-                return description(study, table, finals, run_id, ARTIFACT_DIR, figures)
-
-            run_id, why = publish(study, files, target, why, note)
+            note = partial(description, study, table, finals, folder=ARTIFACT_DIR, figures=figures)
+            run_id = publish(study, files, target, note)
             print(f"logged them to MLflow run {run_id} ({why}), artifact folder {ARTIFACT_DIR}/")
         except (MlflowException, OSError) as err:
-            print(f"note: could not log the report to MLflow: {str(err).splitlines()[0][:200]}")
+            first = str(err).partition("\n")[0][:200]
+            print(f"note: could not log the report to MLflow: {first}")
     return 0 if figures else 1
 
 

@@ -734,6 +734,6 @@ def draw_each(
             with theme():
                 drawn[name] = save(fig, Path(out_dir), name)
         except Exception as err:  # one figure's failure must not cost the others
-            first = str(err).splitlines()[0][:160] if str(err) else ""
+            first = str(err).partition("\n")[0][:160]
             skipped.append(f"{name}.png not drawn: {type(err).__name__}: {first}")
     return drawn, skipped

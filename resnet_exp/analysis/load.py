@@ -8,20 +8,14 @@ report never talk to MLflow themselves.
 Metric histories are the expensive part. MLflow's public client reads them one
 (run, key) at a time (`MlflowClient.get_metric_history`); the loader does that,
 `HISTORY_WORKERS` calls at a time, for every store without a batched path. Two
-batched paths are kept for what they save, in `resnet_exp.compat` since they use
-MLflow's private parts. On 500 runs x 100 epochs x 12 metrics (`python
-scripts/dev/bench_load.py --runs 500 --epochs 100 --server`, two loaded cores):
-
-* SQL stores (``sqlite:///``, ``postgresql://``, ...): one SELECT over MLflow's
-  ``metrics`` table per 500 runs, 6.1 s against 79.9 s through the client (13x);
-* tracking servers (``http(s)://``): the server's bulk endpoints, one request per
-  metric key per batch of runs, 28.6 s against 128.9 s (4.5x).
-
-Anything else (a ``./mlruns`` file store, Databricks) reads through the client,
-and so does a store where a batched path fails (with a note). `method=` forces a
-path ("sql", "rest", "client"), for benchmarks and for when a store misbehaves.
-SQL stores keep +/-inf as +/-float max, and every path hands that back; it is
-mapped to +/-inf here.
+batched paths live in `resnet_exp.compat` (they use MLflow's private parts; the
+savings are measured there): SQL stores (``sqlite:///``, ``postgresql://``, ...)
+read MLflow's ``metrics`` table directly (13x), tracking servers (``http(s)://``)
+their bulk endpoints (4.5x). Anything else (a ``./mlruns`` file store,
+Databricks) reads through the client, and so does a store where a batched path
+fails (with a note). `method=` forces a path ("sql", "rest", "client"), for
+benchmarks and for when a store misbehaves. SQL stores keep +/-inf as +/-float
+max, and every path hands that back; it is mapped to +/-inf here.
 
 Params arrive as strings; the config keys in `PARAM_COLUMNS` become typed
 columns. Runs are never dropped silently: FAILED, KILLED and RUNNING
@@ -35,7 +29,7 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,10 +79,13 @@ METRIC_RENAMES = {contract.LEARNING_RATE: "epoch_lr"}
 DONE = "FINISHED"
 UNFINISHED = ("RUNNING", "SCHEDULED")
 BROKEN = ("FAILED", "KILLED")
-_SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
-_SERVER_SCHEMES = ("http", "https")
+# URI scheme -> batched history path; every other scheme reads through the client.
+_METHODS = {
+    **dict.fromkeys(("sqlite", "postgresql", "mysql", "mssql"), "sql"),
+    **dict.fromkeys(("http", "https"), "rest"),
+}
 _FLOAT_MAX = 1.7976931348623157e308
-HISTORY_WORKERS = 8  # concurrent get_metric_history calls (and server requests)
+HISTORY_WORKERS = 8  # concurrent MLflow calls: history reads, server requests, downloads
 
 
 class StudyError(Exception):
@@ -137,18 +134,13 @@ def _scheme(uri: str) -> str:
 def pick_method(uri: str) -> str:
     """How to read this store's metric histories: "sql", "rest" (batched, in `compat`) or
     "client" (the public path, for every other store)."""
-    scheme = _scheme(uri)
-    if scheme in _SQL_SCHEMES:
-        return "sql"
-    if scheme in _SERVER_SCHEMES:
-        return "rest"
-    return "client"
+    return _METHODS.get(_scheme(uri), "client")
 
 
 def _sqlite_path_exists(uri: str) -> bool:
     if _scheme(uri) != "sqlite":
         return True
-    path = uri.split(":///", 1)[-1] if ":///" in uri else ""
+    path = uri.partition(":///")[2]
     return path in ("", ":memory:") or Path(path).exists()
 
 
@@ -171,7 +163,18 @@ def _search_all_runs(client: MlflowClient, experiment_id: str, filter_string: st
             return runs
 
 
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+# kind -> (dtype of a complete column, dtype of one with values missing)
+_DTYPES = {
+    "int": ("int64", "Int64"),
+    "float": ("float64", "float64"),
+    "bool": ("bool", "boolean"),
+    "str": ("object", "object"),
+}
+
+
 def _parse(value: str | None, kind: str):
+    """A param or tag string as `kind`; None when missing or unreadable."""
     if value is None or value in ("None", "null", ""):
         return None
     try:
@@ -179,55 +182,41 @@ def _parse(value: str | None, kind: str):
             return int(float(value))
         if kind == "float":
             return float(value)
-        if kind == "bool":
-            lowered = value.strip().lower()
-            if lowered in ("true", "1", "yes"):
-                return True
-            if lowered in ("false", "0", "no"):
-                return False
-            return None
     except ValueError:
         return None
-    return value
+    return _BOOLS.get(value.strip().lower()) if kind == "bool" else value
 
 
 def _typed(frame: pd.DataFrame, column: str, kind: str) -> None:
     """Give `column` a numpy dtype when complete, a nullable one when values are missing."""
-    col = frame[column]
-    if kind == "str":
-        frame[column] = col.astype("object")
-        return
-    nullable = {"int": "Int64", "float": "float64", "bool": "boolean"}[kind]
-    plain = {"int": "int64", "float": "float64", "bool": "bool"}[kind]
-    frame[column] = col.astype(plain if col.notna().all() else nullable)
+    plain, nullable = _DTYPES[kind]
+    frame[column] = frame[column].astype(plain if frame[column].notna().all() else nullable)
 
 
 def _runs_frame(runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rows, params = [], {}
-    for run in runs:
-        info, data = run.info, run.data
-        row = {
-            "run_id": info.run_id,
-            "run_name": info.run_name,
-            "status": info.status,
-            "start_time": pd.to_datetime(info.start_time, unit="ms", utc=True),
-            "artifact_uri": info.artifact_uri,
-            "run_kind": data.tags.get(contract.RUN_KIND),
+    """(a row per run, params parsed; every param of every run as logged, by run_id)."""
+    rows = [
+        {
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name,
+            "status": run.info.status,
+            "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
+            "artifact_uri": run.info.artifact_uri,
+            "run_kind": run.data.tags.get(contract.RUN_KIND),
+            **{
+                column: _parse(run.data.params.get(key), kind)
+                for key, (column, kind) in PARAM_COLUMNS.items()
+            },
+            **{column: run.data.tags.get(tag) for tag, column in TAG_COLUMNS.items()},
+            "diverged": str(run.data.tags.get(contract.DIVERGED, "false")).lower() == "true",
+            "diverged_epoch": _parse(run.data.tags.get(contract.DIVERGED_EPOCH), "int"),
+            "has_gradients": any(k in run.data.metrics for k in GRADIENT_NORMS),
+            "metric_keys": tuple(sorted(run.data.metrics)),
         }
-        for key, (column, kind) in PARAM_COLUMNS.items():
-            row[column] = _parse(data.params.get(key), kind)
-        for tag, column in TAG_COLUMNS.items():
-            row[column] = data.tags.get(tag)
-        row["diverged"] = str(data.tags.get(contract.DIVERGED, "false")).lower() == "true"
-        row["diverged_epoch"] = _parse(data.tags.get(contract.DIVERGED_EPOCH), "int")
-        row["has_gradients"] = any(k in data.metrics for k in GRADIENT_NORMS)
-        row["metric_keys"] = tuple(sorted(data.metrics))
-        rows.append(row)
-        params[info.run_id] = dict(data.params)
-    frame = pd.DataFrame(rows)
-    raw = pd.DataFrame.from_dict(params, orient="index")
-    raw.index.name = "run_id"
-    return frame, raw
+        for run in runs
+    ]
+    params = {run.info.run_id: dict(run.data.params) for run in runs}
+    return pd.DataFrame(rows), pd.DataFrame.from_dict(params, orient="index").rename_axis("run_id")
 
 
 def _training_runs(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
@@ -246,34 +235,26 @@ def _training_runs(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
 # ---------------------------------------------------------------- histories
 
 
+def _in_parallel(fn: Callable, args: list[tuple], workers: int) -> list:
+    """`fn(*a)` for each `a` in `args`, `workers` at a time, in order."""
+    with ThreadPoolExecutor(max(1, min(workers, len(args)))) as pool:
+        return list(pool.map(lambda a: fn(*a), args))
+
+
 def _history_client(
     client: MlflowClient, run_keys: dict[str, Iterable[str]], workers: int = HISTORY_WORKERS
 ) -> pd.DataFrame:
     """The public path: one `get_metric_history` call per (run, key), `workers` at a time."""
     pairs = [(run_id, key) for run_id, keys in run_keys.items() for key in keys]
 
-    def fetch(pair):
-        run_id, key = pair
+    def fetch(run_id: str, key: str) -> list[tuple]:
         return [
-            (run_id, key, m.step, m.value, m.timestamp) for m in client.get_metric_history(*pair)
+            (run_id, key, m.step, m.value, m.timestamp)
+            for m in client.get_metric_history(run_id, key)
         ]
 
-    with ThreadPoolExecutor(max(1, min(workers, len(pairs)))) as pool:
-        results = list(pool.map(fetch, pairs))
-    rows = [row for result in results for row in result]
+    rows = [row for result in _in_parallel(fetch, pairs, workers) for row in result]
     return pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
-
-
-def _empty_long() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "run_id": pd.Series(dtype=object),
-            "key": pd.Series(dtype=object),
-            "step": pd.Series(dtype="int64"),
-            "value": pd.Series(dtype=float),
-            "timestamp": pd.Series(dtype="int64"),
-        }
-    )
 
 
 def fetch_histories(
@@ -292,31 +273,27 @@ def fetch_histories(
     A batched path that fails falls back to the client path, with a note.
     """
     method = pick_method(uri) if method == "auto" else method
-    long, used = _fetch(client, uri, run_keys, method, notes, steps_hint, workers)
+    run_ids = list(run_keys)
+    keys = sorted({k for ks in run_keys.values() for k in ks})
+    long = None
+    try:
+        if method == "sql":
+            long = compat.metric_histories_sql(uri, run_ids)
+        elif method == "rest":
+            long = compat.metric_histories_server(client, run_ids, keys, steps_hint, workers)
+    except Exception as err:  # a store we did not expect: the public path still works
+        if notes is not None:
+            first = str(err).partition("\n")[0][:120]
+            notes.append(
+                f"batched metric loading ({method}) failed ({type(err).__name__}: "
+                f"{first}); read through MLflow's client instead"
+            )
+    if long is None:
+        long, method = _history_client(client, run_keys, workers), "client"
     # SQL stores keep +/-inf as +/-float max, and every read path hands that back.
     value = long["value"].astype(float)
     long["value"] = value.mask(value >= _FLOAT_MAX, np.inf).mask(value <= -_FLOAT_MAX, -np.inf)
-    return long, used
-
-
-def _fetch(client, uri, run_keys, method, notes, steps_hint, workers) -> tuple[pd.DataFrame, str]:
-    run_ids = list(run_keys)
-    keys = sorted({k for ks in run_keys.values() for k in ks})
-    if not run_ids:
-        return _empty_long(), method
-    try:
-        if method == "sql":
-            return compat.metric_histories_sql(uri, run_ids), method
-        if method == "rest":
-            long = compat.metric_histories_server(client, run_ids, keys, steps_hint, workers)
-            return long, method
-    except Exception as err:  # a store we did not expect: the public path still works
-        if notes is not None:
-            notes.append(
-                f"batched metric loading ({method}) failed ({type(err).__name__}: "
-                f"{str(err).splitlines()[0][:120]}); read through MLflow's client instead"
-            )
-    return _history_client(client, run_keys, workers), "client"
+    return long, method
 
 
 def _wide(long: pd.DataFrame) -> pd.DataFrame:
@@ -327,16 +304,10 @@ def _wide(long: pd.DataFrame) -> pd.DataFrame:
     long = long.drop_duplicates(["run_id", "key", "step"], keep="last")
     wide = long.pivot(index=["run_id", "step"], columns="key", values="value")
     wide.columns.name = None
-    wide = wide.rename(columns=METRIC_RENAMES).reset_index().rename(columns={"step": "epoch"})
-    wide["epoch"] = wide["epoch"].astype("int64")
-    return wide
+    return wide.rename(columns=METRIC_RENAMES).reset_index().rename(columns={"step": "epoch"})
 
 
 # ---------------------------------------------------------------- the study
-
-
-def _client(uri: str) -> MlflowClient:
-    return MlflowClient(tracking_uri=uri)
 
 
 def load_study(
@@ -355,11 +326,12 @@ def load_study(
     if not _sqlite_path_exists(uri):
         raise StudyError(f"no MLflow store at {uri} (the file does not exist)")
     started = time.perf_counter()
-    client = _client(uri)
+    client = MlflowClient(tracking_uri=uri)
     try:
         exp = client.get_experiment_by_name(experiment)
     except MlflowException as err:
-        raise StudyError(f"cannot read MLflow store {uri}: {err.message.splitlines()[0]}") from None
+        first = err.message.partition("\n")[0]
+        raise StudyError(f"cannot read MLflow store {uri}: {first}") from None
     if exp is None:
         names = _experiment_names(client)
         hint = f"; experiments there: {', '.join(names)}" if names else "; the store is empty"
@@ -385,10 +357,8 @@ def load_study(
     if all_runs.empty:
         where = f"run {parent_run_id} has no child runs" if parent_run_id else "it has no runs"
         raise StudyError(f"experiment {experiment!r} holds nothing to analyse: {where}")
-    sweep_parents = []
-    if not parent_run_id:
-        sweeps = all_runs[all_runs["run_kind"] == contract.SWEEP]
-        sweep_parents = sweeps["run_id"].tolist()
+    sweeps = all_runs.loc[all_runs["run_kind"] == contract.SWEEP, "run_id"]
+    sweep_parents = [] if parent_run_id else sweeps.tolist()
     frame = _training_runs(all_runs, notes)
     if frame.empty:
         raise StudyError(
@@ -404,14 +374,13 @@ def load_study(
         ["model", "batch_norm", "residual", "depth", "seed", "start_time"], na_position="last"
     ).reset_index(drop=True)
 
-    run_keys = {r.run_id: r.metric_keys for r in frame.itertuples()}
+    run_keys = dict(zip(frame["run_id"], frame.pop("metric_keys"), strict=True))
     steps = int(frame["epochs"].max()) + 1 if frame["epochs"].notna().any() else 1000
     long, used = fetch_histories(
         client, uri, run_keys, method=method, notes=notes, steps_hint=steps
     )
     wide = _wide(long)
-    run_columns = [c for c in frame.columns if c != "metric_keys"]
-    epochs = frame[run_columns].merge(wide, on="run_id", how="inner")
+    epochs = frame.merge(wide, on="run_id", how="inner")
     errors = {  # test: logged once, at the last epoch
         "train_error": contract.TRAIN_ACCURACY,
         "val_error": contract.VAL_ACCURACY,
@@ -421,7 +390,6 @@ def load_study(
         if accuracy in epochs:
             epochs[error] = 1.0 - epochs[accuracy]
     epochs = epochs.sort_values(["run_id", "epoch"]).reset_index(drop=True)
-    frame = frame.drop(columns="metric_keys")
     _note_statuses(frame, notes)
     raw_params = raw_params.loc[raw_params.index.intersection(frame["run_id"])]
     return Study(
@@ -481,16 +449,14 @@ def _local_artifact_dir(artifact_uri: str | None) -> Path | None:
     return None
 
 
-def load_run_artifacts(
-    study: Study, name: str, columns: set[str], *, what: str, workers: int = 8
-) -> pd.DataFrame:
+def load_run_artifacts(study: Study, name: str, columns: set[str], *, what: str) -> pd.DataFrame:
     """Every usable run's CSV artifact `name`, stacked, with a leading `run_id` column.
 
     Local artifact stores are read in place; others are downloaded through
     MLflow, several runs at a time. Runs without the artifact (or without the
     `columns`) are skipped and named in `study.notes` ("... left out of `what`").
     """
-    client = _client(study.tracking_uri)
+    client = MlflowClient(tracking_uri=study.tracking_uri)
     runs = study.usable
     with tempfile.TemporaryDirectory() as tmp:
 
@@ -507,41 +473,30 @@ def load_run_artifacts(
             except Exception:  # absent, unreadable or empty: the run is named below
                 return None
             frame.insert(0, "run_id", run_id)
-            return frame
+            return None if frame.empty or not set(frame.columns) >= columns else frame
 
         pairs = list(zip(runs["run_id"], runs["artifact_uri"], strict=True))
-        with ThreadPoolExecutor(max(1, min(workers, len(pairs) or 1))) as pool:
-            results = list(pool.map(lambda pair: one(*pair), pairs))
-    frames, missing = [], []
-    for (run_id, _), frame in zip(pairs, results, strict=True):
-        if frame is None or frame.empty or not set(frame.columns) >= columns:
-            missing.append(run_id)
-        else:
-            frames.append(frame)
-    if missing:
-        names = runs.set_index("run_id").loc[missing, "run_name"].astype(str).tolist()
+        results = _in_parallel(one, pairs, HISTORY_WORKERS)
+    frames = [frame for frame in results if frame is not None]
+    if len(frames) < len(results):
+        names = runs.loc[[frame is None for frame in results], "run_name"].astype(str).tolist()
         study.notes.append(
-            f"{len(missing)} run(s) have no {name} and are left out of the "
+            f"{len(names)} run(s) have no {name} and are left out of the "
             f"{what}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
         )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def load_grad_profiles(study: Study, *, workers: int = 8) -> pd.DataFrame:
+def load_grad_profiles(study: Study) -> pd.DataFrame:
     """Every usable run's `grad_profile.csv`, stacked, with the run's columns joined.
 
     Columns: the run columns of `study.runs`, then epoch, layer_index, layer_name,
     grad_norm, weight_norm. Runs without the artifact are named in `study.notes`.
     """
     profiles = load_run_artifacts(
-        study,
-        contract.PROFILE_ARTIFACT,
-        set(contract.PROFILE_COLUMNS),
-        what="per-layer profile",
-        workers=workers,
+        study, contract.PROFILE_ARTIFACT, set(contract.PROFILE_COLUMNS), what="per-layer profile"
     )
     if profiles.empty:
         return profiles
-    for column in ("epoch", "layer_index"):
-        profiles[column] = profiles[column].astype("int64")
+    profiles = profiles.astype({"epoch": "int64", "layer_index": "int64"})
     return study.usable.merge(profiles, on="run_id", how="inner")

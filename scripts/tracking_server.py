@@ -60,7 +60,6 @@ def auth_environment(root: Path, permission: str = "READ") -> dict[str, str]:
             "MLFLOW_AUTH_ADMIN_USERNAME names the admin (default: admin)"
         )
     root.mkdir(parents=True, exist_ok=True)
-    # The admin also goes into the (private) file: MLflow before late 2026 reads it only there.
     ini = root / "basic_auth.ini"
     _private_file(
         ini,
@@ -83,21 +82,10 @@ def auth_environment(root: Path, permission: str = "READ") -> dict[str, str]:
 def server_command(root: Path, host: str, port: int, auth: bool = False) -> list[str]:
     root.mkdir(parents=True, exist_ok=True)
     return [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow-server.db'}",
-        "--artifacts-destination",
-        str(root / "mlartifacts"),
-        "--serve-artifacts",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
+        *[sys.executable, "-m", "mlflow", "server"],
+        *["--backend-store-uri", f"sqlite:///{root / 'mlflow-server.db'}"],
+        *["--artifacts-destination", str(root / "mlartifacts"), "--serve-artifacts"],
+        *["--host", host, "--port", str(port), "--workers", "1"],
         *(["--app-name", "basic-auth"] if auth else []),
     ]
 

@@ -11,7 +11,7 @@ Two sources, one job each:
 
 When neither works, `DatasetUnavailable` says in one line which dataset, where
 it looked and how to provide it. `missing_file` checks a local copy without
-reading it (and without TensorFlow), so a bad `data.path` fails at validation.
+parsing it (and without TensorFlow), so a bad `data.path` fails at validation.
 
 CIFAR's files are Python pickles, the format its authors distribute; as with
 any pickle, load only copies you trust.
@@ -26,6 +26,7 @@ import pickle
 import socket
 import struct
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class Spec:
     num_classes: int
     files: tuple[str, ...]  # what a local copy must hold (IDX: each may end in .gz)
     folder: str  # the folder name inside the official tarball
+    tarball: str | None = None  # the official tarball's name, where the copy may be one
 
 
 CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
@@ -52,8 +54,12 @@ IDX_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 SPECS = {
-    "cifar10": Spec((32, 32, 3), 10, CIFAR10_FILES, "cifar-10-batches-py"),
-    "cifar100": Spec((32, 32, 3), 100, ("train", "test"), "cifar-100-python"),
+    "cifar10": Spec(
+        (32, 32, 3), 10, CIFAR10_FILES, "cifar-10-batches-py", "cifar-10-python.tar.gz"
+    ),
+    "cifar100": Spec(
+        (32, 32, 3), 100, ("train", "test"), "cifar-100-python", "cifar-100-python.tar.gz"
+    ),
     "mnist": Spec((28, 28, 1), 10, IDX_FILES, "mnist"),
     "fashion_mnist": Spec((28, 28, 1), 10, IDX_FILES, "fashion-mnist"),
 }
@@ -80,27 +86,20 @@ def keras_cache_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "datasets"
 
 
-TARBALLS = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
-
-
 def _expected(name: str) -> str:
-    files = ", ".join(SPECS[name].files)
-    if name in TARBALLS:
-        return f"a folder holding {files}, or {TARBALLS[name]}"
+    files, tarball = ", ".join(SPECS[name].files), SPECS[name].tarball
+    if tarball:
+        return f"a folder holding {files}, or {tarball}"
     return f"a folder holding {files} (each may end in .gz)"
 
 
 # ---------------------------------------------------------------- a local copy
 
 
-def _tar_names(path: Path) -> set[str]:
-    """A tarball's file base names (the official tarballs hold one folder)."""
-    return _tar_names_cached(str(path.resolve()), path.stat().st_mtime_ns)
-
-
 @functools.lru_cache(maxsize=8)
-def _tar_names_cached(path: str, mtime_ns: int) -> frozenset[str]:
-    """Listing a gzipped tarball reads all of it: once per file version per process."""
+def _tar_names(path: str, mtime_ns: int) -> frozenset[str]:
+    """A tarball's file base names (the official tarballs hold one folder). Listing a
+    gzipped tarball reads all of it: once per file version (`mtime_ns`) per process."""
     with tarfile.open(path) as tar:
         return frozenset(Path(m.name).name for m in tar.getmembers() if m.isfile())
 
@@ -124,7 +123,7 @@ def missing_file(name: str, path: str) -> str | None:
     if root.is_file():
         if not tarfile.is_tarfile(root):
             return f"data.path={path}: not a folder or a tarball; expected {_expected(name)}"
-        have = _tar_names(root)
+        have = _tar_names(str(root.resolve()), root.stat().st_mtime_ns)
         absent = [f for f in SPECS[name].files if f not in have and f"{f}.gz" not in have]
         where = f"tarball {root}"
     else:
@@ -143,29 +142,22 @@ def _find_in(root: Path, dataset: str, file: str) -> Path | None:
     return None
 
 
-def _reader(root: Path, dataset: str):
-    """A function from a file name to its bytes (gunzipped), for a folder or a tarball."""
-    if root.is_file():
-        files = SPECS[dataset].files
-        contents = _tar_files(root, {*files, *(f"{f}.gz" for f in files)})
+def _reader(root: Path, dataset: str) -> Callable[[str], bytes]:
+    """A function from a file name to its bytes (gunzipped), for a folder or a tarball
+    that `missing_file` found complete."""
+    files = SPECS[dataset].files
+    in_tar = _tar_files(root, {*files, *(f"{f}.gz" for f in files)}) if root.is_file() else None
 
-        def from_tar(file: str) -> bytes:
-            if file in contents:
-                return contents[file]
-            if f"{file}.gz" in contents:
-                return gzip.decompress(contents[f"{file}.gz"])
-            raise DatasetUnavailable(f"{dataset}: {file} missing in tarball {root}")
+    def read(file: str) -> bytes:
+        if in_tar is not None:
+            name = file if file in in_tar else f"{file}.gz"
+            raw = in_tar[name]
+        else:
+            found = _find_in(root, dataset, file)
+            name, raw = found.name, found.read_bytes()
+        return gzip.decompress(raw) if name.endswith(".gz") else raw
 
-        return from_tar
-
-    def from_folder(file: str) -> bytes:
-        found = _find_in(root, dataset, file)
-        if found is None:
-            raise DatasetUnavailable(f"{dataset}: {file} missing in {root}")
-        raw = found.read_bytes()
-        return gzip.decompress(raw) if found.suffix == ".gz" else raw
-
-    return from_folder
+    return read
 
 
 def parse_idx(raw: bytes, what: str) -> np.ndarray:
@@ -204,15 +196,9 @@ def local_arrays(name: str, path: str, label_mode: str = "fine") -> Arrays:
             x_train[..., None], y_train.astype(np.int64), x_test[..., None], y_test.astype(np.int64)
         )
     label_key = "labels" if name == "cifar10" else f"{label_mode}_labels"
-    *train_files, test_file = SPECS[name].files
-    batches = [_cifar_batch(read(f), f"{name} {f}", label_key) for f in train_files]
-    x_test, y_test = _cifar_batch(read(test_file), f"{name} {test_file}", label_key)
-    return Arrays(
-        np.concatenate([b[0] for b in batches]),
-        np.concatenate([b[1] for b in batches]),
-        x_test,
-        y_test,
-    )
+    batches = [_cifar_batch(read(f), f"{name} {f}", label_key) for f in SPECS[name].files]
+    xs, ys = zip(*batches, strict=True)  # the training batches, then the test batch
+    return Arrays(np.concatenate(xs[:-1]), np.concatenate(ys[:-1]), xs[-1], ys[-1])
 
 
 # ---------------------------------------------------------------- the Keras cache

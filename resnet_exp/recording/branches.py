@@ -60,13 +60,6 @@ class _BranchProbe:
         return values[0::2], values[1::2]
 
 
-def step_metrics(ratios: np.ndarray) -> dict[str, float]:
-    return {
-        contract.BRANCH_RATIO_MEAN: float(np.mean(ratios)),
-        contract.BRANCH_RATIO_MAX: float(np.max(ratios)),
-    }
-
-
 class BranchRecorder(keras.callbacks.Callback):
     """Records ‖F(x)‖ / ‖x‖ per block at initialisation (step 0) and after every epoch.
 
@@ -79,7 +72,7 @@ class BranchRecorder(keras.callbacks.Callback):
         super().__init__()
         self.x_probe = tf.convert_to_tensor(np.asarray(x_probe), dtype=keras.backend.floatx())
         self.history: dict[int, dict[str, float]] = {}
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[list[Any]] = []  # in the order of contract.BRANCH_COLUMNS
         self._probe: _BranchProbe | None = None
 
     def measure(self, step: int) -> dict[str, float]:
@@ -90,23 +83,16 @@ class BranchRecorder(keras.callbacks.Callback):
         input_norms, branch_norms = self._probe(self.x_probe)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratios = branch_norms / input_norms
+        norms = zip(self._probe.specs, branch_norms, input_norms, ratios, strict=True)
         self.rows.extend(
-            {
-                "epoch": step,
-                "block_index": spec.index,
-                "block": spec.name,
-                "stage": spec.stage,
-                "downsampling": spec.downsampling,
-                "branch_norm": float(b),
-                "input_norm": float(i),
-                "ratio": float(r),
-            }
-            for spec, b, i, r in zip(
-                self._probe.specs, branch_norms, input_norms, ratios, strict=True
-            )
+            [step, s.index, s.name, s.stage, s.downsampling, float(b), float(i), float(r)]
+            for s, b, i, r in norms
         )
-        metrics = step_metrics(ratios)
-        metrics[contract.BRANCH_PROBE_TIME] = time.perf_counter() - started
+        metrics = {
+            contract.BRANCH_RATIO_MEAN: float(np.mean(ratios)),
+            contract.BRANCH_RATIO_MAX: float(np.max(ratios)),
+            contract.BRANCH_PROBE_TIME: time.perf_counter() - started,
+        }
         self.history[step] = metrics
         return metrics
 

@@ -55,14 +55,7 @@ def resolve_loss(model: keras.Model, loss: Any = None) -> LossFn:
             f"The model has one loss per output ({type(identifier).__name__}); "
             "pass a single `loss=` for the output to probe."
         )
-    loss_fn = keras.losses.get(identifier)
-    if loss_fn is None or not callable(loss_fn):
-        raise ValueError(f"Could not resolve the loss {identifier!r} to a callable.")
-    return loss_fn
-
-
-def _layer_name(path: str) -> str:
-    return path[: -len(_KERNEL_SUFFIX)]
+    return keras.losses.get(identifier)  # a callable, or a ValueError naming the identifier
 
 
 def _as_input(data: Any) -> Any:
@@ -75,11 +68,6 @@ def _as_input(data: Any) -> Any:
         return tensor
 
     return tf.nest.map_structure(convert, data)
-
-
-def call_accepts_training(model: keras.Model) -> bool:
-    """Whether `model.call` takes `training`; Keras's `fit` omits it when it does not."""
-    return "training" in inspect.signature(model.call).parameters
 
 
 def ensure_built(model: keras.Model, x: Any) -> None:
@@ -136,7 +124,9 @@ class _KernelProbe:
                 f"Model {model.name!r} has no trainable variable whose path ends with "
                 f"{_KERNEL_SUFFIX!r}; nothing to measure."
             )
-        self._call_kwargs = {"training": True} if call_accepts_training(model) else {}
+        # Keras's `fit` omits `training` when `model.call` does not take it
+        takes_training = "training" in inspect.signature(model.call).parameters
+        self._call_kwargs = {"training": True} if takes_training else {}
         self._signature = self._variables_signature(model)
         self._fn = tf.function(
             self._measure,
@@ -147,7 +137,7 @@ class _KernelProbe:
         self._fn.get_concrete_function(x, y)  # trace now: the forward order comes from it
         self.order, self.num_used = self._forward_order()
         paths = [self._trainable[self._kernel_index[i]].path for i in self.order]
-        self.names = [_layer_name(p) for p in paths]
+        self.names = [p.removesuffix(_KERNEL_SUFFIX) for p in paths]
 
     def _forward_order(self) -> tuple[np.ndarray, int]:
         """Kernels sorted by first use in the forward pass; unused ones last, in creation order."""
@@ -166,12 +156,8 @@ class _KernelProbe:
         return np.argsort(first_use, kind="stable"), num_used
 
     @staticmethod
-    def _variables_signature(model: keras.Model) -> tuple[int, ...]:
-        return (
-            tuple(id(v) for v in model.trainable_variables)
-            + (-1,)
-            + tuple(id(v) for v in model.non_trainable_variables)
-        )
+    def _variables_signature(model: keras.Model) -> tuple[list[int], list[int]]:
+        return [*map(id, model.trainable_variables)], [*map(id, model.non_trainable_variables)]
 
     def matches(self, model: keras.Model, loss_identifier: Any) -> bool:
         """False once the model, its loss or its set of (trainable) variables changed."""
@@ -309,13 +295,9 @@ class KernelGradientLog(keras.callbacks.Callback):
             self.profile = [row for row in self.profile if row["epoch"] != step]
         self.history[step] = metrics
         self.profile.extend(
-            {
-                "epoch": step,
-                "layer_index": index,
-                "layer_name": name,
-                "grad_norm": float(g),
-                "weight_norm": float(w),
-            }
+            dict(
+                zip(contract.PROFILE_COLUMNS, [step, index, name, float(g), float(w)], strict=True)
+            )
             for index, (name, g, w) in enumerate(
                 zip(self.layer_names, grad_norms, weight_norms, strict=True)
             )
@@ -392,26 +374,19 @@ class GradientRecorder(KernelGradientLog):
 class StepGradientRecorder(KernelGradientLog):
     """Per-kernel gradient norms of the training steps themselves: what the optimiser received.
 
-    No second graph and no extra forward or backward pass: a few norm ops are
-    added to Keras's own train step, where the gradients are handed to the
-    optimiser, and accumulate in variables read once per epoch. Step 0 is the
-    first training step's gradient (computed on the initial weights, before the
-    first update); step `epoch + 1` is the mean over that epoch's steps of each
-    kernel's gradient norm, with the weight norms at the epoch's end. Unlike the
-    fixed probe, the gradients are of the training batches (shuffled,
-    augmented, with any regulariser in `model.losses`), so they are noisier per
-    step but cost almost nothing. No `probe_loss` is recorded (`train_loss` is).
+    Step 0 is the first training step's gradient (on the initial weights, before
+    the first update); step `epoch + 1` is the mean over that epoch's steps of
+    each kernel's gradient norm, with the weight norms at the epoch's end. No
+    `probe_loss` is recorded (`train_loss` is).
 
     Kernel order: the creation order of the kernels' gradient ops, reversed.
     Back-propagation creates a kernel's gradient only after those of every layer
     downstream of it, so this is a forward (topological) order: the classifier
     last, the stem first, for any kind of model.
 
-    The hook wraps `model.optimizer.apply` for the duration of `fit` and
-    re-makes the train function so its trace includes the hook (Keras offers no
-    public per-step gradient hook); both are undone at the end of `fit`. With a
-    `LossScaleOptimizer` (mixed precision) the norms are unscaled, and steps the
-    optimiser skips for non-finite gradients are not counted.
+    The hook (`compat.hook_optimizer_apply`) is in place for the duration of `fit`.
+    With a `LossScaleOptimizer` (mixed precision) the norms are unscaled, and steps
+    the optimiser skips for non-finite gradients are not counted.
     """
 
     def __init__(self, first_layer: str | None = None, last_layer: str | None = None):
@@ -457,7 +432,7 @@ class StepGradientRecorder(KernelGradientLog):
         self._ensure_state(kernels)
         order, num_used = _backward_order(kernel_grads)
         self._state.order = order
-        self._set_layers([_layer_name(kernels[i].path) for i in order], num_used)
+        self._set_layers([kernels[i].path.removesuffix(_KERNEL_SUFFIX) for i in order], num_used)
         # l2_loss is sum(g**2) / 2 in one fused op: one op per kernel, not a square and a sum
         halves = [
             tf.zeros([]) if g is None else tf.nn.l2_loss(tf.cast(g, tf.float32))
@@ -555,8 +530,7 @@ def _backward_order(kernel_grads: list) -> tuple[np.ndarray, int]:
     if not present or not hasattr(present[0], "graph"):  # eager (run_eagerly): keep creation order
         return np.arange(len(kernel_grads)), len(kernel_grads)
     position = {op.name: i for i, op in enumerate(present[0].graph.get_operations())}
-    created = [
-        position.get(g.op.name, -1) if g is not None else -1 for g in kernel_grads
-    ]  # -1: no gradient (unused kernel), sorted last
+    # -1: no gradient (unused kernel), sorted last
+    created = [-1 if g is None else position.get(g.op.name, -1) for g in kernel_grads]
     order = np.argsort([-c for c in created], kind="stable")
     return order, sum(c >= 0 for c in created)

@@ -26,7 +26,6 @@ from matplotlib.ticker import MaxNLocator
 from resnet_exp import contract
 from resnet_exp.tracking.run_log import RunLog
 
-IMAGE_KEY = contract.PROFILE_IMAGE
 _SIZE = (4.0, 2.4)  # inches, at 80 dpi: 320 x 192 pixels
 _DPI = 80
 
@@ -165,7 +164,7 @@ class ProfileImageLogger(keras.callbacks.Callback):
     ) -> None:
         start = time.perf_counter()
         image = self.plot.render(norms, init, title)
-        self.log.image(image, IMAGE_KEY, step)
+        self.log.image(image, contract.PROFILE_IMAGE, step)
         self.seconds.append(time.perf_counter() - start)
 
     def flush(self) -> None:

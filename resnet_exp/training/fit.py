@@ -25,12 +25,7 @@ from resnet_exp.recording.lesions import lesion_examples, lesion_study
 from resnet_exp.recording.profile_images import ProfileImageLogger
 from resnet_exp.tracking.naming import run_name
 from resnet_exp.tracking.run_log import MlflowEpochLogger, RunLog
-from resnet_exp.training.callbacks import (
-    DivergenceMonitor,
-    EpochLines,
-    EpochTimer,
-    StepLimit,
-)
+from resnet_exp.training.callbacks import DivergenceMonitor, EpochLines, EpochTimer, StepLimit
 from resnet_exp.training.optim import make_optimizer
 from resnet_exp.training.prepare import build_for_fit
 
@@ -39,8 +34,6 @@ from resnet_exp.training.prepare import build_for_fit
 class TrainResult:
     history: pd.DataFrame
     diverged_epoch: int | None = None
-    profile: pd.DataFrame | None = None
-    test: dict[str, float] | None = None  # test_loss, test_accuracy, when the data has a test set
 
     @property
     def diverged(self) -> bool:
@@ -99,14 +92,15 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     log = RunLog(client, run_id)
     data = load_data(cfg)
     log.dataset(data)
+    batch_size = int(cfg.trainer.batch_size)
     train_ds, val_ds = make_pipelines(
         data,
-        batch_size=int(cfg.trainer.batch_size),
+        batch_size=batch_size,
         seed=int(cfg.seed),
         shuffle_buffer=int(cfg.trainer.shuffle_buffer),
         augment=bool(cfg.data.augment),
     )
-    steps_per_epoch = -(-len(data.x_train) // int(cfg.trainer.batch_size))
+    steps_per_epoch = -(-len(data.x_train) // batch_size)
     # `trainer.steps` counts iterations (the paper's unit) and replaces epochs, the last
     # epoch cut short (StepLimit), so gradients are still recorded once per epoch.
     total_steps = int(cfg.trainer.steps or steps_per_epoch * int(cfg.trainer.epochs))
@@ -117,31 +111,24 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     build_for_fit(model, train_ds.element_spec)  # the first epoch then traces its step once
     log.model_summary(model)
 
-    recorder = branches = None
-    callbacks: list[keras.callbacks.Callback] = [EpochTimer()]
     # the fixed probe batch: the gradient probe's (source=probe) and the branch recorder's
     x_probe, y_probe = probe_batch(data, int(cfg.gradients.probe_size), int(cfg.seed))
-    if cfg.gradients.enabled and cfg.gradients.source == "probe":
-        recorder = GradientRecorder(x_probe, y_probe)
-    elif cfg.gradients.enabled:
-        recorder = StepGradientRecorder()
-    if recorder is not None:
-        callbacks.append(recorder)
+    recorder = branches = None
+    if cfg.gradients.enabled:
+        probe = cfg.gradients.source == "probe"
+        recorder = GradientRecorder(x_probe, y_probe) if probe else StepGradientRecorder()
     if cfg.branches.enabled:
         branches = BranchRecorder(x_probe)
-        callbacks.append(branches)
     probes = [r for r in (recorder, branches) if r is not None]
-    if total_steps % steps_per_epoch:
-        callbacks.append(StepLimit(total_steps))
     monitor = DivergenceMonitor()
     label = run_name(cfg)
-    callbacks += [
+    callbacks = [
+        EpochTimer(),
+        *probes,
+        *([StepLimit(total_steps)] if total_steps % steps_per_epoch else []),
         monitor,
         MlflowEpochLogger(
-            log,
-            initial=(lambda: {k: v for r in probes for k, v in r.history.get(0, {}).items()})
-            if probes
-            else None,
+            log, initial=lambda: {k: v for r in probes for k, v in r.history.get(0, {}).items()}
         ),
         EpochLines(label, epochs, 60.0 if cfg.tracking.parent_run_id else 0),
     ]
@@ -155,29 +142,22 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
         shuffle=False,  # the pipeline shuffles, seeded
         verbose=0,
     )
+
     history = pd.DataFrame(fit.history)
     history.insert(0, "epoch", range(1, len(history) + 1))
     log.table(history, contract.HISTORY_ARTIFACT)
-    profile = recorder.profile_frame() if recorder else None
-    if profile is not None:
-        log.table(profile, contract.PROFILE_ARTIFACT)
+    if recorder:
+        log.table(recorder.profile_frame(), contract.PROFILE_ARTIFACT)
     if branches:
         log.table(branches.frame(), contract.BRANCH_ARTIFACT)
-    test = None
     if data.x_test is not None:  # once, at the end, logged at the last epoch's step
-        batch_size = int(cfg.trainer.batch_size)
         test_ds = eval_pipeline(data, data.x_test, data.y_test, batch_size=batch_size)
         scores = model.evaluate(test_ds, return_dict=True, verbose=0)
-        test = {
-            contract.TEST_LOSS: float(scores["loss"]),
-            contract.TEST_ACCURACY: float(scores["accuracy"]),
-        }
+        test = {contract.TEST_LOSS: scores["loss"], contract.TEST_ACCURACY: scores["accuracy"]}
         log.metrics(test, step=len(history))
     if cfg.lesion.enabled and not monitor.diverged:
         _lesions(cfg, model, data, log, step=len(history))
-    return TrainResult(
-        history=history, diverged_epoch=monitor.diverged_epoch, profile=profile, test=test
-    )
+    return TrainResult(history=history, diverged_epoch=monitor.diverged_epoch)
 
 
 def _lesions(cfg: DictConfig, model: keras.Model, data: Dataset, log: RunLog, step: int) -> None:

@@ -31,10 +31,7 @@ def build_for_fit(model: keras.Model, element_spec: Any) -> None:
     def symbolic(spec: Any) -> keras.KerasTensor:
         return keras.KerasTensor(tuple(spec.shape), dtype=spec.dtype.name)
 
-    x_spec, y_spec = element_spec[0], element_spec[1]
-    x = keras.tree.map_structure(symbolic, x_spec)
-    y = keras.tree.map_structure(symbolic, y_spec)
-    if symbolic_build(model, (x, y)):
+    if symbolic_build(model, keras.tree.map_structure(symbolic, tuple(element_spec[:2]))):
         return
     if model.built and model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)

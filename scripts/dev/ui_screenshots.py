@@ -53,20 +53,18 @@ def pages(client: MlflowClient, base: str, experiment: str) -> dict[str, str]:
         sys.exit(f"ui_screenshots: no experiment {experiment!r} in the store")
     eid = exp.experiment_id
     out = {"1_runs_table": experiment_url(base, eid)}
-    sweeps = client.search_runs(
-        [eid], "tags.run_kind = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1
-    )
-    if sweeps:
-        parent = sweeps[0].info.run_id
+
+    def latest(kind: str) -> str | None:
+        order = ["attributes.start_time DESC"]
+        runs = client.search_runs([eid], f"tags.run_kind = '{kind}'", order_by=order, max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    if parent := latest("sweep"):
         out["2_sweep_parent"] = run_url(base, eid, parent)
         report = f"{base}/#/experiments/{eid}/runs/{parent}/artifacts/report/report"
         out["3_report_md_in_artifacts"] = f"{report}.md?{MODEL_TRAINING}"
         out["3_report_html_in_artifacts"] = f"{report}.html?{MODEL_TRAINING}"
-    runs = client.search_runs(
-        [eid], "tags.run_kind = 'train'", order_by=["attributes.start_time DESC"], max_results=1
-    )
-    if runs:
-        run = runs[0].info.run_id
+    if run := latest("train"):
         out["4_training_run"] = run_url(base, eid, run)
         out["5_training_run_charts"] = (
             f"{base}/#/experiments/{eid}/runs/{run}/model-metrics?{MODEL_TRAINING}"
@@ -76,20 +74,10 @@ def pages(client: MlflowClient, base: str, experiment: str) -> dict[str, str]:
 
 def shoot(chromium: str, url: str, path: Path, size: str, wait_ms: int) -> None:
     with tempfile.TemporaryDirectory() as profile:
-        subprocess.run(
-            [
-                chromium,
-                *CHROMIUM_FLAGS,
-                f"--user-data-dir={profile}",
-                f"--window-size={size}",
-                f"--virtual-time-budget={wait_ms}",
-                f"--screenshot={path}",
-                url,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=180,
-        )
+        command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
+        command += [f"--window-size={size}", f"--virtual-time-budget={wait_ms}"]
+        command += [f"--screenshot={path}", url]
+        subprocess.run(command, check=True, capture_output=True, timeout=180)
 
 
 def main() -> None:

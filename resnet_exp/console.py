@@ -13,7 +13,6 @@ from typing import Any
 from resnet_exp import contract
 
 PREFIX = "[resnet-exp]"
-RATIO = contract.GRAD_RATIO
 
 
 def say(line: str) -> None:
@@ -35,8 +34,8 @@ def epoch_line(label: str, epoch: int, epochs: int, logs: dict[str, Any]) -> str
         parts.append(f"train error {percent(1 - logs['accuracy'])}")
     if "val_accuracy" in logs:
         parts.append(f"val error {percent(1 - logs['val_accuracy'])}")
-    if RATIO in logs:
-        parts.append(f"first/last gradient {number(logs[RATIO])}")
+    if contract.GRAD_RATIO in logs:
+        parts.append(f"first/last gradient {number(logs[contract.GRAD_RATIO])}")
     if contract.EPOCH_TIME in logs:
         seconds = float(logs[contract.EPOCH_TIME])
         parts.append(f"{seconds:.1f} s" if seconds >= 1 else f"{1000 * seconds:.0f} ms")

@@ -1,9 +1,10 @@
-"""The life of one job: validate, skip if already done, open a run, train, close the run.
+"""The life of one job: check the store, skip if already done, open a run, train, close the run.
 
 Whatever happens inside, the MLflow run ends FINISHED, FAILED or KILLED, never
-RUNNING. In a multirun a failed job reports FAILED and returns, so the sweep
-goes on; the sweeper counts failures and sets the exit code. What the run writes
-goes through `tracking.run_log.RunLog`.
+RUNNING, unless the store itself dies mid-run (then nothing more can be written).
+In a multirun a failed job reports FAILED and returns, so the sweep goes on; the
+sweeper counts failures and sets the exit code. What the run writes goes through
+`tracking.run_log.RunLog`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-import sys
 from dataclasses import dataclass
-from types import FrameType
+from typing import Any
 
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
@@ -42,11 +42,10 @@ from resnet_exp.tracking.describe import (
     run_description,
 )
 from resnet_exp.tracking.naming import comparison_tags, run_name
-from resnet_exp.tracking.preflight import check_store, check_store_once, store_error_line
+from resnet_exp.tracking.preflight import check_store, check_store_once, say_store_error
 from resnet_exp.tracking.store import (
     config_hash,
     ensure_experiment,
-    git_commit,
     resolve_tracking_uri,
     with_retry,
 )
@@ -87,11 +86,7 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
     uri = resolve_tracking_uri(cfg.tracking.uri)
     problem = check_store_once(uri)
     if problem:  # a dead store fails in a second, not after MLflow's minutes of retries
-        line = store_error_line(uri, problem)
-        print(line, file=sys.stderr, flush=True)
-        if raise_errors:
-            raise SystemExit(2)
-        return JobOutcome("FAILED", None, error=line)
+        return _store_failed(uri, problem, None, 2, raise_errors)
     client = MlflowClient(uri)
     experiment_id = ensure_experiment(client, cfg.tracking.experiment)
     if not cfg.tracking.parent_run_id:  # in a sweep, the parent process did it once
@@ -121,18 +116,15 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
         **provenance_tags(),
         NOTE: run_description(cfg),
     }
-    commit = git_commit()
-    if commit:
-        tags[GIT_COMMIT] = commit
-        tags["mlflow.source.git.commit"] = commit
+    if "mlflow.source.git.commit" in tags:  # also under the name the analysis reads
+        tags[GIT_COMMIT] = tags["mlflow.source.git.commit"]
     if cfg.tracking.parent_run_id:
         tags[PARENT] = cfg.tracking.parent_run_id
     if cfg.tracking.sweep_id:
         tags[SWEEP_ID] = cfg.tracking.sweep_id
     run = RunLog.open(client, experiment_id, run_name(cfg), tags)
     run_id = run.run_id
-    previous = signal.getsignal(signal.SIGTERM)
-    _install_sigterm()
+    previous = raise_on_sigterm(Terminated)
     try:
         run.params(applicable_params(flat))
         run.config(cfg)
@@ -152,15 +144,9 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
     except Exception as err:
         problem = check_store(uri)
         if problem:  # the store died mid-run: nothing more can be logged, say so once
-            line = store_error_line(
-                uri,
-                f"{problem}; {run_name(cfg)} (run {run_id}) stopped: "
-                "what it logged before is kept, its status stays RUNNING",
-            )
-            print(line, file=sys.stderr)
-            if raise_errors:
-                raise SystemExit(1) from None
-            return JobOutcome("FAILED", run_id, error=line)
+            stopped = f"{run_name(cfg)} (run {run_id}) stopped"
+            kept = "what it logged before is kept, its status stays RUNNING"
+            return _store_failed(uri, f"{problem}; {stopped}: {kept}", run_id, 1, raise_errors)
         message = f"{type(err).__name__}: {err}"
         run.end(RunStatus.FAILED, message)
         if raise_errors:
@@ -171,18 +157,28 @@ def run_job(cfg: DictConfig, overrides: list[str] | None = None, raise_errors: b
             log.exception("job %s failed", run_name(cfg))
         return JobOutcome("FAILED", run_id, error=message)
     finally:
-        _restore_sigterm(previous)
+        with contextlib.suppress(ValueError, TypeError):
+            signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
 
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated(f"signal {signum}")
+def _store_failed(
+    uri: str, problem: str, run_id: str | None, code: int, raise_errors: bool
+) -> JobOutcome:
+    """Say in one line that the store cannot be used; exit `code`, or report the job FAILED."""
+    line = say_store_error(uri, problem)
+    if raise_errors:
+        raise SystemExit(code) from None
+    return JobOutcome("FAILED", run_id, error=line)
 
 
-def _install_sigterm() -> None:
-    with contextlib.suppress(ValueError):  # not the main thread: keep the default handler
-        signal.signal(signal.SIGTERM, _raise_terminated)
+def raise_on_sigterm(error: type[BaseException]) -> Any:
+    """Make SIGTERM raise `error` wherever the process is (the job here, the sweep in
+    `run.sweep`), so that what is open can close; returns the handler it replaces."""
 
+    def handler(signum: int, frame: Any) -> None:
+        raise error(f"signal {signum}")
 
-def _restore_sigterm(previous) -> None:
-    with contextlib.suppress(ValueError, TypeError):
-        signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
+    previous = signal.getsignal(signal.SIGTERM)
+    with contextlib.suppress(ValueError):  # not the main thread: keep the handler
+        signal.signal(signal.SIGTERM, handler)
+    return previous

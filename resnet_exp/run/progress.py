@@ -18,10 +18,12 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from resnet_exp import contract
-from resnet_exp.console import RATIO, number, percent, say
-from resnet_exp.tracking.store import project_root, with_retry
+from resnet_exp.config.schema import flatten
+from resnet_exp.console import number, percent, say
+from resnet_exp.tracking.naming import run_name
+from resnet_exp.tracking.store import config_hash, project_root, with_retry
 
-_DONE = ("FINISHED", "FAILED", "KILLED")
+ENDED = ("FINISHED", "FAILED", "KILLED")
 UI_PORT = 5000
 
 
@@ -69,7 +71,7 @@ def read_result(client: MlflowClient, run) -> RunResult:
     def error(key: str) -> float | None:
         return 1 - metrics[key] if key in metrics else None
 
-    history = with_retry(client.get_metric_history, run.info.run_id, RATIO)
+    history = with_retry(client.get_metric_history, run.info.run_id, contract.GRAD_RATIO)
     by_step = {m.step: m.value for m in history}
     return RunResult(
         name=run.info.run_name or run.info.run_id,
@@ -110,16 +112,20 @@ def skip_line(name: str, run_id: str) -> str:
     )
 
 
+def children(
+    client: MlflowClient, experiment_id: str, parent_id: str, since_ms: int | None = None
+) -> list:
+    """The runs whose parent is `parent_id` (only those started since `since_ms`, if given)."""
+    query = f"tags.{contract.PARENT} = '{parent_id}'"
+    if since_ms is not None:
+        query += f" and attributes.start_time >= {since_ms}"
+    return client.search_runs([experiment_id], filter_string=query, max_results=50000)
+
+
 def finished_configs(client: MlflowClient, experiment_id: str) -> dict[str, str]:
     """config_hash -> run id of a FINISHED training run, for the whole experiment."""
-    runs = with_retry(
-        client.search_runs,
-        [experiment_id],
-        filter_string=(
-            f"attributes.status = 'FINISHED' and tags.{contract.RUN_KIND} = '{contract.TRAIN}'"
-        ),
-        max_results=50000,
-    )
+    query = f"attributes.status = 'FINISHED' and tags.{contract.RUN_KIND} = '{contract.TRAIN}'"
+    runs = with_retry(client.search_runs, [experiment_id], filter_string=query, max_results=50000)
     tags = [(r.data.tags.get(contract.CONFIG_HASH), r.info.run_id) for r in runs]
     return {config: run_id for config, run_id in tags if config}
 
@@ -129,24 +135,18 @@ def start_sweep(
 ) -> SweepProgress:
     """Say what a resume skips among `planned_jobs` (composed configs), then follow the
     sweep's jobs as they end."""
-    from resnet_exp.config.schema import flatten
-    from resnet_exp.tracking.naming import run_name
-    from resnet_exp.tracking.store import config_hash
-
-    total = None
-    if planned_jobs:
-        done = finished_configs(client, experiment_id)
-        skipped = []
-        for cfg in planned_jobs:
-            run_id = done.get(config_hash(flatten(cfg))) if cfg.tracking.resume else None
-            if run_id:
-                skipped.append(skip_line(run_name(cfg), run_id))
-        for line in skipped[:10]:
-            say(line)
-        if len(skipped) > 10:
-            say(f"... and {len(skipped) - 10} more configurations finished earlier: skipped")
-        total = len(planned_jobs) - len(skipped)
-        say(f"{total} of {len(planned_jobs)} jobs to run; a line as each one ends")
+    done = finished_configs(client, experiment_id)
+    skipped = []
+    for cfg in planned_jobs:
+        run_id = done.get(config_hash(flatten(cfg))) if cfg.tracking.resume else None
+        if run_id:
+            skipped.append(skip_line(run_name(cfg), run_id))
+    for line in skipped[:10]:
+        say(line)
+    if len(skipped) > 10:
+        say(f"... and {len(skipped) - 10} more configurations finished earlier: skipped")
+    total = len(planned_jobs) - len(skipped)
+    say(f"{total} of {len(planned_jobs)} jobs to run; a line as each one ends")
     progress = SweepProgress(client, experiment_id, parent_id, total)
     progress.start()
     return progress
@@ -181,25 +181,13 @@ class SweepProgress:
     def poll(self) -> None:
         with self._lock:
             try:
-                runs = self.client.search_runs(
-                    [self.experiment_id],
-                    filter_string=(
-                        f"tags.{contract.PARENT} = '{self.parent_id}' "
-                        f"and attributes.start_time >= {int(self.started * 1000)}"
-                    ),
-                    max_results=50000,
-                )
-                ended = sorted(
-                    (
-                        r
-                        for r in runs
-                        if r.info.status in _DONE and r.info.run_id not in self.reported
-                    ),
-                    key=lambda r: r.info.end_time or 0,
-                )
-                for run in ended:
-                    self.reported.add(run.info.run_id)
-                    say(f"{self._count()} {read_result(self.client, run).line()}{self._eta()}")
+                since_ms = int(self.started * 1000)
+                runs = children(self.client, self.experiment_id, self.parent_id, since_ms)
+                for run in sorted(runs, key=lambda r: r.info.end_time or 0):  # in order of ending
+                    if run.info.status in ENDED and run.info.run_id not in self.reported:
+                        self.reported.add(run.info.run_id)
+                        line = read_result(self.client, run).line()
+                        say(f"{self._count()} {line}{self._eta()}")
             except Exception:  # a busy or vanished store: try again next time, never crash
                 return
 
@@ -231,14 +219,8 @@ def results_table(client: MlflowClient, experiment_id: str, parent_id: str) -> s
     """Every child of the sweep (this launch's and earlier ones'), one row per run."""
     import pandas as pd
 
-    runs = with_retry(
-        client.search_runs,
-        [experiment_id],
-        filter_string=f"tags.{contract.PARENT} = '{parent_id}'",
-        max_results=50000,
-    )
     rows = []
-    for run in sorted(runs, key=_table_order):
+    for run in sorted(with_retry(children, client, experiment_id, parent_id), key=_table_order):
         r = read_result(client, run)
         row = {
             "run": r.name,

@@ -16,30 +16,21 @@ import tempfile
 from collections.abc import Iterator
 
 
-class _DropRetracing(logging.Filter):
-    """tf.function's "triggered tf.function retracing" notice: expected in a sequential sweep.
-
-    Each job of a sequential sweep builds a new model in the same process, so the
-    probes' tf.functions (the fixed-batch gradient probe, the branch magnitudes) are
-    traced again per model, by design.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "retracing" not in record.getMessage()
+def _drop_retracing(record: logging.LogRecord) -> bool:
+    """Drop tf.function's "triggered tf.function retracing" notice: expected in a sequential
+    sweep, where each job builds a new model in the same process, so the probes'
+    tf.functions (the fixed-batch gradient probe, the branch magnitudes) are traced again
+    per model, by design."""
+    return "retracing" not in record.getMessage()
 
 
 def quiet_tensorflow() -> None:
     # 2: hide INFO and WARNING from TensorFlow's C++ side (oneDNN, CPU features, absl notices)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logger = logging.getLogger("tensorflow")
-    if not any(isinstance(f, _DropRetracing) for f in logger.filters):
-        logger.addFilter(_DropRetracing())
-    try:
-        from absl import logging as absl_logging  # installed with TensorFlow
+    logging.getLogger("tensorflow").addFilter(_drop_retracing)  # added once, however often called
+    from absl import logging as absl_logging  # installed with TensorFlow
 
-        absl_logging.set_verbosity(absl_logging.ERROR)
-    except ImportError:
-        pass
+    absl_logging.set_verbosity(absl_logging.ERROR)
     # urllib3's "Retrying (...)" warnings repeat for every retry of a store request
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 

@@ -14,37 +14,36 @@ with the children's counts after the last, KILLED if the launcher dies in betwee
 from __future__ import annotations
 
 import atexit
-import contextlib
 import hashlib
 import json
-import logging
 import os
-import signal
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from hydra.core.plugins import Plugins
-from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from resnet_exp import contract
-from resnet_exp.config.schema import INJECTED_OVERRIDES, ConfigError, check_config
+from resnet_exp.config.schema import INJECTED_OVERRIDES, check_config
+from resnet_exp.console import say
 from resnet_exp.contract import NOTE, RUN_KIND, SWEEP, SWEEP_ID
 from resnet_exp.run import progress
-from resnet_exp.run.command_line import explain, job_overrides, without_hydra
+from resnet_exp.run.command_line import (
+    CommandLineError,
+    job_overrides,
+    one_line_errors,
+    without_hydra,
+)
+from resnet_exp.run.job import raise_on_sigterm
 from resnet_exp.tracking.describe import describe_experiment, provenance_tags, sweep_description
 from resnet_exp.tracking.naming import varying_keys
-from resnet_exp.tracking.preflight import check_store, store_error_line, store_or_exit
+from resnet_exp.tracking.preflight import check_store, say_store_error, store_or_exit
 from resnet_exp.tracking.store import ensure_experiment, log_batch, resolve_tracking_uri, with_retry
-
-log = logging.getLogger(__name__)
 
 
 def sweep_overrides(config: DictConfig) -> list[str]:
@@ -101,31 +100,22 @@ def summarise_children(client: MlflowClient, experiment_id: str, parent_id: str)
     KILLED run, or `tracking.resume=false`): what this sweep reports is what its last
     attempt did, whatever the earlier ones did.
     """
-    runs = with_retry(
-        client.search_runs,
-        [experiment_id],
-        filter_string=f"tags.{contract.PARENT} = '{parent_id}'",
-        max_results=50000,
-    )
     by_config: dict[str, list] = defaultdict(list)
-    for run in runs:
+    for run in with_retry(progress.children, client, experiment_id, parent_id):
         by_config[run.data.tags.get(contract.CONFIG_HASH, run.info.run_id)].append(run)
     counts = {"finished": 0, "diverged": 0, "failed": 0, "killed": 0, "running": 0}
     failed: list[str] = []
     for config_runs in by_config.values():
         latest = max(config_runs, key=lambda r: r.info.start_time or 0)
         status = latest.info.status
-        key = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}.get(
-            status, "running"
-        )
+        key = status.lower() if status in progress.ENDED else "running"
         counts[key] += 1
         if key == "finished":
             counts["diverged"] += latest.data.tags.get(contract.DIVERGED) == "true"
         elif key != "running":
             reason = latest.data.tags.get(contract.ERROR, status)
-            failed.append(
-                f"{latest.info.run_name} ({latest.data.tags.get(contract.OVERRIDES, '')}): {reason}"
-            )
+            overrides = latest.data.tags.get(contract.OVERRIDES, "")
+            failed.append(f"{latest.info.run_name} ({overrides}): {reason}")
     counts["configs"] = len(by_config)
     return {"counts": counts, "failed": failed}
 
@@ -152,11 +142,8 @@ class SweepParent:
         if threads:
             self.injected.append(f"trainer.threads={threads}")
         self.progress: progress.SweepProgress | None = None
-        print(
-            f"[resnet-exp] sweep {self.key}: parent run {self.run_id} in experiment "
-            f"'{experiment}' at {self.uri}",
-            file=sys.stderr,
-        )
+        where = f"in experiment '{experiment}' at {self.uri}"
+        say(f"sweep {self.key}: parent run {self.run_id} {where}")
 
     def _open(self, overrides: list[str], config: DictConfig) -> str:
         found = with_retry(
@@ -184,11 +171,8 @@ class SweepParent:
                 **provenance_tags(),
             },
         )
-        log_batch(
-            self.client,
-            run.info.run_id,
-            params={f"sweep.{o.split('=', 1)[0]}": o.split("=", 1)[-1] for o in overrides},
-        )
+        params = {f"sweep.{o.split('=', 1)[0]}": o.split("=", 1)[-1] for o in overrides}
+        log_batch(self.client, run.info.run_id, params=params)
         return run.info.run_id
 
     def follow(self, planned: list[DictConfig]) -> None:
@@ -203,10 +187,7 @@ class SweepParent:
         assert self.run_id is not None
         problem = check_store(self.uri)
         if problem:
-            print(
-                store_error_line(self.uri, f"{problem}; the sweep's results cannot be read"),
-                file=sys.stderr,
-            )
+            say_store_error(self.uri, f"{problem}; the sweep's results cannot be read")
             self.run_id = None
             sys.exit(1)
         if self.progress is not None:
@@ -220,15 +201,14 @@ class SweepParent:
         log_batch(self.client, self.run_id, tags={f"jobs_{k}": v for k, v in counts.items()})
         with_retry(self.client.set_terminated, self.run_id, "FAILED" if failed else "FINISHED")
         run_id, self.run_id = self.run_id, None
-        print(
-            f"[resnet-exp] sweep done: {counts['configs']} configurations, "
+        say(
+            f"sweep done: {counts['configs']} configurations, "
             f"{counts['finished']} finished ({counts['diverged']} diverged), "
             f"{counts['failed']} failed, {counts['killed']} killed; browse: "
-            + progress.where_to_look(self.uri, self.experiment_id, run_id),
-            file=sys.stderr,
+            + progress.where_to_look(self.uri, self.experiment_id, run_id)
         )
         if failed:
-            print("[resnet-exp] failed jobs:", file=sys.stderr)
+            say("failed jobs:")
             for line in failed:
                 print(f"  - {line}", file=sys.stderr)
             sys.exit(1)
@@ -236,9 +216,7 @@ class SweepParent:
     def close_if_interrupted(self) -> None:
         """KILLED, not left RUNNING, when the sweep ends before `finish` (atexit, a signal)."""
         if self.run_id is not None and not check_store(self.uri):
-            with_retry(
-                self.client.set_terminated, self.run_id, RunStatus.to_string(RunStatus.KILLED)
-            )
+            with_retry(self.client.set_terminated, self.run_id, "KILLED")
             self.run_id = None
 
 
@@ -269,7 +247,7 @@ class StudySweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         parent = SweepParent(self.config, sweep_overrides(self.config))
         atexit.register(parent.close_if_interrupted)
-        _raise_on_sigterm()
+        raise_on_sigterm(KeyboardInterrupt)  # the launcher stops; atexit closes the parent
         parent.follow(planned)
         returns = self.launcher.launch(
             [[*job, *parent.injected] for job in jobs], initial_job_idx=0
@@ -280,24 +258,11 @@ class StudySweeper(Sweeper):
     def _compose(self, overrides: list[str]) -> DictConfig:
         """A job's config, checked; a problem is one line and exit 2, before any job runs."""
         try:
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-            cfg = without_hydra(cfg)
-            check_config(cfg)
-        except ConfigError as err:
-            _config_error(str(err))
-        except (HydraException, OmegaConfBaseException) as err:
-            _config_error(explain(err, overrides))
+            with one_line_errors(overrides):
+                cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+                cfg = without_hydra(cfg)
+                check_config(cfg)
+        except CommandLineError as err:
+            print(f"config error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
         return cfg
-
-
-def _config_error(line: str) -> None:
-    print(f"config error: {line}", file=sys.stderr, flush=True)
-    sys.exit(2)
-
-
-def _raise_on_sigterm() -> None:
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    with contextlib.suppress(ValueError):  # not the main thread
-        signal.signal(signal.SIGTERM, handler)

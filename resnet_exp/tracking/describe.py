@@ -1,13 +1,9 @@
-"""What MLflow's UI shows about a study besides numbers: descriptions, params, provenance, data.
+"""What MLflow's UI shows about a study besides numbers: descriptions, params, provenance.
 
-* `applicable_params`: the settings that apply to a run's model and optimiser
-  (a `resnet_cifar` run has no `model.width`), without tracking bookkeeping;
-  the resolved config stays whole in the `config.yaml` artifact.
-* Descriptions (`mlflow.note.content`, which the UI shows as the experiment's
-  banner and as a run's description): the experiment says what the study asks
-  and how to read it in the UI; each training run gets one line.
-* `provenance_tags`: MLflow's system tags `mlflow.user` and `mlflow.source.*`
-  (the fluent API sets them, `MlflowClient` does not).
+A run's params are the settings that apply to its model and optimiser (a `resnet_cifar`
+run has no `model.width`); the resolved config stays whole in the `config.yaml` artifact.
+Descriptions (`mlflow.note.content`): the experiment's, shown as the UI's banner, says what
+the study asks and how to read it there; each training run gets one line.
 """
 
 from __future__ import annotations
@@ -15,6 +11,7 @@ from __future__ import annotations
 import functools
 import getpass
 import logging
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -103,21 +100,26 @@ def sweep_description(experiment: str, overrides: list[str]) -> str:
     )
 
 
-@functools.cache
 def provenance_tags(source_name: str = ENTRY_POINT) -> dict[str, str]:
     """MLflow's system tags for who ran what from which commit, as its fluent API sets them
-    (`MlflowClient.create_run` sets none); the git commit only inside a git checkout."""
-    tags = {"mlflow.user": getpass.getuser(), "mlflow.source.type": "LOCAL"}
-    tags["mlflow.source.name"] = source_name
+    (`MlflowClient.create_run` sets none): the user is the tracking login when there is one
+    (a lab server's `MLFLOW_TRACKING_USERNAME`), else the account's name."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
+    tags = {"mlflow.user": user, "mlflow.source.type": "LOCAL", "mlflow.source.name": source_name}
+    commit = _git_commit()
+    return {**tags, "mlflow.source.git.commit": commit} if commit else tags
+
+
+@functools.cache
+def _git_commit() -> str | None:
+    """The checkout's commit, or None outside a git checkout or without git."""
     try:
-        commit = subprocess.run(
+        out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
         )
-    except (OSError, subprocess.SubprocessError):  # no git on this machine
-        return tags
-    if commit.returncode == 0:
-        tags["mlflow.source.git.commit"] = commit.stdout.strip()
-    return tags
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def describe_experiment(client: MlflowClient, experiment_id: str, name: str) -> None:

@@ -12,6 +12,7 @@ in `resnet_exp.tracking.store.with_retry` are for.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sqlite3
 import sys
@@ -23,7 +24,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 CONNECT_TIMEOUT_S = 3.0
-_DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+# Stores reached over a socket, and the port each scheme's client uses when none is given.
+_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
 
 
 # The schemes MLflow's tracking client opens itself (its documentation's list of backend
@@ -40,41 +42,33 @@ def known_schemes() -> list[str]:
     return sorted(set(_BUILT_IN_SCHEMES) | plugins)
 
 
-def _scheme(uri: str) -> str:
-    scheme = urlsplit(uri).scheme
-    return scheme.split("+", 1)[0]  # postgresql+psycopg2 -> postgresql
-
-
 def check_store(uri: str, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
     """None if the store at `uri` can be used, else what is wrong, as a short phrase."""
-    scheme = _scheme(uri)
+    parts = urlsplit(uri)
+    scheme = parts.scheme.split("+", 1)[0]  # postgresql+psycopg2 -> postgresql
     if scheme in ("", "file"):
-        path = Path(urlsplit(uri).path if scheme == "file" else uri)
-        return _check_writable_dir(path)
-    if scheme not in known_schemes():
+        return _check_writable_dir(Path(parts.path if scheme == "file" else uri))
+    schemes = known_schemes()
+    if scheme not in schemes:
         return f"unknown scheme '{scheme}://'; MLflow stores are " + ", ".join(
-            f"{s}://" for s in known_schemes() if s not in ("uc", "databricks-uc")
+            f"{s}://" for s in schemes if s not in ("uc", "databricks-uc")
         )
     if scheme == "sqlite":
         return _check_sqlite(uri, timeout)
-    if scheme in ("http", "https"):
-        return _check_http(uri, timeout)
-    if scheme in _DB_PORTS:
-        parts = urlsplit(uri)
-        port = parts.port or _DB_PORTS[scheme]
-        return _check_connect(parts.hostname or "localhost", port, timeout)
-    return None  # databricks and plugins: their own clients know best
-
-
-def _nearest_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
+    if scheme not in _PORTS:
+        return None  # databricks and plugins: their own clients know best
+    host, port = parts.hostname or "localhost", parts.port or _PORTS[scheme]
+    problem = _check_connect(host, port, timeout)
+    if problem is None and scheme in ("http", "https"):
+        problem = _check_http(uri, f"{host}:{port}", timeout)
+    return problem
 
 
 def _check_writable_dir(directory: Path) -> str | None:
     """MLflow creates missing folders, so the nearest existing one must take a new file."""
-    existing = _nearest_existing(directory.resolve())
+    existing = directory.resolve()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     if not existing.is_dir():
         return f"{existing} is a file, not a folder"
     try:
@@ -95,28 +89,20 @@ def _check_sqlite(uri: str, timeout: float) -> str | None:
     if path.is_dir():
         return f"{path} is a folder, not a database file"
     try:
-        connection = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=timeout)
-        try:
-            connection.execute("select count(*) from sqlite_master").fetchone()
-        finally:
-            connection.close()
+        existing_only = f"file:{path}?mode=rw"  # never creates the file
+        with contextlib.closing(sqlite3.connect(existing_only, uri=True, timeout=timeout)) as db:
+            db.execute("select count(*) from sqlite_master").fetchone()
     except sqlite3.OperationalError as err:
         if "locked" in str(err) or "busy" in str(err):
             return None  # busy, not dead: the retries handle it
         return f"cannot open {path}: {err}"
     except sqlite3.DatabaseError as err:
         return f"{path} is not an SQLite database ({err})"
-    if not _writable_file(path):
-        return f"{path} is read-only"
-    return None
-
-
-def _writable_file(path: Path) -> bool:
     try:
         with open(path, "r+b"):
-            return True
+            return None
     except OSError:
-        return False
+        return f"{path} is read-only"
 
 
 def _check_connect(host: str, port: int, timeout: float) -> str | None:
@@ -133,13 +119,8 @@ def _check_connect(host: str, port: int, timeout: float) -> str | None:
         return f"cannot connect to {host}:{port}: {err.strerror or err}"
 
 
-def _check_http(uri: str, timeout: float) -> str | None:
-    parts = urlsplit(uri)
-    host = parts.hostname or "localhost"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    problem = _check_connect(host, port, timeout)
-    if problem:
-        return problem
+def _check_http(uri: str, address: str, timeout: float) -> str | None:
+    """A server that accepts connections at `address` (host:port): is it MLflow's?"""
     # the endpoint every run's first call uses; auth errors are left to MLflow's own credentials
     url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
     try:
@@ -149,18 +130,21 @@ def _check_http(uri: str, timeout: float) -> str | None:
         if err.code in (401, 403):
             return None
         if err.code == 404:
-            return f"{host}:{port} answers but is not an MLflow tracking server (HTTP 404)"
+            return f"{address} answers but is not an MLflow tracking server (HTTP 404)"
         return f"the server answered HTTP {err.code} {err.reason}"
     except TimeoutError:
-        return f"{host}:{port} accepts connections but did not answer within {timeout * 2:.0f} s"
+        return f"{address} accepts connections but did not answer within {timeout * 2:.0f} s"
     except urllib.error.URLError as err:
         return f"cannot reach the server: {err.reason}"
     except OSError as err:
         return f"cannot reach the server: {err}"
 
 
-def store_error_line(uri: str, problem: str) -> str:
-    return f"tracking store error: {uri}: {problem}"
+def say_store_error(uri: str, problem: str) -> str:
+    """Print the one line that names the store and what is wrong with it; return it."""
+    line = f"tracking store error: {uri}: {problem}"
+    print(line, file=sys.stderr, flush=True)
+    return line
 
 
 _USABLE: set[str] = set()  # stores this process found usable: each is checked once
@@ -177,12 +161,12 @@ def check_store_once(uri: str) -> str | None:
     return problem
 
 
-def store_or_exit(uri: str, code: int = 2) -> None:
-    """Print one line naming the URI and exit `code` if the store cannot be used."""
+def store_or_exit(uri: str) -> None:
+    """Print one line naming the URI and exit 2 if the store cannot be used."""
     problem = check_store_once(uri)
     if problem:
-        print(store_error_line(uri, problem), file=sys.stderr, flush=True)
-        sys.exit(code)
+        say_store_error(uri, problem)
+        sys.exit(2)
 
 
 def stores_or_exit(jobs: list) -> None:

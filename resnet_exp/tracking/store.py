@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import random
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,12 +36,8 @@ def project_root() -> Path:
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """`MLFLOW_TRACKING_URI` if set, else the configured URI, else `<project>/mlflow.db`."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    if uri:
-        return uri
-    return f"sqlite:///{project_root() / 'mlflow.db'}"
+    default = f"sqlite:///{project_root() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or uri or default
 
 
 def _is_transient(err: Exception) -> bool:
@@ -114,18 +109,3 @@ def config_hash(flat_config: dict[str, Any]) -> str:
     }
     text = json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=project_root(),
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None

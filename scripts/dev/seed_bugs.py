@@ -247,6 +247,7 @@ BUGS = [
             'counts["diverged"] += latest.data.tags.get("diverged") == "true"',
             "pass",
         ),
+        ('counts["diverged"] += latest.data.tags.get(contract.DIVERGED) == "true"', "pass"),
     ),
     bug(
         "option A pads in front of the input channels",
@@ -423,6 +424,10 @@ BUGS = [
         "steps_per_epoch = -(-len(data.x_train) // int(cfg.trainer.batch_size))",
         "steps_per_epoch = len(data.x_train) // int(cfg.trainer.batch_size)",
         STEPS,
+        (
+            "steps_per_epoch = -(-len(data.x_train) // batch_size)",
+            "steps_per_epoch = len(data.x_train) // batch_size",
+        ),
     ),
     bug(
         "one epoch too many when steps fill whole epochs",

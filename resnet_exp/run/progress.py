@@ -22,6 +22,7 @@ from resnet_exp.config.schema import flatten
 from resnet_exp.console import number, percent, say
 from resnet_exp.tracking.naming import run_name
 from resnet_exp.tracking.store import config_hash, project_root, with_retry
+from resnet_exp.tracking.ui import experiment_url, run_url
 
 ENDED = ("FINISHED", "FAILED", "KILLED")
 UI_PORT = 5000
@@ -89,13 +90,14 @@ def read_result(client: MlflowClient, run) -> RunResult:
 
 def where_to_look(uri: str, experiment_id: str, run_id: str | None = None) -> str:
     """The MLflow UI address of a run (or experiment), and how to start the UI if needed."""
-    path = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
-    if uri.startswith(("http://", "https://")):
-        return f"{uri.rstrip('/')}/{path}"
-    local = f"http://127.0.0.1:{UI_PORT}/{path}"
+    server = uri.startswith(("http://", "https://"))
+    base = uri if server else f"http://127.0.0.1:{UI_PORT}"
+    url = run_url(base, experiment_id, run_id) if run_id else experiment_url(base, experiment_id)
+    if server:
+        return url
     if uri == f"sqlite:///{project_root() / 'mlflow.db'}":
-        return f"`make ui`, then {local}"
-    return f"`mlflow ui --backend-store-uri {uri} --port {UI_PORT}`, then {local}"
+        return f"`make ui`, then {url}"
+    return f"`mlflow ui --backend-store-uri {uri} --port {UI_PORT}`, then {url}"
 
 
 def report_run(client: MlflowClient, uri: str, run_id: str) -> None:

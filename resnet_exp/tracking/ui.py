@@ -11,6 +11,8 @@ from __future__ import annotations
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
+from resnet_exp import contract
+
 MODEL_TRAINING = "workflowType=machine_learning"
 
 
@@ -35,7 +37,7 @@ def study_links(client: MlflowClient, base: str) -> list[str]:
         lines.append(f"{exp.name}: {experiment_url(base, exp.experiment_id)}")
         sweeps = client.search_runs(
             [exp.experiment_id],
-            filter_string="tags.run_kind = 'sweep'",
+            filter_string=f"tags.{contract.RUN_KIND} = '{contract.SWEEP}'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )

@@ -1,7 +1,8 @@
 """One training run: data and model from the config, Keras `fit`, metrics to MLflow.
 
 This module wires parts together; each part lives in its own module. It is the
-only place that reads the whole config, and it hands plain values down.
+only place that reads the whole config: builders get their own section of it (the
+model, data and optim specs, typed by the schema) and everything else plain values.
 """
 
 from __future__ import annotations

@@ -27,11 +27,16 @@ demo: $(VENV)/.installed ## the default study (depth_sweep on digits, in paralle
 	$(PY) experiments/train.py -m experiment=depth_sweep hydra/launcher=joblib
 	$(PY) scripts/make_figures.py --experiment depth_sweep
 
+# The fast tests in parallel processes (pytest-xdist: one per core, at most 4); the slow ones
+# one at a time, since each runs parallel jobs or servers of its own.
+FAST_TESTS := -m "not slow" -n auto --maxprocesses=4
+
 test: $(VENV)/.installed ## the whole test suite, slow end-to-end tests included
-	$(PY) -m pytest
+	$(PY) -m pytest $(FAST_TESTS)
+	$(PY) -m pytest -m slow
 
 test-fast: $(VENV)/.installed ## the tests not marked slow
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(FAST_TESTS)
 
 # mutmut's results stay in mutants/; MUTANTS='resnet_exp.training.optim.*' (re)tests one module
 MUTANTS ?=

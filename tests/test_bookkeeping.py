@@ -22,6 +22,7 @@ from specs import build
 from resnet_exp.data.splits import synthetic_arrays
 from resnet_exp.models.anatomy import block_specs
 from resnet_exp.recording.lesions import accuracy, lesion_study, lesioned_model
+from resnet_exp.run.progress import children
 from resnet_exp.run.sweep import summarise_children
 from resnet_exp.tracking.preflight import check_store
 
@@ -183,7 +184,7 @@ def test_the_sweep_summary_reports_each_configuration_by_its_latest_attempt(clie
         names[(config, start)] = _attempt(
             client, experiment_id, parent, config, start, status, **tags
         )
-    summary = summarise_children(client, experiment_id, parent)
+    summary = summarise_children(children(client, experiment_id, parent))
     assert summary["counts"] == {
         "finished": 3,  # a, d, e
         "diverged": 1,  # e (d's latest attempt did not diverge)

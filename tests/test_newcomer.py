@@ -84,7 +84,7 @@ def test_a_preset_without_m_runs_as_a_sweep(tmp_path, monkeypatch):
 
 
 def test_the_final_sweep_table_is_ordered_by_depth_not_by_name(client):
-    from resnet_exp.run.progress import results_table
+    from resnet_exp.run.progress import children, results_table
 
     experiment_id = client.create_experiment("order")
     parent = client.create_run(experiment_id, run_name="sweep").info.run_id
@@ -93,7 +93,7 @@ def test_the_final_sweep_table_is_ordered_by_depth_not_by_name(client):
             tags = {"mlflow.parentRunId": parent, "depth": str(depth), "arch": arch}
             run = client.create_run(experiment_id, run_name=f"d{depth}-{arch}", tags=tags)
             client.log_metric(run.info.run_id, "train_accuracy", depth / 100, step=1)
-    table = results_table(client, experiment_id, parent)
+    table = results_table(client, children(client, experiment_id, parent))
     names = [line.split()[0] for line in table.splitlines()[1:]]
     assert names == [
         "d8-plain", "d8-residual", "d14-plain", "d14-residual", "d56-plain", "d56-residual"

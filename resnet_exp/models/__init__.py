@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 
 import keras
+from omegaconf import ListConfig
 
 from resnet_exp.config.depths import FAMILIES
 from resnet_exp.config.schema import ModelConfig
@@ -46,7 +47,7 @@ def _plain(value: Any) -> Any:
     """Config enums and lists (`Shortcut.A`, a ListConfig) to plain values, for names and checks."""
     if isinstance(value, Enum):
         return value.value
-    return list(value) if value is not None and not isinstance(value, (str, int, float)) else value
+    return list(value) if isinstance(value, ListConfig) else value
 
 
 def build_model(

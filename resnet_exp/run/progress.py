@@ -217,12 +217,12 @@ def _table_order(run) -> tuple[int, str]:
     return (int(depth) if depth.isdigit() else 1 << 30, run.info.run_name or "")
 
 
-def results_table(client: MlflowClient, experiment_id: str, parent_id: str) -> str:
-    """Every child of the sweep (this launch's and earlier ones'), one row per run."""
+def results_table(client: MlflowClient, runs: list) -> str:
+    """A row per child of the sweep (`children`: this launch's and earlier ones')."""
     import pandas as pd
 
     rows = []
-    for run in sorted(with_retry(children, client, experiment_id, parent_id), key=_table_order):
+    for run in sorted(runs, key=_table_order):
         r = read_result(client, run)
         row = {
             "run": r.name,

@@ -93,15 +93,16 @@ def job_threads(config: DictConfig) -> int | None:
     return thread_share(parallel) if parallel > 1 else None
 
 
-def summarise_children(client: MlflowClient, experiment_id: str, parent_id: str) -> dict[str, Any]:
-    """Count configurations by the outcome of their latest attempt (by start time).
+def summarise_children(runs: list) -> dict[str, Any]:
+    """Count a sweep's configurations (`runs`: its `progress.children`) by the outcome of
+    their latest attempt (by start time).
 
     A configuration is tried again when a relaunch retrains it (an earlier FAILED or
     KILLED run, or `tracking.resume=false`): what this sweep reports is what its last
     attempt did, whatever the earlier ones did.
     """
     by_config: dict[str, list] = defaultdict(list)
-    for run in with_retry(progress.children, client, experiment_id, parent_id):
+    for run in runs:
         by_config[run.data.tags.get(contract.CONFIG_HASH, run.info.run_id)].append(run)
     counts = {"finished": 0, "diverged": 0, "failed": 0, "killed": 0, "running": 0}
     failed: list[str] = []
@@ -192,10 +193,11 @@ class SweepParent:
             sys.exit(1)
         if self.progress is not None:
             self.progress.stop()
-        table = progress.results_table(self.client, self.experiment_id, self.run_id)
+        runs = with_retry(progress.children, self.client, self.experiment_id, self.run_id)
+        table = progress.results_table(self.client, runs)
         if table:
             print(table, file=sys.stderr)
-        summary = summarise_children(self.client, self.experiment_id, self.run_id)
+        summary = summarise_children(runs)
         counts, failed = summary["counts"], summary["failed"]
         # tags, not metrics: the chart view then opens on the children's training metrics
         log_batch(self.client, self.run_id, tags={f"jobs_{k}": v for k, v in counts.items()})

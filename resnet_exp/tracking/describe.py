@@ -14,7 +14,6 @@ import logging
 import os
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from mlflow.exceptions import MlflowException
@@ -23,7 +22,7 @@ from omegaconf import DictConfig
 
 from resnet_exp.contract import NOTE
 from resnet_exp.tracking.naming import arch, run_name
-from resnet_exp.tracking.store import with_retry
+from resnet_exp.tracking.store import project_root, with_retry
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,6 @@ log = logging.getLogger(__name__)
 EXPERIMENT_KIND = "mlflow.experimentKind"
 CLASSIC_TRAINING = "custom_model_development"  # MLflow's marker for model-training experiments
 ENTRY_POINT = "experiments/train.py"
-ROOT = Path(__file__).resolve().parents[2]  # the checkout, when installed editable
 
 # A param applies only when its predicate on the flat config holds.
 _APPLIES: dict[str, Callable[[dict[str, Any]], bool]] = {
@@ -115,7 +113,11 @@ def _git_commit() -> str | None:
     """The checkout's commit, or None outside a git checkout or without git."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ["git", "rev-parse", "HEAD"],
+            cwd=project_root(),
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -211,7 +211,7 @@ def test_bad_depth_raises_depth_error(name: str, depth: int):
 
 def test_unknown_family_and_shortcut_are_clear_errors():
     with pytest.raises(ValueError, match="unknown model family"):
-        build("vgg", 8)
+        build("densenet", 8)
     with pytest.raises(ValueError, match="shortcut"):
         build("resnet_cifar", 8, shortcut="C")
 

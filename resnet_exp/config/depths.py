@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-FAMILIES = ("resnet_cifar", "resnet_basic", "mlp")
+FAMILIES = ("resnet_cifar", "resnet_basic", "mlp", "vgg")
 
 # The seed article's named ResNets (basic blocks, four stages).
 BASIC_LAYOUTS: dict[int, tuple[int, int, int, int]] = {
@@ -17,6 +17,17 @@ BASIC_LAYOUTS: dict[int, tuple[int, int, int, int]] = {
     18: (2, 2, 2, 2),
     34: (3, 4, 6, 3),
 }
+
+
+# Simonyan and Zisserman 2015, Table 1: convolutions per stage of configurations A, B, D, E;
+# depth counts them and the three fully connected layers.
+VGG_LAYOUTS: dict[int, tuple[int, ...]] = {
+    11: (1, 1, 2, 2, 2),
+    13: (2, 2, 2, 2, 2),
+    16: (2, 2, 3, 3, 3),
+    19: (2, 2, 4, 4, 4),
+}
+VGG_HEAD = 3  # fully connected layers: two hidden, the classifier
 
 
 class DepthError(ValueError):
@@ -73,13 +84,37 @@ def mlp_blocks(depth: int) -> int:
     return (depth - 2) // 2
 
 
-def check_depth(family: str, depth: int, blocks_per_stage: Sequence[int] | None = None) -> None:
-    """Raise DepthError (one-line message) unless `family` can be built at `depth`."""
+def vgg_convs_per_stage(depth: int, convs_per_stage: Sequence[int] | None = None) -> list[int]:
+    """VGG: depth = sum(convolutions per stage) + 3 (two hidden dense layers, the classifier)."""
+    if convs_per_stage:
+        convs = [int(c) for c in convs_per_stage]
+        if len(convs) != 5 or min(convs) < 1:
+            raise DepthError(f"vgg convs_per_stage must be 5 positive integers, got {convs}")
+        if depth != sum(convs) + VGG_HEAD:
+            raise DepthError(
+                f"vgg depth must equal sum(convs_per_stage)+{VGG_HEAD} = "
+                f"{sum(convs) + VGG_HEAD} for convs_per_stage={convs}, got {depth}"
+            )
+        return convs
+    if depth in VGG_LAYOUTS:
+        return list(VGG_LAYOUTS[depth])
+    raise DepthError(
+        f"vgg depth must be 11, 13, 16 or 19 (Simonyan and Zisserman's A, B, D, E), or set "
+        f"model.convs_per_stage (5 counts, depth = their sum + {VGG_HEAD}), got {depth}"
+    )
+
+
+def check_depth(family: str, depth: int, per_stage: Sequence[int] | None = None) -> None:
+    """Raise DepthError (one-line message) unless `family` can be built at `depth`.
+
+    `per_stage`: resnet_basic's blocks per stage, or vgg's convolutions per stage."""
     if family == "resnet_cifar":
         cifar_blocks_per_stage(depth)
     elif family == "resnet_basic":
-        basic_blocks_per_stage(depth, blocks_per_stage)
+        basic_blocks_per_stage(depth, per_stage)
     elif family == "mlp":
         mlp_blocks(depth)
+    elif family == "vgg":
+        vgg_convs_per_stage(depth, per_stage)
     else:
         raise DepthError(f"unknown model family {family!r}; choose from {', '.join(FAMILIES)}")

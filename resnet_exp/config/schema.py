@@ -40,6 +40,7 @@ class ModelFamily(StrEnum):
     resnet_cifar = "resnet_cifar"
     resnet_basic = "resnet_basic"
     mlp = "mlp"
+    vgg = "vgg"
 
 
 class Activation(StrEnum):
@@ -120,8 +121,9 @@ class ModelConfig:
     activation: Activation = Activation.relu
     kernel_initializer: Initializer = Initializer.he_normal
     shortcut: Shortcut = Shortcut.A
-    width: int = 128  # mlp hidden width
+    width: int = 128  # mlp hidden width; vgg's two hidden dense layers
     blocks_per_stage: list[int] | None = None  # resnet_basic; derived from depth when null
+    convs_per_stage: list[int] | None = None  # vgg (5 stages); derived from depth when null
     base_filters: int = 16  # first stage's filters (16 for resnet_cifar, 64 for resnet_basic)
 
 
@@ -267,7 +269,8 @@ def check_config(cfg: DictConfig | Any) -> None:
     if not 0 <= cfg.seed <= MAX_SEED:
         raise ConfigError(f"seed={cfg.seed}: must be between 0 and 2**32 - 1")
     try:
-        check_depth(str(model.name), int(model.depth), model.blocks_per_stage)
+        per_stage = model.convs_per_stage if model.name == "vgg" else model.blocks_per_stage
+        check_depth(str(model.name), int(model.depth), per_stage)
     except DepthError as err:
         raise ConfigError(f"model.depth={model.depth}: {err}") from None
     positive = {

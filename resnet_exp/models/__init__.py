@@ -1,4 +1,4 @@
-"""Model builders: one entry point, `build_model`, for the three families.
+"""Model builders: one entry point, `build_model`, for the four families.
 
 Every layer has a positional name (`stem_conv`, `stage2_block1_conv1`,
 `classifier`, ...), so the first and last weight layers have the same names in
@@ -26,6 +26,7 @@ from resnet_exp.models.blocks import (
 )
 from resnet_exp.models.mlp import mlp
 from resnet_exp.models.resnet import resnet_basic, resnet_cifar
+from resnet_exp.models.vgg import vgg
 
 __all__ = [
     "KernelInit",
@@ -38,9 +39,10 @@ __all__ = [
     "mlp",
     "resnet_basic",
     "resnet_cifar",
+    "vgg",
 ]
 
-BUILDERS = {"resnet_cifar": resnet_cifar, "resnet_basic": resnet_basic, "mlp": mlp}
+BUILDERS = {"resnet_cifar": resnet_cifar, "resnet_basic": resnet_basic, "mlp": mlp, "vgg": vgg}
 
 
 def _plain(value: Any) -> Any:

@@ -33,8 +33,9 @@ ENTRY_POINT = "experiments/train.py"
 
 # A param applies only when its predicate on the flat config holds.
 _APPLIES: dict[str, Callable[[dict[str, Any]], bool]] = {
-    "model.width": lambda c: c.get("model.name") == "mlp",
+    "model.width": lambda c: c.get("model.name") in ("mlp", "vgg"),
     "model.blocks_per_stage": lambda c: c.get("model.name") == "resnet_basic",
+    "model.convs_per_stage": lambda c: c.get("model.name") == "vgg",
     "model.shortcut": lambda c: c.get("model.name") != "mlp",
     "model.base_filters": lambda c: c.get("model.name") != "mlp",
     "optim.momentum": lambda c: c.get("optim.name") == "sgd",

@@ -118,3 +118,37 @@ def check_depth(family: str, depth: int, per_stage: Sequence[int] | None = None)
         vgg_convs_per_stage(depth, per_stage)
     else:
         raise DepthError(f"unknown model family {family!r}; choose from {', '.join(FAMILIES)}")
+
+
+def block_names(family: str, depth: int, per_stage: Sequence[int] | None = None) -> list[str]:
+    """The blocks of `family` at `depth` in forward order, named as the builders name them
+    (and as `lesion.csv` and `branch_magnitude.csv` list them)."""
+    check_depth(family, depth, per_stage)
+    if family == "mlp":
+        return [f"block{b}" for b in range(1, mlp_blocks(depth) + 1)]
+    if family == "resnet_cifar":
+        counts = [cifar_blocks_per_stage(depth)] * 3
+    elif family == "resnet_basic":
+        counts = basic_blocks_per_stage(depth, per_stage)
+    else:
+        counts = [c // 2 for c in vgg_convs_per_stage(depth, per_stage)]
+    return [f"stage{s}_block{b}" for s, n in enumerate(counts, start=1) for b in range(1, n + 1)]
+
+
+def skipped_blocks(names: list[str], skip_at: Sequence[str | int]) -> frozenset[str]:
+    """The blocks `skip_at` names: block names, or negative indices from the last (-1)."""
+    chosen = set()
+    for entry in skip_at:
+        text = str(entry).strip()
+        if text.lstrip("-").isdigit() and text.startswith("-") and int(text) != 0:
+            if -int(text) > len(names):
+                raise DepthError(f"{text} counts back past the first of {len(names)} blocks")
+            chosen.add(names[int(text)])
+        elif text in names:
+            chosen.add(text)
+        else:
+            raise DepthError(
+                f"no block {text!r}; name a block ({', '.join(names)}) or count back from "
+                f"the last (-1)"
+            )
+    return frozenset(chosen)

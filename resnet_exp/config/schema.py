@@ -16,7 +16,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from resnet_exp.config.depths import DepthError, check_depth
+from resnet_exp.config.depths import DepthError, block_names, check_depth, skipped_blocks
 
 # `${if_at_least:${model.depth},110,400,0}`: a value that depends on another one,
 # e.g. He et al. 2016's warm-up, used for ResNet-110 only, in a sweep over depths.
@@ -124,6 +124,8 @@ class ModelConfig:
     width: int = 128  # mlp hidden width; vgg's two hidden dense layers
     blocks_per_stage: list[int] | None = None  # resnet_basic; derived from depth when null
     convs_per_stage: list[int] | None = None  # vgg (5 stages); derived from depth when null
+    # skips on exactly these blocks (names as in lesion.csv, or -1 for the last); null: residual
+    skip_at: list[str] | None = None
     base_filters: int = 16  # first stage's filters (16 for resnet_cifar, 64 for resnet_basic)
 
 
@@ -273,6 +275,13 @@ def check_config(cfg: DictConfig | Any) -> None:
         check_depth(str(model.name), int(model.depth), per_stage)
     except DepthError as err:
         raise ConfigError(f"model.depth={model.depth}: {err}") from None
+    if model.skip_at is not None:
+        names = block_names(str(model.name), int(model.depth), per_stage)
+        try:
+            skipped_blocks(names, model.skip_at)
+        except DepthError as err:
+            skip_at = ",".join(str(s) for s in model.skip_at)
+            raise ConfigError(f"model.skip_at=[{skip_at}]: {err}") from None
     positive = {
         "trainer.epochs": trainer.epochs,
         "trainer.batch_size": trainer.batch_size,

@@ -14,7 +14,7 @@ from typing import Any
 import keras
 from omegaconf import ListConfig
 
-from resnet_exp.config.depths import FAMILIES
+from resnet_exp.config.depths import FAMILIES, block_names, skipped_blocks
 from resnet_exp.config.schema import ModelConfig
 from resnet_exp.models.blocks import (
     SHORTCUTS,
@@ -65,7 +65,8 @@ def build_model(
     Args:
         spec: A `ModelConfig`, or the composed config's `model` node; its defaults are
             the schema's, so `ModelConfig(name="resnet_cifar", depth=20)` is ResNet-20.
-            Bad depths raise `DepthError`.
+            Bad depths raise `DepthError`. Skips go on every block (`residual`), on none,
+            or on exactly the blocks `skip_at` names.
         input_shape: (height, width, channels) for the conv families; the MLP takes any shape.
         seed: Seeds every kernel from its layer name, so twins built with the same
             seed start from identical weights in every layer they share.
@@ -77,10 +78,22 @@ def build_model(
         raise ValueError(f"unknown model family {spec.name!r}; choose from {', '.join(FAMILIES)}")
     if spec.shortcut not in SHORTCUTS:
         raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {spec.shortcut!r}")
+    per_stage = spec.convs_per_stage if spec.name == "vgg" else spec.blocks_per_stage
+    names = block_names(spec.name, spec.depth, per_stage)
+    if spec.skip_at is None:
+        skips = frozenset(names) if spec.residual else frozenset()
+    else:
+        skips = skipped_blocks(names, spec.skip_at)
+    if skips and skips != frozenset(names):
+        kind = "skip_at"  # some blocks: the run's name and tags say which
+    else:
+        kind = "residual" if skips or (spec.residual and spec.skip_at is None) else "plain"
     return BUILDERS[spec.name](
         spec,
         input_shape=tuple(input_shape),
         num_classes=num_classes,
         init=KernelInit(spec.kernel_initializer, seed),
+        skips=skips,
+        kind=kind,
         skip_blocks=frozenset(skip_blocks),
     )

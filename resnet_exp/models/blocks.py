@@ -340,7 +340,7 @@ def conv_stages(
     x: Any,
     stages: list[tuple[int, int, int]],
     *,
-    residual: bool,
+    skips: frozenset[str],
     shortcut: str,
     batch_norm: bool,
     activation: str,
@@ -349,7 +349,8 @@ def conv_stages(
 ) -> Any:
     """Stack `basic_block`s; `stages` lists (filters, blocks, stride of the first block).
 
-    Blocks named in `skip_blocks` (e.g. "stage2_block3") are deleted: `deleted_block`.
+    Blocks named in `skips` have a shortcut; blocks named in `skip_blocks` (e.g.
+    "stage2_block3") are deleted: `deleted_block`.
     """
     for s, (filters, blocks, stride) in enumerate(stages, start=1):
         for b in range(1, blocks + 1):
@@ -358,7 +359,7 @@ def conv_stages(
                 x,
                 filters,
                 stride if b == 1 else 1,
-                residual=residual,
+                residual=name in skips,
                 shortcut=shortcut,
                 batch_norm=batch_norm,
                 activation=activation,

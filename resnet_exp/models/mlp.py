@@ -28,6 +28,8 @@ def mlp(
     input_shape: tuple[int, ...],
     num_classes: int,
     init: KernelInit,
+    skips: frozenset[str],
+    kind: str,
     skip_blocks: frozenset[str],
 ) -> keras.Model:
     """The MLP (or its plain twin) of `spec.depth` weight layers; any input shape is flattened.
@@ -48,11 +50,10 @@ def mlp(
     )
     for b in range(1, n + 1):
         name = f"block{b}"
-        common = {"residual": spec.residual, "activation": spec.activation, "name": name, **options}
+        common = {"residual": name in skips, "activation": spec.activation, "name": name, **options}
         if name in skip_blocks:
             x = deleted_block(x, width, 1, **common)  # the width never changes: identity
         else:
             x = dense_block(x, width, **common)
     outputs = classifier(x, num_classes, kernel_initializer=init)
-    kind = "residual" if spec.residual else "plain"
     return keras.Model(inputs, outputs, name=f"mlp{spec.depth}_{kind}")

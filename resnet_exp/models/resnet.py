@@ -42,10 +42,13 @@ def resnet(
     input_shape: tuple[int, ...],
     num_classes: int,
     init: KernelInit,
+    skips: frozenset[str],
+    kind: str,
     skip_blocks: frozenset[str],
     stem_pool: bool = False,
 ) -> keras.Model:
-    """stem, `stages` of basic blocks, pooled classifier; `skip_blocks` are deleted blocks."""
+    """stem, `stages` of basic blocks (a shortcut on those in `skips`), pooled classifier;
+    `skip_blocks` are deleted blocks."""
     options = {
         "batch_norm": spec.batch_norm,
         "activation": spec.activation,
@@ -58,13 +61,12 @@ def resnet(
     x = conv_stages(
         x,
         stages,
-        residual=spec.residual,
+        skips=skips,
         shortcut=spec.shortcut,
         skip_blocks=skip_blocks,
         **options,
     )
     outputs = pooled_classifier(x, num_classes, kernel_initializer=init)
-    kind = "residual" if spec.residual else "plain"
     return keras.Model(inputs, outputs, name=f"{spec.name}{spec.depth}_{kind}")
 
 

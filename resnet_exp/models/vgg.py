@@ -42,6 +42,8 @@ def vgg(
     input_shape: tuple[int, ...],
     num_classes: int,
     init: KernelInit,
+    skips: frozenset[str],
+    kind: str,
     skip_blocks: frozenset[str],
 ) -> keras.Model:
     """The VGG net of `spec.depth` weight layers; blocks named in `skip_blocks` are deleted."""
@@ -60,7 +62,7 @@ def vgg(
                 x,
                 filters,
                 1,
-                residual=spec.residual,
+                residual=name in skips,
                 shortcut=spec.shortcut,
                 activation=spec.activation,
                 name=name,
@@ -73,5 +75,4 @@ def vgg(
         x = dense(x, spec.width, name=f"fc{i}", **options)
         x = norm_act(x, bn_name=f"fc{i}_bn", act_name=f"fc{i}_act", **act)
     outputs = classifier(x, num_classes, kernel_initializer=init)
-    kind = "residual" if spec.residual else "plain"
     return keras.Model(inputs, outputs, name=f"vgg{spec.depth}_{kind}")

@@ -56,7 +56,8 @@ DIVERGED = "diverged"  # "true" / "false"
 DIVERGED_EPOCH = "diverged_epoch"
 ERROR = "error"  # why a run ended FAILED or KILLED
 GIT_COMMIT = "git_commit"
-ARCH, DEPTH, MODEL = "arch", "depth", "model"  # comparison tags: plain/residual, depth, family
+ARCH, DEPTH, MODEL = "arch", "depth", "model"  # comparison tags: net kind, depth, family
+SKIP_AT = "skip_at"  # the blocks with a skip: "all", "none" or their names, comma-separated
 
 # ---------------------------------------------------------------- dataset inputs
 DATASET_CONTEXT = "mlflow.data.context"  # the input tag saying which split a dataset is

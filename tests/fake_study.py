@@ -133,23 +133,29 @@ def log_run(
     gradients: bool = True,
     profile: bool = True,
     history: bool = True,
+    kind: str | None = None,
 ) -> str:
     """Log one training run following the contract; return its run id.
+
+    `kind`: the `arch` tag (`skip@stage3_block1`, `residual-fixup`, ...) when it says more
+    than `residual`; the numbers follow `residual`.
 
     `diverge_at` ends the run at that epoch with a NaN loss and the `diverged`
     tag; `fail_at` ends it there with status FAILED; `status="RUNNING"` leaves
     it open after `epochs` epochs.
     """
     rng = np.random.default_rng(
-        zlib.crc32(f"{model}|{depth}|{residual}|{batch_norm}|{seed}".encode())
+        zlib.crc32(f"{model}|{depth}|{residual}|{batch_norm}|{seed}|{kind or ''}".encode())
     )
-    arch = "res" if residual else "plain"
+    arch = kind or ("res" if residual else "plain")
     tags = {
         c.RUN_KIND: c.TRAIN,
         c.GIT_COMMIT: "0123456789abcdef0123456789abcdef01234567",
         c.CONFIG_HASH: f"{depth}{arch}{int(batch_norm)}s{seed}",
         c.OVERRIDES: f"model.depth={depth} model.residual={residual} seed={seed}",
     }
+    if kind:
+        tags[c.ARCH] = kind
     if sweep_id:
         tags[c.SWEEP_ID] = sweep_id
     if parent_run_id:

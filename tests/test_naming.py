@@ -40,7 +40,26 @@ def test_names_of_a_family_or_value_sweep(make_cfg):
 
 def test_tags_for_group_by_and_filters(make_cfg):
     tags = comparison_tags(make_cfg("model.depth=32", "model.residual=false"))
-    assert tags == {"arch": "plain", "depth": "32", "model": "resnet_cifar"}
+    assert tags == {"arch": "plain", "depth": "32", "model": "resnet_cifar", "skip_at": "none"}
+
+
+def test_names_and_tags_show_where_the_skips_are(make_cfg):
+    last = make_cfg("model=vgg", "model.skip_at=[-1]")
+    assert run_name(last) == "d13-skip@stage5_block1"
+    assert comparison_tags(last)["skip_at"] == "stage5_block1"
+    two = make_cfg("model=vgg", "model.skip_at=[stage5_block1,-2]")
+    assert comparison_tags(two)["arch"] == "skip@stage4_block1+stage5_block1"  # forward order
+    assert comparison_tags(two)["skip_at"] == "stage4_block1,stage5_block1"
+    every = make_cfg("model=vgg", "model.skip_at=[-5,-4,-3,-2,-1]")  # every block: residual
+    assert run_name(every) == "d13-residual" and comparison_tags(every)["skip_at"] == "all"
+    assert run_name(make_cfg("model=vgg", "model.skip_at=[]", "model.residual=true")) == (
+        "d13-plain"  # skip_at wins over residual
+    )
+    text = run_description(last)
+    assert "skip connections on stage5_block1 only" in text, text
+    # a sweep over placements names them once, not again as a token
+    varying = varying_keys(["model.skip_at=[],[-1]", "model.residual=true,false", "seed=0,1"])
+    assert varying == ["seed"]
 
 
 def test_params_are_the_settings_that_apply(make_cfg):
@@ -63,4 +82,4 @@ def test_resume_hash_is_over_the_whole_config_not_the_params(make_cfg):
 def test_run_description_is_one_line(make_cfg):
     text = run_description(make_cfg("model.depth=56", "model.residual=false"))
     assert "\n" not in text
-    assert text.startswith("`d56-plain`: plain resnet_cifar of depth 56 (without skip")
+    assert text.startswith("`d56-plain`: plain resnet_cifar of depth 56 (no skip connections")

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
+import pytest
 from omegaconf import OmegaConf
 
-from resnet_exp.run.command_line import expand_sweeps
+from resnet_exp.run.command_line import (
+    CommandLineError,
+    compose_jobs,
+    expand_sweeps,
+    job_overrides,
+)
 from resnet_exp.run.sweep import job_threads, sweep_key, sweep_overrides, thread_share
+from resnet_exp.tracking.naming import arch
 from resnet_exp.tracking.store import config_hash
 
 
@@ -61,3 +70,33 @@ def test_config_hash_ignores_where_a_run_is_logged_but_not_what_it_computes():
     base = {"model.depth": 8, "seed": 0, "tracking.uri": "a", "trainer.threads": 1}
     assert config_hash(base) == config_hash({**base, "tracking.uri": "b", "trainer.threads": 2})
     assert config_hash(base) != config_hash({**base, "seed": 1})
+
+
+def test_exclude_drops_the_combinations_it_names_and_nothing_else():
+    rules = [{"model.batch_norm": True, "model.residual_init": "fixup"}, {"model.skip_at": [-1]}]
+    jobs = job_overrides(
+        ["model.batch_norm=true,false", "model.residual_init=standard,fixup"],
+        {"model.skip_at": "[],[-1]"},
+        rules,
+    )
+    assert [[o.lower() for o in job] for job in jobs] == [  # Hydra spells true as True
+        ["model.batch_norm=true", "model.residual_init=standard", "model.skip_at=[]"],
+        ["model.batch_norm=false", "model.residual_init=standard", "model.skip_at=[]"],
+        ["model.batch_norm=false", "model.residual_init=fixup", "model.skip_at=[]"],
+    ]
+    with pytest.raises(CommandLineError, match="leaves no job"):
+        job_overrides(["model.batch_norm=true"], None, [{"model.batch_norm": True}])
+
+
+def test_the_bn_ablation_preset_runs_six_nets_per_depth():
+    jobs = compose_jobs(["-m", "experiment=bn_ablation"]).jobs
+    kinds = Counter((int(c.model.depth), bool(c.model.batch_norm), arch(c.model)) for c in jobs)
+    assert set(kinds.values()) == {1} and len(jobs) == 24
+    assert {(bn, a) for _, bn, a in kinds} == {
+        (True, "plain"),
+        (True, "residual"),
+        (False, "plain"),
+        (False, "residual"),
+        (False, "residual-skipinit"),
+        (False, "residual-fixup"),
+    }

@@ -6,7 +6,9 @@
 Writes depth_vs_gradient, depth_vs_accuracy, training_curves, gradient_profile
 and gradient_dynamics (PNG + SVG), and, when runs logged lesions or branch
 magnitudes, lesion_single, lesion_k and branch_magnitude with a "Block lesions"
-section (`lesion_report`), report.md and summary.csv into DIR (default
+section (`lesion_report`); a study that varies batch norm gets a "Skip or batch
+norm?" section (`skip_or_bn`), one with skips on chosen blocks a "Skips on chosen
+blocks" section (`placement`); report.md and summary.csv into DIR (default
 reports/<experiment>, relative to the current folder), then logs them under
 `report/` as artifacts of one MLflow run, so they sit beside the runs in the UI:
 
@@ -155,18 +157,26 @@ def publish(study, files: list[Path], target: str | None, note: Callable[[str], 
     return target
 
 
-def _lesion_section(study, out: Path, figures: dict, skipped: list[str]) -> list[str]:
-    """Block lesions and branch magnitudes (`lesion_report`), only when runs logged them."""
+def _question_sections(study, table, finals, out: Path, figures: dict, skipped: list[str]):
+    """The sections a study's design asks for: "Skip or batch norm?" when it varies batch
+    norm (`skip_or_bn`), "Skips on chosen blocks" when some net has skips on some blocks
+    only (`placement`), and block lesions and branch magnitudes when runs logged them
+    (`lesion_report`, with their figures)."""
     from resnet_exp.analysis.lesion_figures import draw_lesion_figures
     from resnet_exp.analysis.lesion_report import has_lesion_data, lesion_section, load_lesions
+    from resnet_exp.analysis.placement import placement_section
+    from resnet_exp.analysis.skip_or_bn import skip_or_bn_section
+    from resnet_exp.analysis.summary import chance_error
 
-    if not has_lesion_data(study):
-        return []
-    lesions = load_lesions(study)
-    drawn, not_drawn = draw_lesion_figures(lesions, out)
-    figures.update(drawn)
-    skipped += not_drawn
-    return lesion_section(lesions, drawn)
+    lesions = load_lesions(study) if has_lesion_data(study) else None
+    sections = skip_or_bn_section(table, chance_error(finals))
+    sections += placement_section(table, lesions)
+    if lesions is not None:
+        drawn, not_drawn = draw_lesion_figures(lesions, out)
+        figures.update(drawn)
+        skipped += not_drawn
+        sections += lesion_section(lesions, drawn)
+    return sections
 
 
 def _fail(message: str) -> int:
@@ -200,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     table = summarise(study)
     out = args.out or default_out(args.experiment)
     figures, skipped = draw_all(study.epochs, finals, profiles, out)
-    sections = _lesion_section(study, out, figures, skipped)
+    sections = _question_sections(study, table, finals, out, figures, skipped)
     notes = [*study.notes, *_shape_notes(study), *skipped]
     target, why = choose_run(study, args.parent)
     if target is not None and study.parent_run_id is None:  # the header names the sweep parent

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 import numpy as np
@@ -45,16 +46,35 @@ from matplotlib.ticker import (
 
 from resnet_exp import contract
 from resnet_exp.analysis.summary import (
-    ARCHS,
+    arch_order,
     chance_error,
     condition_columns,
     condition_order,
     with_condition,
 )
 
-ARCH_COLORS = {"plain": "#D55E00", "residual": "#0072B2"}  # Okabe-Ito vermillion / blue
-ARCH_MARKERS = {"plain": "o", "residual": "s"}
-ARCH_OPEN = {"plain": False, "residual": True}  # an open square never hides a filled circle
+
+class ArchStyle(NamedTuple):
+    color: str
+    marker: str
+    open: bool  # an open marker never hides a filled one
+
+
+# Okabe-Ito colours: plain vermillion, residual blue (its inits: sky blue, reddish purple);
+# skips on some blocks take the spares, in the order `arch_order` gives them.
+ARCH_STYLES = {
+    "plain": ArchStyle("#D55E00", "o", False),
+    "residual": ArchStyle("#0072B2", "s", True),
+    "residual-skipinit": ArchStyle("#56B4E9", "^", True),
+    "residual-fixup": ArchStyle("#CC79A7", "D", True),
+}
+SPARE_STYLES = (
+    ArchStyle("#009E73", "v", False),
+    ArchStyle("#E69F00", "P", False),
+    ArchStyle("#000000", "X", False),
+    ArchStyle("#999999", "h", True),
+    ArchStyle("#F0E442", "<", False),
+)
 DEPTH_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 GRAD_LABEL = "gradient norm ‖∂L/∂W‖₂"  # unicode, not mathtext: parsing that is slow
 DEPTH_LABEL = "depth (weight layers)"
@@ -103,8 +123,15 @@ def depth_markers(depths: Sequence[int]) -> dict[int, str]:
 
 
 def archs_in(frame: pd.DataFrame) -> list[str]:
-    """The net kinds in `frame`, plain first."""
-    return [a for a in ARCHS if a in set(frame["arch"])]
+    """The net kinds in `frame`, plain first (`summary.arch_order`)."""
+    return arch_order(frame["arch"])
+
+
+def arch_styles(archs: Sequence[str]) -> dict[str, ArchStyle]:
+    """A style per net kind: fixed ones for plain and residual nets, spares for the rest in
+    order, so no two kinds in one figure look alike."""
+    spares = iter(SPARE_STYLES * (1 + len(archs) // len(SPARE_STYLES)))
+    return {a: ARCH_STYLES[a] if a in ARCH_STYLES else next(spares) for a in arch_order(archs)}
 
 
 def _with_conditions(
@@ -351,14 +378,14 @@ def _arch_handles(archs: Sequence[str], diverged: bool, extra: Sequence[Line2D] 
         Line2D(
             [],
             [],
-            color=ARCH_COLORS[a],
-            marker=ARCH_MARKERS[a],
-            markerfacecolor="none" if ARCH_OPEN[a] else ARCH_COLORS[a],
-            markeredgewidth=1.4 if ARCH_OPEN[a] else 0,
+            color=style.color,
+            marker=style.marker,
+            markerfacecolor="none" if style.open else style.color,
+            markeredgewidth=1.4 if style.open else 0,
             label=a,
             linewidth=1.8,
         )
-        for a in archs
+        for a, style in arch_styles(archs).items()
     ]
     if diverged:
         handles.append(Line2D([], [], color="0.3", marker="x", linestyle="", label="diverged run"))
@@ -469,15 +496,16 @@ def _arch_series(
     frame = frame.assign(
         x=dodge(frame["depth"], frame["arch"].map(archs.index), len(archs), depths)
     )
-    colors = {arch: ARCH_COLORS[arch] for arch in archs}
+    styles = arch_styles(archs)
+    colors = {arch: style.color for arch, style in styles.items()}
     clip = None if geometric else (0, 100)
     for arch, line in seed_lines(ax, frame, "x", column, "arch", colors, clip=clip).items():
-        _style(line, marker=ARCH_MARKERS[arch], open_marker=ARCH_OPEN[arch], gid=arch)
+        _style(line, marker=styles[arch].marker, open_marker=styles[arch].open, gid=arch)
     for arch in archs:
         a = frame[frame["arch"] == arch]
         if dots:
-            ax.scatter(a["x"], a[column], s=10, color=ARCH_COLORS[arch], alpha=0.45, linewidths=0)
-        _diverged_marks(ax, a[a["diverged"]], "x", column, ARCH_COLORS[arch])
+            ax.scatter(a["x"], a[column], s=10, color=colors[arch], alpha=0.45, linewidths=0)
+        _diverged_marks(ax, a[a["diverged"]], "x", column, colors[arch])
     _depth_axis(ax, depths)
 
 

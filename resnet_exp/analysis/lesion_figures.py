@@ -21,8 +21,6 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from resnet_exp.analysis.figures import (
-    ARCH_COLORS,
-    ARCH_MARKERS,
     DEPTH_LABEL,
     _arch_handles,
     _depth_axis,
@@ -31,6 +29,7 @@ from resnet_exp.analysis.figures import (
     _legend,
     _row_title,
     _style,
+    arch_styles,
     archs_in,
     at_init_and_end,
     depth_colors,
@@ -56,10 +55,10 @@ def _chance_handle() -> Line2D:
 
 def _arch_lines(ax, frame: pd.DataFrame, x: str, y: str) -> dict:
     """The mean over seeds per net kind, in its colour and marker; {arch: its Line2D}."""
-    colors = {arch: ARCH_COLORS[arch] for arch in archs_in(frame)}
-    lines = seed_lines(ax, frame, x, y, "arch", colors)
+    styles = arch_styles(archs_in(frame))
+    lines = seed_lines(ax, frame, x, y, "arch", {a: s.color for a, s in styles.items()})
     for arch, line in lines.items():
-        _style(line, marker=ARCH_MARKERS[arch])
+        _style(line, marker=styles[arch].marker)
     return lines
 
 
@@ -79,9 +78,9 @@ def lesion_single(data: LesionData) -> Figure | None:
                 sub = s[(s["condition"] == cond) & (s["depth"] == depth)]
                 for index in sorted(sub.loc[sub["downsampling"], "block_index"].unique()):
                     ax.axvspan(index - 0.45, index + 0.45, color=_DOWN_COLOR, zorder=0)
-                for arch in _arch_lines(ax, sub, "block_index", "pct"):
+                for arch, line in _arch_lines(ax, sub, "block_index", "pct").items():
                     intact = sub[sub["arch"] == arch].groupby("run_id")["intact_pct"].first()
-                    ax.axhline(intact.mean(), color=ARCH_COLORS[arch], linewidth=1.0, linestyle=":")
+                    ax.axhline(intact.mean(), color=line.get_color(), linewidth=1.0, linestyle=":")
                 _chance(ax, data.chance)
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.set_ylim(0, 102)

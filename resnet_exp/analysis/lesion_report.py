@@ -26,7 +26,12 @@ import pandas as pd
 from resnet_exp import contract
 from resnet_exp.analysis.load import Study, load_run_artifacts
 from resnet_exp.analysis.report import fmt, markdown_table, nested
-from resnet_exp.analysis.summary import ARCHS, condition_columns, with_condition
+from resnet_exp.analysis.summary import (
+    arch_order,
+    arch_parts,
+    condition_columns,
+    with_condition,
+)
 
 # The section is drawn when a run logged one of these.
 SECTION_METRICS = (
@@ -38,6 +43,7 @@ TOLERATE_POINTS = 5.0
 BREAK_POINTS = 25.0
 _RUN_COLUMNS = ["run_id", "run_name", "model", "depth", "arch", "seed", "condition"]
 _BRANCH_RATIO = {"residual": "‖F(x)‖/‖x‖ of the residual branch", "plain": "block output/input"}
+_BRANCH_RATIO_MIXED = "‖F(x)‖/‖x‖ (residual branch where a block has a skip, else output/input)"
 _OPTIONAL = ["k_max_accuracy", "k_max", "branch_init", "branch_end"]  # need k draws, branches
 
 
@@ -153,7 +159,7 @@ def lesion_findings(data: LesionData, table: pd.DataFrame) -> list[str]:
             continue
         sentences, branches = [], []
         verdicts: dict[str, set[str]] = {}
-        for arch in [a for a in ARCHS if a in set(group["arch"])]:
+        for arch in arch_order(group["arch"]):
             rows = group[group["arch"] == arch].sort_values("depth")
             depths = _joined(rows, "depth", str)
             verdicts[arch] = {_verdict(v) for v in rows["mean_drop"] if np.isfinite(v)}
@@ -178,7 +184,7 @@ def lesion_findings(data: LesionData, table: pd.DataFrame) -> list[str]:
             sentences.append(sentence + ".")
             if "branch_end" in rows and rows["branch_end"].notna().any():
                 branches.append(
-                    f"{arch.capitalize()} nets, mean {_BRANCH_RATIO[arch]} over blocks: "
+                    f"{arch.capitalize()} nets, mean {_branch_ratio(arch)} over blocks: "
                     f"{_joined(rows, 'branch_init', '{:.2f}'.format)} at initialisation, "
                     f"{_joined(rows, 'branch_end', '{:.2f}'.format)} after training "
                     f"(depth {depths})."
@@ -186,6 +192,11 @@ def lesion_findings(data: LesionData, table: pd.DataFrame) -> list[str]:
         sentences = [*sentences, _conclusion(verdicts), *branches]
         out += nested(cond if len(data.conditions) > 1 else "", sentences)
     return out
+
+
+def _branch_ratio(arch: str) -> str:
+    """What `branch_magnitude.csv`'s ratio is for this kind of net."""
+    return _BRANCH_RATIO.get(arch_parts(arch)[0], _BRANCH_RATIO_MIXED)
 
 
 def _conclusion(verdicts: dict[str, set[str]]) -> str:

@@ -70,6 +70,8 @@ TAG_COLUMNS = {
     contract.SWEEP_ID: "sweep_id",
     contract.OVERRIDES: "overrides",
     contract.PARENT: "parent_run_id",
+    contract.ARCH: "arch_tag",
+    contract.SKIP_AT: "skip_at",
 }
 # A run with either has gradient metrics.
 GRADIENT_NORMS = (contract.GRAD_FIRST, contract.GRAD_LAST)
@@ -368,7 +370,10 @@ def load_study(
     for column, kind in PARAM_COLUMNS.values():
         _typed(frame, column, kind)
     frame["diverged_epoch"] = frame["diverged_epoch"].astype("Int64")
-    frame["arch"] = np.where(frame["residual"].fillna(False).astype(bool), "residual", "plain")
+    # The net's kind as the run tagged it (plain, residual, skip@..., ...-fixup); runs that
+    # predate the tag say it through model.residual.
+    by_param = np.where(frame["residual"].fillna(False).astype(bool), "residual", "plain")
+    frame["arch"] = frame.pop("arch_tag").fillna(pd.Series(by_param, index=frame.index))
     frame["usable"] = (frame["status"] == DONE) | frame["diverged"]
     frame = frame.sort_values(
         ["model", "batch_norm", "residual", "depth", "seed", "start_time"], na_position="last"

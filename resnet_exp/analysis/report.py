@@ -33,7 +33,7 @@ import pandas as pd
 
 from resnet_exp.analysis.load import BROKEN, Study
 from resnet_exp.analysis.reference import reference_section
-from resnet_exp.analysis.summary import ARCHS, chance_error, condition_label
+from resnet_exp.analysis.summary import arch_order, chance_error, condition_label
 
 FLAT_POINTS = 1.0  # percentage points of error
 ONE_SEED_POINTS = 5.0  # one seed: smaller changes are not called trends (see the module doc)
@@ -130,7 +130,7 @@ def _spearman(x: pd.Series, y: pd.Series) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def _pooled(*sds: float) -> float:
+def pooled(*sds: float) -> float:
     """The spread between seeds of two configurations: root mean square of their sds."""
     values = [s for s in sds if s is not None and np.isfinite(s)]
     return (
@@ -165,7 +165,7 @@ class ErrorChange:
 
     @property
     def spread(self) -> float:
-        return _pooled(self.sd_a, self.sd_b) if self.seeds > 1 else math.nan
+        return pooled(self.sd_a, self.sd_b) if self.seeds > 1 else math.nan
 
     @property
     def verdict(self) -> str:
@@ -192,7 +192,7 @@ class ErrorChange:
         return text + (f" (sd between seeds {self.spread:.1f})" if np.isfinite(self.spread) else "")
 
 
-def _error_change(rows: pd.DataFrame, arch: str) -> ErrorChange | None:
+def error_change(rows: pd.DataFrame, arch: str) -> ErrorChange | None:
     rows = rows.dropna(subset=["train_error_mean"]).sort_values("depth")
     if len(rows) < 2:
         return None
@@ -248,7 +248,7 @@ def _comparison(changes: dict[str, ErrorChange], steady: pd.DataFrame) -> list[s
         at = steady[steady["depth"] == d].set_index("arch")
         means, sds = at["train_error_mean"], at["train_error_sd"]
         gap = 100 * (means["plain"] - means["residual"])
-        spread = 100 * _pooled(sds["plain"], sds["residual"])
+        spread = 100 * pooled(sds["plain"], sds["residual"])
         cells = [fmt_error(means[a], sds[a]) + "%" for a in ("plain", "residual")]
         judged = f"a gap of {gap:+.1f} points, "
         if np.isfinite(spread):
@@ -295,7 +295,7 @@ def _ratio_trend(group: pd.DataFrame, arch: str, column: str, when: str) -> str 
     span = f"from {fmt_num(r0)} at depth {first['depth']} to {fmt_num(r1)} at depth {last['depth']}"
     # The seeds' spread, as a factor: geometric sds pooled in log space.
     seeds = int(min(first["seeds"], last["seeds"]))
-    log_spread = _pooled(np.log(first[f"{column}_gsd"]), np.log(last[f"{column}_gsd"]))
+    log_spread = pooled(np.log(first[f"{column}_gsd"]), np.log(last[f"{column}_gsd"]))
     factor, noise = RATIO_FACTOR, " (one seed)" if seeds < 2 else ""
     if seeds > 1 and np.isfinite(log_spread):
         factor = max(RATIO_FACTOR, math.exp(NOISE_SDS * log_spread))
@@ -362,7 +362,7 @@ def findings(study: Study, table: pd.DataFrame, finals: pd.DataFrame) -> list[st
     out: list[str] = []
     keys = condition_keys(table)
     depths = sorted(table["depth"].unique())
-    archs = [a for a in ARCHS if a in set(table["arch"])]
+    archs = arch_order(table["arch"])
     if len(depths) < 2:
         out.append(
             f"The study has a single depth ({depths[0]}), so nothing can be said about "
@@ -387,7 +387,7 @@ def findings(study: Study, table: pd.DataFrame, finals: pd.DataFrame) -> list[st
         for arch in archs:
             rows = group[group["arch"] == arch]
             left_out = sorted(rows.loc[rows["diverged"] > 0, "depth"])
-            change = _error_change(steady[steady["arch"] == arch], arch)
+            change = error_change(steady[steady["arch"] == arch], arch)
             if change:
                 sentences.append(_error_sentence(change, left_out, chance))
                 changes[arch] = change

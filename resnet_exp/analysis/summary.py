@@ -38,7 +38,27 @@ CONDITION_CANDIDATES = (
     "epochs",
     "batch_size",
 )
-ARCHS = ("plain", "residual")
+INITS = ("standard", "skipinit", "fixup")  # model.residual_init, in this order
+
+
+def arch_parts(arch: str) -> tuple[str, str]:
+    """("plain" | "residual" | "skip@<blocks>", residual_init) of a net-kind label."""
+    base, _, init = arch.rpartition("-")
+    return (base, init) if base and init in INITS else (arch, "standard")
+
+
+def arch_order(archs) -> list[str]:
+    """The net kinds present, in the order every table and legend shows them: plain, skips
+    on some blocks, residual; each with its standard initialisation first."""
+
+    def rank(arch: str) -> tuple:
+        base, init = arch_parts(arch)
+        kind = 0 if base == "plain" else 2 if base == "residual" else 1
+        return (kind, INITS.index(init), base)
+
+    return sorted({str(a) for a in archs}, key=rank)
+
+
 FINAL_COLUMNS = (
     "train_error",
     "val_error",
@@ -148,7 +168,7 @@ def summarise(study: Study) -> pd.DataFrame:
     for key, group in finals.groupby(keys, sort=True, dropna=False):
         used = group[group["usable"]]
         row = dict(zip(keys, key, strict=True))
-        row["residual"] = row["arch"] == "residual"  # the config's own name for it
+        row["residual"] = row["arch"] != "plain"  # skips somewhere: the config's own word
         row["runs"] = len(group)
         row["seeds"] = len(used)
         row["diverged"] = int(group["diverged"].sum())
@@ -165,7 +185,7 @@ def summarise(study: Study) -> pd.DataFrame:
             row[f"{column}_gsd"] = float(np.exp(logs.std(ddof=1))) if len(logs) > 1 else np.nan
         rows.append(row)
     table = pd.DataFrame(rows)
-    arch_rank = {a: i for i, a in enumerate(ARCHS)}
+    arch_rank = {a: i for i, a in enumerate(arch_order(table["arch"]))}
     return table.sort_values(
         [*keys[:-2], "arch", "depth"], key=lambda s: s.map(arch_rank) if s.name == "arch" else s
     ).reset_index(drop=True)

@@ -8,6 +8,7 @@ is reported before TensorFlow is imported.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 FAMILIES = ("resnet_cifar", "resnet_basic", "mlp", "vgg")
 
@@ -152,3 +153,16 @@ def skipped_blocks(names: list[str], skip_at: Sequence[str | int]) -> frozenset[
                 f"the last (-1)"
             )
     return frozenset(chosen)
+
+
+def blocks_with_skips(model: Any) -> tuple[list[str], frozenset[str]]:
+    """(every block in forward order, the blocks with a skip) of a `model` config node:
+    all of them when `residual` and no `skip_at`, none when plain, else those `skip_at` names.
+
+    The builders, the config check and the run's name and tags all resolve skips here."""
+    family = str(getattr(model.name, "value", model.name))
+    per_stage = model.convs_per_stage if family == "vgg" else model.blocks_per_stage
+    names = block_names(family, int(model.depth), per_stage)
+    if model.skip_at is None:
+        return names, frozenset(names) if model.residual else frozenset()
+    return names, skipped_blocks(names, model.skip_at)

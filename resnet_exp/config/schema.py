@@ -16,7 +16,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from resnet_exp.config.depths import DepthError, block_names, check_depth, skipped_blocks
+from resnet_exp.config.depths import DepthError, blocks_with_skips, check_depth
 
 # `${if_at_least:${model.depth},110,400,0}`: a value that depends on another one,
 # e.g. He et al. 2016's warm-up, used for ResNet-110 only, in a sweep over depths.
@@ -77,6 +77,14 @@ class Shortcut(StrEnum):
     B = "B"  # 1x1 projection where the shape changes
 
 
+class ResidualInit(StrEnum):
+    """How the residual branches start, for nets without batch norm (`model.residual_init`)."""
+
+    standard = "standard"  # the kernel initializer everywhere
+    skipinit = "skipinit"  # De & Smith 2020: each branch times a learnable scalar that starts at 0
+    fixup = "fixup"  # Zhang, Dauphin & Ma 2019: scalar biases, a scale, rescaled and zero kernels
+
+
 class DatasetName(StrEnum):
     digits = "digits"
     synthetic = "synthetic"
@@ -126,6 +134,7 @@ class ModelConfig:
     convs_per_stage: list[int] | None = None  # vgg (5 stages); derived from depth when null
     # skips on exactly these blocks (names as in lesion.csv, or -1 for the last); null: residual
     skip_at: list[str] | None = None
+    residual_init: ResidualInit = ResidualInit.standard  # skipinit, fixup: nets without BN
     base_filters: int = 16  # first stage's filters (16 for resnet_cifar, 64 for resnet_basic)
 
 
@@ -275,13 +284,14 @@ def check_config(cfg: DictConfig | Any) -> None:
         check_depth(str(model.name), int(model.depth), per_stage)
     except DepthError as err:
         raise ConfigError(f"model.depth={model.depth}: {err}") from None
-    if model.skip_at is not None:
-        names = block_names(str(model.name), int(model.depth), per_stage)
-        try:
-            skipped_blocks(names, model.skip_at)
-        except DepthError as err:
-            skip_at = ",".join(str(s) for s in model.skip_at)
-            raise ConfigError(f"model.skip_at=[{skip_at}]: {err}") from None
+    try:
+        _, skips = blocks_with_skips(model)
+    except DepthError as err:  # the depth is good: a bad skip_at entry
+        skip_at = ",".join(str(s) for s in model.skip_at)
+        raise ConfigError(f"model.skip_at=[{skip_at}]: {err}") from None
+    problem = residual_init_problem(str(model.residual_init), bool(model.batch_norm), bool(skips))
+    if problem:
+        raise ConfigError(problem)
     positive = {
         "trainer.epochs": trainer.epochs,
         "trainer.batch_size": trainer.batch_size,
@@ -331,6 +341,27 @@ def check_config(cfg: DictConfig | Any) -> None:
             f"data.input_shape={shape}: {model.name} needs [height, width, channels]; "
             "only model=mlp takes flat features"
         )
+
+
+def residual_init_problem(residual_init: str, batch_norm: bool, has_skips: bool) -> str | None:
+    """Why `model.residual_init` cannot build this net (one line), or None.
+
+    SkipInit and Fixup replace batch norm in the residual branches, so they need a net
+    without it and with at least one skip; `build_model` refuses the same combinations.
+    """
+    if residual_init == ResidualInit.standard:
+        return None
+    if batch_norm:
+        return (
+            f"model.residual_init={residual_init}: needs model.batch_norm=false "
+            "(Fixup and SkipInit replace batch norm)"
+        )
+    if not has_skips:
+        return (
+            f"model.residual_init={residual_init}: needs skip connections "
+            "(model.residual=true or a non-empty model.skip_at)"
+        )
+    return None
 
 
 def _check_length(cfg: DictConfig | Any) -> None:

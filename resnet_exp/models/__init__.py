@@ -14,12 +14,20 @@ from typing import Any
 import keras
 from omegaconf import ListConfig
 
-from resnet_exp.config.depths import FAMILIES, block_names, skipped_blocks
-from resnet_exp.config.schema import ModelConfig
+from resnet_exp.config.depths import FAMILIES, blocks_with_skips
+from resnet_exp.config.schema import (
+    ConfigError,
+    ModelConfig,
+    ResidualInit,
+    residual_init_problem,
+)
 from resnet_exp.models.blocks import (
     SHORTCUTS,
+    BranchInit,
     KernelInit,
     PadShortcut,
+    Scalar,
+    Scaled,
     basic_block,
     deleted_block,
     dense_block,
@@ -29,9 +37,12 @@ from resnet_exp.models.resnet import resnet_basic, resnet_cifar
 from resnet_exp.models.vgg import vgg
 
 __all__ = [
+    "BranchInit",
     "KernelInit",
     "ModelConfig",
     "PadShortcut",
+    "Scalar",
+    "Scaled",
     "basic_block",
     "build_model",
     "deleted_block",
@@ -66,7 +77,8 @@ def build_model(
         spec: A `ModelConfig`, or the composed config's `model` node; its defaults are
             the schema's, so `ModelConfig(name="resnet_cifar", depth=20)` is ResNet-20.
             Bad depths raise `DepthError`. Skips go on every block (`residual`), on none,
-            or on exactly the blocks `skip_at` names.
+            or on exactly the blocks `skip_at` names; `residual_init` starts their branches
+            (SkipInit, Fixup: nets without batch norm only, else a `ConfigError`).
         input_shape: (height, width, channels) for the conv families; the MLP takes any shape.
         seed: Seeds every kernel from its layer name, so twins built with the same
             seed start from identical weights in every layer they share.
@@ -78,16 +90,17 @@ def build_model(
         raise ValueError(f"unknown model family {spec.name!r}; choose from {', '.join(FAMILIES)}")
     if spec.shortcut not in SHORTCUTS:
         raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {spec.shortcut!r}")
-    per_stage = spec.convs_per_stage if spec.name == "vgg" else spec.blocks_per_stage
-    names = block_names(spec.name, spec.depth, per_stage)
-    if spec.skip_at is None:
-        skips = frozenset(names) if spec.residual else frozenset()
-    else:
-        skips = skipped_blocks(names, spec.skip_at)
-    if skips and skips != frozenset(names):
-        kind = "skip_at"  # some blocks: the run's name and tags say which
-    else:
-        kind = "residual" if skips or (spec.residual and spec.skip_at is None) else "plain"
+    if spec.residual_init not in tuple(ResidualInit):
+        inits = ", ".join(ResidualInit)
+        raise ValueError(f"residual_init must be one of {inits}, got {spec.residual_init!r}")
+    names, skips = blocks_with_skips(spec)
+    # some blocks only: the run's name and tags say which
+    kind = "plain" if not skips else "residual" if len(skips) == len(names) else "skip_at"
+    problem = residual_init_problem(spec.residual_init, spec.batch_norm, bool(skips))
+    if problem:
+        raise ConfigError(problem)
+    if spec.residual_init != "standard":
+        kind = f"{kind}_{spec.residual_init}"  # resnet_cifar20_residual_fixup
     return BUILDERS[spec.name](
         spec,
         input_shape=tuple(input_shape),
@@ -96,4 +109,5 @@ def build_model(
         skips=skips,
         kind=kind,
         skip_blocks=frozenset(skip_blocks),
+        branch_init=BranchInit(spec.residual_init, len(skips)),
     )

@@ -1,7 +1,9 @@
 """Find a built model's blocks, and their inputs and branches, by their positional names.
 
 Every family names a block's layers `{block}_conv1`/`{block}_dense1`, ...,
-`{block}_bn2`, `{block}_add` (residual nets only) and `{block}_out`, with
+`{block}_bn2`, `{block}_add` (residual nets only) and `{block}_out`, and the
+scalars of SkipInit (`{block}_skipinit`) and Fixup (`{block}_bias1a`, ...,
+`{block}_bias2b`) where a residual branch has them, with
 `{block}` = "stage2_block3" (conv families) or "block3" (mlp). Lesions and the
 branch-magnitude probe read blocks through these names, never through a
 parallel naming scheme or layer indices.
@@ -16,8 +18,9 @@ from typing import Any
 import keras
 
 _BLOCK_OUT = re.compile(r"^(?:stage(\d+)_)?(block\d+)_out$")
-_FIRST = ("_conv1", "_dense1")
-_BRANCH_END = ("_bn2", "_conv2", "_dense2")  # batch norm if the net has it, else the 2nd layer
+_FIRST = ("_bias1a", "_conv1", "_dense1")  # Fixup's first bias takes x itself
+# F(x) as added: SkipInit's gate, Fixup's last bias, batch norm, else the 2nd layer
+_BRANCH_END = ("_skipinit", "_bias2b", "_bn2", "_conv2", "_dense2")
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,14 @@ def _layer(model: keras.Model, name: str, suffixes: tuple[str, ...]) -> keras.la
 
 
 def block_input(model: keras.Model, name: str) -> Any:
-    """The symbolic tensor block `name` receives (the input of its first weight layer)."""
+    """The symbolic tensor block `name` receives (the input of its first layer: Fixup's
+    `_bias1a`, else its first weight layer)."""
     return _layer(model, name, _FIRST).input
 
 
 def branch_output(model: keras.Model, name: str) -> Any:
-    """F(x): the residual branch's output before the addition; for a plain block, its output."""
+    """F(x): the residual branch's output as it is added (after SkipInit's gate or Fixup's
+    scale and bias); for a plain block, its output."""
     if _has(model, f"{name}_add"):
         return _layer(model, name, _BRANCH_END).output
     return model.get_layer(f"{name}_out").output

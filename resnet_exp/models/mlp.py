@@ -13,6 +13,7 @@ from keras import layers
 from resnet_exp.config.depths import mlp_blocks
 from resnet_exp.config.schema import ModelConfig
 from resnet_exp.models.blocks import (
+    BranchInit,
     KernelInit,
     classifier,
     deleted_block,
@@ -31,10 +32,12 @@ def mlp(
     skips: frozenset[str],
     kind: str,
     skip_blocks: frozenset[str],
+    branch_init: BranchInit,
 ) -> keras.Model:
     """The MLP (or its plain twin) of `spec.depth` weight layers; any input shape is flattened.
 
     Blocks named in `skip_blocks` ("block3") are deleted: their output is act(x).
+    `branch_init` starts the blocks with a skip and the classifier (SkipInit, Fixup).
     """
     n, width = mlp_blocks(spec.depth), spec.width
     options = {"batch_norm": spec.batch_norm, "kernel_initializer": init}
@@ -54,6 +57,6 @@ def mlp(
         if name in skip_blocks:
             x = deleted_block(x, width, 1, **common)  # the width never changes: identity
         else:
-            x = dense_block(x, width, **common)
-    outputs = classifier(x, num_classes, kernel_initializer=init)
+            x = dense_block(x, width, branch_init=branch_init, **common)
+    outputs = classifier(x, num_classes, kernel_initializer=init, branch_init=branch_init)
     return keras.Model(inputs, outputs, name=f"mlp{spec.depth}_{kind}")

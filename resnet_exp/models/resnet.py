@@ -25,6 +25,7 @@ from keras import layers
 from resnet_exp.config.depths import basic_blocks_per_stage, cifar_blocks_per_stage
 from resnet_exp.config.schema import ModelConfig
 from resnet_exp.models.blocks import (
+    BranchInit,
     KernelInit,
     conv_stages,
     conv_stem,
@@ -45,10 +46,11 @@ def resnet(
     skips: frozenset[str],
     kind: str,
     skip_blocks: frozenset[str],
+    branch_init: BranchInit,
     stem_pool: bool = False,
 ) -> keras.Model:
-    """stem, `stages` of basic blocks (a shortcut on those in `skips`), pooled classifier;
-    `skip_blocks` are deleted blocks."""
+    """stem, `stages` of basic blocks (a shortcut on those in `skips`, their branches started
+    by `branch_init`), pooled classifier; `skip_blocks` are deleted blocks."""
     options = {
         "batch_norm": spec.batch_norm,
         "activation": spec.activation,
@@ -64,9 +66,10 @@ def resnet(
         skips=skips,
         shortcut=spec.shortcut,
         skip_blocks=skip_blocks,
+        branch_init=branch_init,
         **options,
     )
-    outputs = pooled_classifier(x, num_classes, kernel_initializer=init)
+    outputs = pooled_classifier(x, num_classes, kernel_initializer=init, branch_init=branch_init)
     return keras.Model(inputs, outputs, name=f"{spec.name}{spec.depth}_{kind}")
 
 

@@ -23,6 +23,7 @@ from keras import layers
 from resnet_exp.config.depths import vgg_convs_per_stage
 from resnet_exp.config.schema import ModelConfig
 from resnet_exp.models.blocks import (
+    BranchInit,
     KernelInit,
     basic_block,
     classifier,
@@ -45,8 +46,12 @@ def vgg(
     skips: frozenset[str],
     kind: str,
     skip_blocks: frozenset[str],
+    branch_init: BranchInit,
 ) -> keras.Model:
-    """The VGG net of `spec.depth` weight layers; blocks named in `skip_blocks` are deleted."""
+    """The VGG net of `spec.depth` weight layers; blocks named in `skip_blocks` are deleted.
+
+    `branch_init` starts the blocks with a skip and the classifier (SkipInit, Fixup); the
+    lone convolutions and fc1/fc2 keep the standard initialisation."""
     options = {"batch_norm": spec.batch_norm, "kernel_initializer": init}
     act = {"batch_norm": spec.batch_norm, "activation": spec.activation}
     inputs = image_input(input_shape, "vgg")
@@ -65,6 +70,7 @@ def vgg(
                 residual=name in skips,
                 shortcut=spec.shortcut,
                 activation=spec.activation,
+                branch_init=branch_init,
                 name=name,
                 **options,
             )
@@ -74,5 +80,5 @@ def vgg(
     for i in (1, 2):
         x = dense(x, spec.width, name=f"fc{i}", **options)
         x = norm_act(x, bn_name=f"fc{i}_bn", act_name=f"fc{i}_act", **act)
-    outputs = classifier(x, num_classes, kernel_initializer=init)
+    outputs = classifier(x, num_classes, kernel_initializer=init, branch_init=branch_init)
     return keras.Model(inputs, outputs, name=f"vgg{spec.depth}_{kind}")

@@ -13,9 +13,10 @@ import contextlib
 import copy
 import itertools
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -59,14 +60,49 @@ def expand_sweeps(overrides: list[str]) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*choices)]
 
 
-def job_overrides(overrides: list[str], sweep_params: dict | None) -> list[list[str]]:
+def job_overrides(
+    overrides: list[str], sweep_params: dict | None, exclude: Sequence[dict] = ()
+) -> list[list[str]]:
     """Every job's overrides: the command line's, then a preset's `hydra.sweeper.params`
-    less the keys the command line already sets, expanded as Hydra's basic sweeper does.
-    The command-line check and the sweeper (`run.sweep.StudySweeper`) both use this."""
+    less the keys the command line already sets, expanded as Hydra's basic sweeper does,
+    less the combinations `hydra.sweeper.exclude` lists. The command-line check and the
+    sweeper (`run.sweep.StudySweeper`) both use this."""
     given_keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     preset = [f"{k}={v}" for k, v in (sweep_params or {}).items() if k not in given_keys]
     extras = expand_sweeps(preset)  # [[]] when there is no preset
-    return [job + extra for job in expand_sweeps(overrides) for extra in extras]
+    jobs = [job + extra for job in expand_sweeps(overrides) for extra in extras]
+    kept = [job for job in jobs if not any(_matches(job, rule) for rule in exclude)]
+    if jobs and not kept:
+        raise CommandLineError("hydra.sweeper.exclude leaves no job of the sweep to run")
+    return kept
+
+
+def _matches(job: list[str], rule: dict) -> bool:
+    """True when the job sets every key of `rule` to its value (`true` and `True` alike):
+    Hydra's sweeps are products, and `exclude` drops the combinations that cannot run
+    (e.g. Fixup with batch norm) instead of refusing the whole sweep."""
+    values = {}
+    for override in job:
+        key, _, value = override.partition("=")
+        values[key.lstrip("+~")] = value.strip().lower()
+    return all(values.get(str(k)) == _text(v) for k, v in rule.items())
+
+
+def _text(value: Any) -> str:
+    """A YAML value as its command-line spelling, lower case: True -> true, [-1] -> [-1]."""
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_text(v) for v in value) + "]"
+    return "null" if value is None else str(value).lower()
+
+
+def sweeper_settings(config: DictConfig) -> tuple[dict, list[dict]]:
+    """A composed config's `hydra.sweeper.params` and `hydra.sweeper.exclude`, as plain values."""
+    params = OmegaConf.select(config, "hydra.sweeper.params")
+    exclude = OmegaConf.select(config, "hydra.sweeper.exclude")
+    return (
+        {str(k): str(v) for k, v in OmegaConf.to_container(params).items()} if params else {},
+        OmegaConf.to_container(exclude) if exclude else [],
+    )
 
 
 def explain(err: Exception, overrides: list[str]) -> str:
@@ -142,8 +178,8 @@ def compose_jobs(argv: list[str], every_job: bool = True) -> Launch | None:
                 raise CommandLineError(f"{sweep} is a sweep: add -m (--multirun) to run each value")
             reusable = jobs[0]  # `first` is this job's config, plus Hydra's own node
             if multirun and every_job:
-                params = OmegaConf.select(first, "hydra.sweeper.params")
-                jobs = job_overrides(overrides, OmegaConf.to_container(params) if params else None)
+                params, exclude = sweeper_settings(first)
+                jobs = job_overrides(overrides, params, exclude)
             composed = []
             for job in jobs[: None if every_job else 1]:
                 with one_line_errors(job):

@@ -225,9 +225,18 @@ class SweepParent:
 class StudySweeper(Sweeper):
     """Hydra's sweep expansion, every job checked first, one MLflow parent run per sweep."""
 
-    def __init__(self, max_batch_size: int | None = None, params: dict | None = None) -> None:
+    def __init__(
+        self,
+        max_batch_size: int | None = None,
+        params: dict | None = None,
+        exclude: list | None = None,
+    ) -> None:
         # max_batch_size: kept from Hydra's basic sweeper's schema; every job is one batch
         self.params = {str(k): str(v) for k, v in (params or {}).items()}
+        # combinations of the product to leave out (`command_line.job_overrides`)
+        if OmegaConf.is_config(exclude):
+            exclude = OmegaConf.to_container(exclude)
+        self.exclude = [dict(rule) for rule in (exclude or [])]
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Any = None
@@ -242,7 +251,11 @@ class StudySweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.hydra_context is not None
-        jobs = job_overrides(list(arguments), self.params)
+        try:
+            jobs = job_overrides(list(arguments), self.params, self.exclude)
+        except CommandLineError as err:
+            print(f"config error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
         planned = [self._compose(job) for job in jobs]
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)

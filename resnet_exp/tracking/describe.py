@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from resnet_exp.contract import NOTE
-from resnet_exp.tracking.naming import arch, run_name
+from resnet_exp.tracking.naming import arch, run_name, skip_placement
 from resnet_exp.tracking.store import project_root, with_retry
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,11 @@ gradient at its first and last weight layers at initialisation (step 0) and afte
 epoch.
 
 **Reading it here** (sidebar: *Model training*):
-- A sweep is one row: expand it to see its runs, named `d<depth>-<plain|residual>` \
-(plus what else the sweep varies, e.g. `nobn`, `s1` for seed 1).
+- A sweep is one row: expand it to see its runs, named `d<depth>-<kind>` \
+(plus what else the sweep varies, e.g. `nobn`, `s1` for seed 1). The kind is `plain`, \
+`residual` (a skip on every block), `skip@<blocks>` (skips only on the blocks named, as \
+`lesion.csv` names them; the tag `skip_at` lists them), with `-skipinit` or `-fixup` \
+when the residual branches start that way instead of from the standard initialisation.
 - *Chart view*: group by the tag `arch` to colour plain against residual; \
 `grad_first_last_ratio` (first over last layer's gradient norm), `train_accuracy`, \
 `val_accuracy`, `train_loss` per epoch.
@@ -78,13 +81,20 @@ def applicable_params(flat: dict[str, Any]) -> dict[str, Any]:
 def run_description(cfg: DictConfig) -> str:
     """One line: what this run trains, on what, how long."""
     m, o = cfg.model, cfg.optim
-    skips = "with" if m.residual else "without"
+    placement = skip_placement(m)
+    skips = {"all": "skip connections on every block", "none": "no skip connections"}.get(
+        placement, f"skip connections on {placement.replace(',', ', ')} only"
+    )
+    init = str(getattr(m, "residual_init", None) or "standard")
+    if init != "standard":
+        skips += {"skipinit": ", SkipInit", "fixup": ", Fixup"}.get(init, f", {init}")
+        skips += " initialisation"
     bn = "batch norm" if m.batch_norm else "no batch norm"
     steps = cfg.trainer.steps
     length = f"{steps} iterations" if steps else f"{cfg.trainer.epochs} epochs"
     return (
-        f"`{run_name(cfg)}`: {arch(m.residual)} {m.name} of depth {m.depth} ({skips} skip "
-        f"connections, {bn}, {m.activation}), {length} on {cfg.data.name}, "
+        f"`{run_name(cfg)}`: {arch(m)} {m.name} of depth {m.depth} ({skips}, {bn}, "
+        f"{m.activation}), {length} on {cfg.data.name}, "
         f"{o.name} lr {o.lr}, seed {cfg.seed}."
     )
 

@@ -1,8 +1,9 @@
 """How a run is named and tagged, so MLflow's runs table and Group-by read at a glance.
 
-A name leads with what tells twins apart: depth, then plain or residual
-(`d56-plain`, `d56-residual`), then one short token for each other key the
-sweep varies (`d56-plain-nobn-s1` in a sweep over batch norm and seeds). The
+A name leads with what tells twins apart: depth, then the net's kind (`d56-plain`,
+`d56-residual`; skips on some blocks only: `d13-skip@stage5_block1`; a residual
+init other than the standard: `d56-residual-fixup`), then one short token for each
+other key the sweep varies (`d56-plain-nobn-s1` in a sweep over batch norm and seeds). The
 sweep passes the keys it varies to every job (`tracking.varying`); a single run
 has none, so its name is just depth and kind. Everything else is a tag or a
 param, where MLflow can filter and group by it.
@@ -19,18 +20,40 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from resnet_exp import contract
+from resnet_exp.config.depths import blocks_with_skips
 
-# Always in the name, first; never repeated as a token.
-NAMED_FIRST = ("model.depth", "model.residual")
+# Always in the name, first (the kind says where the skips are): never repeated as a token.
+NAMED_FIRST = ("model.depth", "model.residual", "model.skip_at", "model.residual_init")
 # Config groups chosen by name on the command line (`model=mlp`): the token is the choice.
 _GROUPS = {"model": "model.name", "data": "data.name", "optim": "optim.name"}
 # Keys whose token reads better than `<leaf><value>`.
 _SHORT = {"model.batch_norm": ("bn", "nobn"), "seed": "s", "optim.lr": "lr"}
 
 
-def arch(residual: Any) -> str:
-    """`residual` or `plain`: the one word the whole study compares."""
-    return "residual" if bool(residual) else "plain"
+def arch(model: Any) -> str:
+    """The net's kind, the one label the whole study compares (the `arch` tag).
+
+    `plain` (no skips), `residual` (a skip on every block) or `skip@<blocks>` (skips on
+    the blocks joined by `+`, in forward order, as `lesion.csv` names them); then
+    `-skipinit` or `-fixup` when the residual branches are initialised that way.
+    """
+    names, skips = blocks_with_skips(model)
+    if not skips:
+        kind = "plain"
+    elif len(skips) == len(names):
+        kind = "residual"
+    else:
+        kind = "skip@" + "+".join(n for n in names if n in skips)
+    init = str(getattr(model, "residual_init", None) or "standard")
+    return kind if init == "standard" else f"{kind}-{init}"
+
+
+def skip_placement(model: Any) -> str:
+    """The `skip_at` tag: `all`, `none`, or the blocks with a skip, comma-separated."""
+    names, skips = blocks_with_skips(model)
+    if not skips or len(skips) == len(names):
+        return "all" if skips else "none"
+    return ",".join(n for n in names if n in skips)
 
 
 def varying_keys(overrides: Iterable[str]) -> list[str]:
@@ -66,18 +89,20 @@ def _token(cfg: DictConfig, key: str) -> str | None:
 
 
 def run_name(cfg: DictConfig, varying: Sequence[str] | None = None) -> str:
-    """`d{depth}-{plain|residual}` plus a token per varying key (default: `tracking.varying`)."""
+    """`d{depth}-{arch}` plus a token per varying key (default: `tracking.varying`)."""
     if varying is None:
         varying = OmegaConf.select(cfg, "tracking.varying") or []
-    parts = [f"d{cfg.model.depth}", arch(cfg.model.residual)]
+    parts = [f"d{cfg.model.depth}", arch(cfg.model)]
     parts += [t for key in varying if key not in NAMED_FIRST and (t := _token(cfg, key))]
     return "-".join(parts)
 
 
 def comparison_tags(cfg: DictConfig) -> dict[str, str]:
-    """Tags for the UI's filters and Group-by: `tags.arch = 'plain'`, depth, model family."""
+    """Tags for the UI's filters and Group-by: `tags.arch = 'plain'`, depth, model family,
+    where the skips are."""
     return {
-        contract.ARCH: arch(cfg.model.residual),
+        contract.ARCH: arch(cfg.model),
         contract.DEPTH: str(cfg.model.depth),
         contract.MODEL: str(cfg.model.name),
+        contract.SKIP_AT: skip_placement(cfg.model),
     }

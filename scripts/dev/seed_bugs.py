@@ -228,6 +228,7 @@ BUGS = [
         'row["residual"] = row["arch"] == "residual"',
         'row["residual"] = row["arch"] == "plain"',
         ANALYSIS,
+        ('row["residual"] = row["arch"] != "plain"', 'row["residual"] = row["arch"] == "plain"'),
     ),
     bug(
         "diverged tag never set to true",

@@ -36,14 +36,14 @@ def test_net_kinds_sort_plain_placed_residual_then_inits():
     assert placed_blocks("residual") == []
 
 
-def _row(bn, arch, depth, train, val=None, diverged=0, runs=1, ratio=1.0):
+def _row(bn, arch, depth, train, val=None, diverged=0, runs=1, ratio=1.0, sd=np.nan):
     return {
         "model": "resnet_cifar",
         "batch_norm": bn,
         "depth": depth,
         "arch": arch,
         "train_error_mean": train / 100,
-        "train_error_sd": np.nan,
+        "train_error_sd": sd / 100,
         "val_error_mean": (train if val is None else val) / 100,
         "val_error_sd": np.nan,
         "diverged": diverged,
@@ -82,13 +82,15 @@ def test_skip_or_bn_says_it_is_the_skip_when_the_numbers_do():
     # the grid: one row per net, 'diverged' where every run did
     grid = [line for line in lines if line.startswith("| residual, no BN |")]
     assert grid == ["| residual, no BN | 3.0 | diverged | 1 to 1 |"]
-    assert "The data agree" in text  # Fixup 5.5% vs BN 5.0% at depth 56
+    assert "The data agree: the two are within 2.0 points" in text  # Fixup 5.5%, BN 5.0%
 
 
 def test_skip_or_bn_says_where_the_data_disagree_with_fixup():
     text = "\n".join(skip_or_bn_section(_ablation(fixup_val_56=12.0), chance=90.0))
     assert "Fixup reaches 12.0% validation error against 5.0% with BN: a gap of +7.0" in text
-    assert "The data disagree" in text
+    assert "The data disagree: Fixup is worse by more than 2.0 points" in text
+    text = "\n".join(skip_or_bn_section(_ablation(fixup_val_56=1.0), chance=90.0))
+    assert "The data agree and go further: Fixup is better by more than 2.0 points" in text
 
 
 def test_skip_or_bn_says_when_batch_norm_alone_is_enough():
@@ -137,6 +139,25 @@ def test_placement_says_how_much_of_depths_cost_one_skip_wins_back():
     assert "with a skip on every block, 30.0%" in text
     assert "deleting it costs 1.0 points" in text and "it falls back to its shortcut" in text
     assert "in the plain net, deleting stage5_block1 costs 80.0 points" in text
+
+
+def test_placement_judges_cost_and_gain_against_the_spread_between_seeds():
+    noisy = [  # seed_vgg13's three seeds at lr 0.05: the spread swamps the cost
+        _row(False, "plain", 10, 24.8, runs=3, sd=19.6),
+        _row(False, "plain", 13, 68.1, runs=3, sd=37.9),
+        _row(False, "skip@stage5_block1", 13, 24.5, runs=3, sd=24.6),
+    ]
+    text = "\n".join(placement_section(pd.DataFrame(noisy).drop(columns="batch_norm"), None))
+    assert "not more than 2 sd between seeds (30.2): what depth costs cannot be told" in text
+    assert "wins back" not in text
+    clear = [  # a clear cost, a gain inside the noise
+        _row(False, "plain", 10, 5.0, runs=3, sd=1.0),
+        _row(False, "plain", 13, 60.0, runs=3, sd=2.0),
+        _row(False, "skip@stage5_block1", 13, 40.0, runs=3, sd=30.0),
+    ]
+    text = "\n".join(placement_section(pd.DataFrame(clear).drop(columns="batch_norm"), None))
+    assert "the one skip wins back +20.0 points, 36% of it" in text
+    assert "is not more than 2 sd between seeds (21.3): more seeds are needed" in text
 
 
 def test_placement_says_when_the_skipped_block_still_transforms():

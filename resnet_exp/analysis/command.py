@@ -157,11 +157,14 @@ def publish(study, files: list[Path], target: str | None, note: Callable[[str], 
     return target
 
 
-def _question_sections(study, table, finals, out: Path, figures: dict, skipped: list[str]):
+def _question_sections(
+    study, table, finals, out: Path, figures: dict, skipped: list[str]
+) -> tuple[list[str], list[str]]:
     """The sections a study's design asks for: "Skip or batch norm?" when it varies batch
     norm (`skip_or_bn`), "Skips on chosen blocks" when some net has skips on some blocks
     only (`placement`), and block lesions and branch magnitudes when runs logged them
-    (`lesion_report`, with their figures)."""
+    (`lesion_report`, with their figures). Returns (the first two, all of them): the
+    first two also go into the parent run's description."""
     from resnet_exp.analysis.lesion_figures import draw_lesion_figures
     from resnet_exp.analysis.lesion_report import has_lesion_data, lesion_section, load_lesions
     from resnet_exp.analysis.placement import placement_section
@@ -169,14 +172,13 @@ def _question_sections(study, table, finals, out: Path, figures: dict, skipped: 
     from resnet_exp.analysis.summary import chance_error
 
     lesions = load_lesions(study) if has_lesion_data(study) else None
-    sections = skip_or_bn_section(table, chance_error(finals))
-    sections += placement_section(table, lesions)
-    if lesions is not None:
-        drawn, not_drawn = draw_lesion_figures(lesions, out)
-        figures.update(drawn)
-        skipped += not_drawn
-        sections += lesion_section(lesions, drawn)
-    return sections
+    answers = skip_or_bn_section(table, chance_error(finals)) + placement_section(table, lesions)
+    if lesions is None:
+        return answers, answers
+    drawn, not_drawn = draw_lesion_figures(lesions, out)
+    figures.update(drawn)
+    skipped += not_drawn
+    return answers, answers + lesion_section(lesions, drawn)
 
 
 def _fail(message: str) -> int:
@@ -210,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     table = summarise(study)
     out = args.out or default_out(args.experiment)
     figures, skipped = draw_all(study.epochs, finals, profiles, out)
-    sections = _question_sections(study, table, finals, out, figures, skipped)
+    answers, sections = _question_sections(study, table, finals, out, figures, skipped)
     notes = [*study.notes, *_shape_notes(study), *skipped]
     target, why = choose_run(study, args.parent)
     if target is not None and study.parent_run_id is None:  # the header names the sweep parent
@@ -230,7 +232,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             from resnet_exp.analysis.mlflow_report import description
 
-            note = partial(description, study, table, finals, folder=ARTIFACT_DIR, figures=figures)
+            note = partial(
+                description,
+                study,
+                table,
+                finals,
+                folder=ARTIFACT_DIR,
+                figures=figures,
+                answers=answers,
+            )
             run_id = publish(study, files, target, note)
             print(f"logged them to MLflow run {run_id} ({why}), artifact folder {ARTIFACT_DIR}/")
         except (MlflowException, OSError) as err:

@@ -661,7 +661,7 @@ def training_curves(epochs: pd.DataFrame, finals: pd.DataFrame) -> Figure | None
         if data.loc[data["condition"] == cond, column].notna().any()
     ]
     chances = [chance_error(data[data["condition"] == cond]) for cond, *_ in rows]
-    title = "Error during training, plain vs residual"
+    title = "Error during training, a column per kind of net"
     return _curve_grid(data, rows, title, "epoch", chances=chances)
 
 

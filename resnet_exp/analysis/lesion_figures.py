@@ -88,7 +88,7 @@ def lesion_single(data: LesionData) -> Figure | None:
         label_grid(axes, [f"depth {d}" for d in depths], ylabels, "deleted block (index)")
         handles = _arch_handles(archs_in(s), False) + [
             Line2D([], [], color="0.3", linestyle=":", label="intact net"),
-            Patch(color=_DOWN_COLOR, label="downsampling block"),
+            Patch(color=_DOWN_COLOR, label="block that changes shape\n(downsamples or widens)"),
         ]
         if data.chance:
             handles.append(_chance_handle())

@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import html
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -114,8 +114,11 @@ def description(
     run_id: str,
     folder: str,
     figures: Iterable[str] = (),
+    answers: Sequence[str] = (),
 ) -> str:
-    """Findings, summary table and a main-figure link (if drawn), within MLflow's tag limit."""
+    """Findings, the answers to the study's questions (`answers`: markdown lines, e.g. "Skip
+    or batch norm?"), summary table and a main-figure link (if drawn), within MLflow's tag
+    limit."""
     link = lambda name: artifact_link(run_id, f"{folder}/{name}")  # noqa: E731
     head = (
         f"**Findings** of `make_figures` ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
@@ -123,8 +126,12 @@ def description(
         f"(with its figures) or [report.md]({link('report.md')})."
     )
     lines = [s if s.startswith("  - ") else f"- {s}" for s in findings(study, table, finals)]
-    parts = [
-        head + "\n\n" + "\n".join(lines),
+    parts = [head + "\n\n" + "\n".join(lines)]
+    if answers:  # headings as bold lines: the description is one block of markdown
+        parts.append(
+            "\n".join(f"**{a.lstrip('# ')}**" if a.startswith("#") else a for a in answers)
+        )
+    parts += [
         "**Summary** (errors in %, mean ± sd over seeds; gradient norms at initialisation "
         f"and at the end; full precision in [summary.csv]({link('summary.csv')})):\n\n"
         + summary_table(table),

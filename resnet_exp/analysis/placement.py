@@ -22,7 +22,14 @@ import numpy as np
 import pandas as pd
 
 from resnet_exp.analysis.lesion_report import BREAK_POINTS, TOLERATE_POINTS, LesionData
-from resnet_exp.analysis.report import FLAT_POINTS, condition_keys, fmt_error, nested
+from resnet_exp.analysis.report import (
+    FLAT_POINTS,
+    NOISE_SDS,
+    condition_keys,
+    fmt_error,
+    nested,
+    pooled,
+)
 from resnet_exp.analysis.summary import arch_order, arch_parts, with_condition
 
 SECTION = "## Skips on chosen blocks: does one skip restore what depth cost?"
@@ -60,12 +67,21 @@ def _restored(group: pd.DataFrame, arch: str, depth: int) -> list[str]:
     base = shallower.sort_values("depth").iloc[0]
     cost = 100 * (plain["train_error_mean"] - base["train_error_mean"])
     gain = 100 * (plain["train_error_mean"] - placed["train_error_mean"])
+    seeds = int(min(placed["seeds"], plain["seeds"], base["seeds"]))
+    # the spread between seeds of each difference (pooled sds); NaN with one seed
+    cost_sd = 100 * pooled(plain["train_error_sd"], base["train_error_sd"])
+    gain_sd = 100 * pooled(plain["train_error_sd"], placed["train_error_sd"])
     head = (
         f"Depth cost the plain nets {cost:+.1f} points of training error (depth "
         f"{int(base['depth'])}: {_error(base)}, depth {depth}: {_error(plain)})"
     )
     if not np.isfinite(cost) or cost < FLAT_POINTS:
         out.append(f"{head}: nothing for the skip to restore.")
+    elif seeds > 1 and cost <= NOISE_SDS * cost_sd:
+        out.append(
+            f"{head}, not more than {NOISE_SDS:g} sd between seeds ({cost_sd:.1f}): what depth "
+            f"costs cannot be told from noise here, nor what the skip restores."
+        )
     elif gain >= cost:
         out.append(
             f"{head}; the one skip wins back all of it ({gain:+.1f} points, "
@@ -76,9 +92,13 @@ def _restored(group: pd.DataFrame, arch: str, depth: int) -> list[str]:
         out.append(
             f"{head}; the one skip wins back {gain:+.1f} points, {100 * gain / cost:.0f}% of it."
         )
-    seeds = int(min(placed["seeds"], plain["seeds"], base["seeds"]))
     if seeds < 2:
         out.append("One seed each: add `seed=0,1,2` to the sweep to measure the spread.")
+    elif np.isfinite(cost) and cost > NOISE_SDS * cost_sd and abs(gain) <= NOISE_SDS * gain_sd:
+        out.append(
+            f"But the skip's gain, {gain:+.1f} points, is not more than {NOISE_SDS:g} sd "
+            f"between seeds ({gain_sd:.1f}): more seeds are needed to call it a gain."
+        )
     return out
 
 
@@ -94,9 +114,8 @@ def _block_numbers(data: LesionData, cond: str, depth: int, arch: str, block: st
     single, branches = of(data.single), of(data.branches)
     out = {"drop": np.nan, "others": np.nan, "init": np.nan, "end": np.nan}
     if not single.empty:
-        same = single[~single["downsampling"]]
         out["drop"] = 100 * single.loc[single["block"] == block, "drop"].mean()
-        out["others"] = 100 * same.loc[same["block"] != block, "drop"].mean()
+        out["others"] = 100 * single.loc[single["block"] != block, "drop"].mean()
     if not branches.empty:
         b = branches[branches["block"] == block]
         last = b.groupby("run_id")["epoch"].transform("max")
@@ -124,7 +143,7 @@ def _fall_back(data: LesionData, cond: str, arch: str, depth: int) -> list[str]:
             verdict = "it mixes both: the net uses the block, but leans on the shortcut"
         sentence = (
             f"The skipped block {block} (depth {depth}): deleting it costs "
-            f"{n['drop']:.1f} points of validation accuracy (the net's other same-shape blocks: "
+            f"{n['drop']:.1f} points of validation accuracy (each of the net's other blocks: "
             f"{n['others']:.1f} on average); ‖F(x)‖/‖x‖ of its branch is {n['init']:.2f} at "
             f"initialisation and {n['end']:.2f} after training: {verdict}."
         )

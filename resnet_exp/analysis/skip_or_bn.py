@@ -177,14 +177,22 @@ def _literature(table: pd.DataFrame) -> list[str]:
             continue
         spread = 100 * pooled(r["val_error_sd"], ref["val_error_sd"])
         allowed = max(LITERATURE_POINTS, NOISE_SDS * spread if np.isfinite(spread) else 0.0)
-        agree = "agree" if gap <= allowed else "disagree"
         noise = f", sd between seeds {spread:.1f}" if np.isfinite(spread) else ", one seed"
+        if gap > allowed:
+            verdict = f"The data disagree: {INIT_NAMES[init]} is worse by more than {allowed:.1f}"
+        elif gap < -allowed:
+            verdict = (
+                f"The data agree and go further: {INIT_NAMES[init]} is better by more than "
+                f"{allowed:.1f}"
+            )
+        else:
+            verdict = f"The data agree: the two are within {allowed:.1f}"
         out.append(
             f"{claim}; here, at depth {int(deepest)}, {INIT_NAMES[init]} reaches "
             f"{fmt_error(r['val_error_mean'], r['val_error_sd'])}% validation error against "
             f"{fmt_error(ref['val_error_mean'], ref['val_error_sd'])}% with BN: a gap of "
-            f"{gap:+.1f} points{noise}. The data {agree} "
-            f"(within {allowed:.1f} points counts as agreeing)."
+            f"{gap:+.1f} points{noise}. {verdict} points (the larger of "
+            f"{LITERATURE_POINTS:g} and {NOISE_SDS:g} sd between seeds)."
         )
     return out
 
@@ -214,5 +222,11 @@ def skip_or_bn_section(table: pd.DataFrame, chance: float | None) -> list[str]:
         *_error_grid(table, nets),
         "",
     ]
-    lines += [f"- {s}" for s in _answer(verdicts) + _literature(table)]
+    notes = _answer(verdicts) + _literature(table)
+    if any(arch_parts(a)[1] == "fixup" for _, a in nets):
+        notes.append(
+            "Fixup's first/last ratio at initialisation is 0 (a dash above): its classifier "
+            "starts at zero, so the first step's gradient reaches the classifier only."
+        )
+    lines += [f"- {s}" for s in notes]
     return [*lines, ""]

@@ -76,7 +76,7 @@ def test_skip_or_bn_says_it_is_the_skip_when_the_numbers_do():
     assert "plain nets with BN train worse with depth (2.0% at depth 8 to 40.0% at" in text
     assert "hold up with depth in residual, no BN, SkipInit: 1.5% at depth 8" in text
     assert "; residual, no BN, Fixup: 1.2% at depth 8 to 1.2% at depth 56" in text
-    assert "standard initialisation diverge (diverged at depth 56)" in text
+    assert "standard initialisation diverge (runs diverged at depth 56)" in text
     assert "it is the skip that makes depth trainable, not batch norm" in text
     assert "plain nets end at chance (89.5% training error at depth 56, chance level)" in text
     # the grid: one row per net, 'diverged' where every run did
@@ -91,6 +91,27 @@ def test_skip_or_bn_says_where_the_data_disagree_with_fixup():
     assert "The data disagree: Fixup is worse by more than 2.0 points" in text
     text = "\n".join(skip_or_bn_section(_ablation(fixup_val_56=1.0), chance=90.0))
     assert "The data agree and go further: Fixup is better by more than 2.0 points" in text
+
+
+def test_skip_or_bn_counts_diverged_runs_where_only_some_did():
+    table = _ablation(5.0)
+    table.loc[(~table["batch_norm"]) & (table["arch"] == "residual"), "runs"] = 3
+    table.loc[(~table["batch_norm"]) & (table["arch"] == "residual"), "diverged"] = [0, 3]
+    table = pd.concat(
+        [table, pd.DataFrame([_row(False, "residual", 20, 90.1, diverged=1, runs=3)])]
+    )
+    text = "\n".join(skip_or_bn_section(table, chance=90.0))
+    assert "runs diverged at depth 20 (1 of 3), 56)" in text
+    assert "| residual, no BN | 3.0 | 90.1 (1 diverged) | diverged |" in text
+
+
+def test_skip_or_bn_says_when_the_seeds_cannot_test_the_papers_claim():
+    table = _ablation(fixup_val_56=2.0).assign(runs=3, seeds=3)
+    bn = table["batch_norm"] & (table["arch"] == "residual")
+    table.loc[bn, ["val_error_mean", "val_error_sd"]] = [0.235, 0.294]
+    table.loc[table["arch"] == "residual-fixup", "val_error_sd"] = 0.002
+    text = "\n".join(skip_or_bn_section(table, chance=90.0))
+    assert "These seeds cannot test the claim: 2 sd between them is 41.6 points" in text
 
 
 def test_skip_or_bn_says_when_batch_norm_alone_is_enough():
@@ -135,7 +156,8 @@ def _lesions(drop_skipped: float, ratio_skipped: float) -> LesionData:
 def test_placement_says_how_much_of_depths_cost_one_skip_wins_back():
     text = "\n".join(placement_section(_vgg_table(), _lesions(0.01, 0.2)))
     assert "Depth cost the plain nets +80.0 points of training error" in text
-    assert "the one skip wins back all of it (+88.0 points, 110%)" in text
+    assert "the one skip wins back all of it (110%)" in text
+    assert "At depth 13 the skip changes it by -88.0 points (one seed each" in text
     assert "with a skip on every block, 30.0%" in text
     assert "deleting it costs 1.0 points" in text and "it falls back to its shortcut" in text
     assert "in the plain net, deleting stage5_block1 costs 80.0 points" in text
@@ -148,16 +170,17 @@ def test_placement_judges_cost_and_gain_against_the_spread_between_seeds():
         _row(False, "skip@stage5_block1", 13, 24.5, runs=3, sd=24.6),
     ]
     text = "\n".join(placement_section(pd.DataFrame(noisy).drop(columns="batch_norm"), None))
-    assert "not more than 2 sd between seeds (30.2): what depth costs cannot be told" in text
+    assert "not more than 2 sd between seeds (30.2): not a cost we can claim" in text
     assert "wins back" not in text
+    assert "the skip changes it by -43.6 points (not more than 2 sd between seeds, 31.9)" in text
     clear = [  # a clear cost, a gain inside the noise
         _row(False, "plain", 10, 5.0, runs=3, sd=1.0),
         _row(False, "plain", 13, 60.0, runs=3, sd=2.0),
         _row(False, "skip@stage5_block1", 13, 40.0, runs=3, sd=30.0),
     ]
     text = "\n".join(placement_section(pd.DataFrame(clear).drop(columns="batch_norm"), None))
-    assert "the one skip wins back +20.0 points, 36% of it" in text
-    assert "is not more than 2 sd between seeds (21.3): more seeds are needed" in text
+    assert "the one skip wins back 36% of it" in text
+    assert "changes it by -20.0 points (not more than 2 sd between seeds, 21.3)" in text
 
 
 def test_placement_says_when_the_skipped_block_still_transforms():

@@ -75,31 +75,32 @@ def _restored(group: pd.DataFrame, arch: str, depth: int) -> list[str]:
         f"Depth cost the plain nets {cost:+.1f} points of training error (depth "
         f"{int(base['depth'])}: {_error(base)}, depth {depth}: {_error(plain)})"
     )
+    cost_is_noise = seeds > 1 and cost <= NOISE_SDS * cost_sd
     if not np.isfinite(cost) or cost < FLAT_POINTS:
-        out.append(f"{head}: nothing for the skip to restore.")
-    elif seeds > 1 and cost <= NOISE_SDS * cost_sd:
-        out.append(
-            f"{head}, not more than {NOISE_SDS:g} sd between seeds ({cost_sd:.1f}): what depth "
-            f"costs cannot be told from noise here, nor what the skip restores."
+        head += ": nothing for the skip to restore"
+    elif cost_is_noise:
+        head += (
+            f", not more than {NOISE_SDS:g} sd between seeds ({cost_sd:.1f}): not a cost "
+            f"we can claim"
         )
     elif gain >= cost:
-        out.append(
-            f"{head}; the one skip wins back all of it ({gain:+.1f} points, "
-            f"{100 * gain / cost:.0f}%): the deeper net with one skip trains at least as well "
-            f"as the shallower plain net."
+        head += (
+            f"; the one skip wins back all of it ({100 * gain / cost:.0f}%): the deeper net "
+            f"with one skip trains at least as well as the shallower plain net"
         )
     else:
-        out.append(
-            f"{head}; the one skip wins back {gain:+.1f} points, {100 * gain / cost:.0f}% of it."
-        )
-    if seeds < 2:
-        out.append("One seed each: add `seed=0,1,2` to the sweep to measure the spread.")
-    elif np.isfinite(cost) and cost > NOISE_SDS * cost_sd and abs(gain) <= NOISE_SDS * gain_sd:
-        out.append(
-            f"But the skip's gain, {gain:+.1f} points, is not more than {NOISE_SDS:g} sd "
-            f"between seeds ({gain_sd:.1f}): more seeds are needed to call it a gain."
-        )
+        head += f"; the one skip wins back {100 * gain / cost:.0f}% of it"
+    judged = _judged(gain, gain_sd, seeds)
+    out.append(f"{head}. At depth {depth} the skip changes it by {-gain:+.1f} points {judged}.")
     return out
+
+
+def _judged(change: float, sd: float, seeds: int) -> str:
+    """'(more than 2 sd between seeds, 1.2)', or why the spread is unknown."""
+    if seeds < 2 or not np.isfinite(sd):
+        return "(one seed each: add `seed=0,1,2` to the sweep to measure the spread)"
+    more = "more" if abs(change) > NOISE_SDS * sd else "not more"
+    return f"({more} than {NOISE_SDS:g} sd between seeds, {sd:.1f})"
 
 
 def _block_numbers(data: LesionData, cond: str, depth: int, arch: str, block: str) -> dict:

@@ -66,8 +66,12 @@ def _verdict(rows: pd.DataFrame, chance: float | None) -> tuple[str, str]:
     rows = rows.sort_values("depth")
     deepest = rows.iloc[-1]
     if deepest["diverged"] and deepest["diverged"] == deepest["runs"]:
-        hit = rows.loc[rows["diverged"] > 0, "depth"].astype(int).tolist()
-        return "diverged", f"diverged at depth {', '.join(map(str, hit))}"
+        hit = rows[rows["diverged"] > 0]
+        where = [
+            f"{int(r.depth)}" + ("" if r.diverged == r.runs else f" ({r.diverged} of {r.runs})")
+            for r in hit.itertuples()
+        ]
+        return "diverged", f"runs diverged at depth {', '.join(where)}"
     error = 100 * deepest["train_error_mean"]
     at = f"{fmt_error(deepest['train_error_mean'], deepest['train_error_sd'])}% training error"
     at += f" at depth {int(deepest['depth'])}"
@@ -79,9 +83,11 @@ def _verdict(rows: pd.DataFrame, chance: float | None) -> tuple[str, str]:
     words = f"{change.at('a')} to {change.at('b')}"
     if change.verdict == "rise":
         return "degrades", f"{words}: {change.change()}"
-    return "holds", f"{words}: {change.change()}" + (
-        "" if change.verdict in ("flat", "fall") else f" ({change.verdict})"
-    )
+    qualifier = {
+        "noise": ", no more than the spread between seeds",
+        "unknown": ", under the few points one seed cannot tell from noise",
+    }.get(change.verdict, "")
+    return "holds", f"{words}: {change.change()}{qualifier}"
 
 
 def _error_grid(table: pd.DataFrame, nets: list[tuple[bool, str]]) -> list[str]:
@@ -178,21 +184,27 @@ def _literature(table: pd.DataFrame) -> list[str]:
         spread = 100 * pooled(r["val_error_sd"], ref["val_error_sd"])
         allowed = max(LITERATURE_POINTS, NOISE_SDS * spread if np.isfinite(spread) else 0.0)
         noise = f", sd between seeds {spread:.1f}" if np.isfinite(spread) else ", one seed"
-        if gap > allowed:
-            verdict = f"The data disagree: {INIT_NAMES[init]} is worse by more than {allowed:.1f}"
+        if allowed > LITERATURE_POINTS:
+            verdict = (
+                f"These seeds cannot test the claim: {NOISE_SDS:g} sd between them is "
+                f"{allowed:.1f} points, more than the paper's margin of about a point"
+            )
+        elif gap > allowed:
+            verdict = (
+                f"The data disagree: {INIT_NAMES[init]} is worse by more than {allowed:.1f} points"
+            )
         elif gap < -allowed:
             verdict = (
                 f"The data agree and go further: {INIT_NAMES[init]} is better by more than "
-                f"{allowed:.1f}"
+                f"{allowed:.1f} points"
             )
         else:
-            verdict = f"The data agree: the two are within {allowed:.1f}"
+            verdict = f"The data agree: the two are within {allowed:.1f} points"
         out.append(
             f"{claim}; here, at depth {int(deepest)}, {INIT_NAMES[init]} reaches "
             f"{fmt_error(r['val_error_mean'], r['val_error_sd'])}% validation error against "
             f"{fmt_error(ref['val_error_mean'], ref['val_error_sd'])}% with BN: a gap of "
-            f"{gap:+.1f} points{noise}. {verdict} points (the larger of "
-            f"{LITERATURE_POINTS:g} and {NOISE_SDS:g} sd between seeds)."
+            f"{gap:+.1f} points{noise}. {verdict}."
         )
     return out
 

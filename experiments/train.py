@@ -7,6 +7,7 @@ python experiments/train.py experiment=depth_sweep      # a study preset is a sw
 
 from __future__ import annotations
 
+import os
 import sys
 
 from resnet_exp.run.quiet import quiet_tensorflow
@@ -43,8 +44,13 @@ def main(cfg: DictConfig):
 if __name__ == "__main__":
     # one job, or a sweep's first: the sweeper composes and checks every job of a sweep
     launch = validate_or_exit(every_job=False)
-    if launch is not None:
-        from resnet_exp.tracking.preflight import stores_or_exit
+    from resnet_exp.tracking.preflight import StoreGone, stores_or_exit
 
+    if launch is not None:
         stores_or_exit(launch.jobs)  # a dead store: one line now, not minutes of retries later
-    main()
+    try:
+        main()
+    except StoreGone as gone:  # said in one line; skip a teardown TensorFlow can abort
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(gone.code)

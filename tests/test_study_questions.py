@@ -189,6 +189,9 @@ def test_placement_says_when_the_skipped_block_still_transforms():
     # cheap to delete, but its branch is no smaller than its input: not a fall-back
     text = "\n".join(placement_section(_vgg_table(), _lesions(0.03, 1.4)))
     assert "deleting it costs 3.0 points" in text and "it mixes both" in text
+    # a small branch, but deleting the block costs 10 points: used, not fallen back
+    text = "\n".join(placement_section(_vgg_table(), _lesions(0.10, 0.5)))
+    assert "deleting it costs 10.0 points" in text and "it mixes both" in text
     text = "\n".join(placement_section(_vgg_table(), None))
     assert "whether the skipped block falls back is not measured" in text
 

@@ -42,7 +42,12 @@ from resnet_exp.tracking.describe import (
     run_description,
 )
 from resnet_exp.tracking.naming import comparison_tags, run_name
-from resnet_exp.tracking.preflight import check_store, check_store_once, say_store_error
+from resnet_exp.tracking.preflight import (
+    StoreGone,
+    check_store,
+    check_store_once,
+    say_store_error,
+)
 from resnet_exp.tracking.store import (
     config_hash,
     ensure_experiment,
@@ -167,7 +172,7 @@ def _store_failed(
     """Say in one line that the store cannot be used; exit `code`, or report the job FAILED."""
     line = say_store_error(uri, problem)
     if raise_errors:
-        raise SystemExit(code) from None
+        raise StoreGone(code) from None
     return JobOutcome("FAILED", run_id, error=line)
 
 

@@ -36,6 +36,16 @@ _BUILT_IN_SCHEMES = (
 )  # fmt: skip
 
 
+class StoreGone(SystemExit):
+    """The tracking store cannot be used (or died mid-run): the process ends with this code.
+
+    Its own class so that the entry point can leave at once (`os._exit`) after the one-line
+    message: after a run stopped mid-fit, TensorFlow's threads can abort the interpreter's
+    teardown ("terminate called without an active exception", exit -6; seen once in
+    `test_a_server_that_dies_mid_run_ends_the_run_in_one_line` on a loaded machine).
+    """
+
+
 def known_schemes() -> list[str]:
     """The URI schemes MLflow can open: its own, and those of installed store plugins."""
     plugins = {e.name for e in entry_points(group="mlflow.tracking_store")}

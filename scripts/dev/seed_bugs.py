@@ -45,6 +45,10 @@ REPORT_NUMBERS = "tests/test_report_numbers.py"
 LESION_BOOKS = ["tests/test_lesion.py", "tests/test_lesion_report.py", BOOKKEEPING, REPORT_NUMBERS]
 STORE = ["tests/test_store_preflight.py", BOOKKEEPING]
 SUMMARY = [*JOBS, "tests/test_sweep_units.py", BOOKKEEPING]
+# Issue 16: placed skips, SkipInit and Fixup, net kinds, the study questions' sections.
+INITS = ["tests/test_residual_init.py"]
+KINDS = ["tests/test_naming.py", "tests/test_skip_at.py", "tests/test_study_questions.py"]
+QUESTIONS = ["tests/test_study_questions.py"]
 REPORT = [
     "tests/test_analysis.py",
     "tests/test_reference_report.py",
@@ -642,6 +646,48 @@ BUGS = [
             '        gap = 100 * (at.loc["plain", "val_error_mean"] '
             '- at.loc["residual", "val_error_mean"])',
         ),
+    ),
+    bug(
+        "SkipInit's scalar starts at 1, not 0",
+        "resnet_exp/models/blocks.py",
+        'return _scalar(y, "multiply", 0.0, on=skipinit, name=f"{name}_skipinit")',
+        'return _scalar(y, "multiply", 1.0, on=skipinit, name=f"{name}_skipinit")',
+        INITS,
+    ),
+    bug(
+        "Fixup scales the first layer by 1/L, not L^-1/2",
+        "resnet_exp/models/blocks.py",
+        "return max(self.residual_blocks, 1) ** -0.5",
+        "return max(self.residual_blocks, 1) ** -1.0",
+        INITS,
+    ),
+    bug(
+        "the loader ignores the arch tag (placed skips and inits read as residual)",
+        "resnet_exp/analysis/load.py",
+        'frame["arch"] = frame.pop("arch_tag").fillna(pd.Series(by_param, index=frame.index))',
+        'frame["arch"] = by_param\n    frame.pop("arch_tag")',
+        KINDS,
+    ),
+    bug(
+        "a skipped block falls back whatever its branch",
+        "resnet_exp/analysis/placement.py",
+        'small_cost = np.isfinite(n["drop"]) and n["drop"] < TOLERATE_POINTS',
+        'small_cost = np.isfinite(n["drop"]) and n["drop"] < BREAK_POINTS',
+        QUESTIONS,
+    ),
+    bug(
+        "plain nets with BN judged from the residual nets' verdict",
+        "resnet_exp/analysis/skip_or_bn.py",
+        'bn_only, both, neither = (True, "plain"), (True, "residual"), (False, "plain")',
+        'bn_only, both, neither = (True, "residual"), (True, "residual"), (False, "plain")',
+        QUESTIONS,
+    ),
+    bug(
+        "sweep exclusions compared case-sensitively (True never matches true)",
+        "resnet_exp/run/command_line.py",
+        'values[key.lstrip("+~")] = value.strip().lower()',
+        'values[key.lstrip("+~")] = value.strip()',
+        ["tests/test_sweep_units.py"],
     ),
 ]
 

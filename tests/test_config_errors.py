@@ -24,6 +24,8 @@ BAD = {
     "+model.foo=1": ["model.foo", "unknown key"],
     "+optim.schedule.gama=2": ["optim.schedule.gama", "unknown key", "optim.schedule.gamma"],
     "model.depth=8,14": ["model.depth=8,14", "add -m"],
+    "optim.schedule.gamma=-1": ["optim.schedule.gamma=-1", "(0, 1]"],
+    "data=synthetic data.num_classes=1": ["data.num_classes=1", ">= 2"],
 }
 
 

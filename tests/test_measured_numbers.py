@@ -494,6 +494,29 @@ EDGES: list[tuple[str, str | None]] = [
     ("optim.schedule.warmup_steps=1 optim.schedule.warmup_lr=1e-12", OK),
     ("optim.schedule.warmup_steps=1 optim.schedule.warmup_lr=0", "optim.schedule.warmup_lr"),
     ("optim.schedule.warmup_steps=1 optim.schedule.warmup_lr=-0.01", "optim.schedule.warmup_lr"),
+    # optim.schedule.gamma in (0, 1]: the rate never grows nor turns negative
+    ("optim.schedule.gamma=1", OK),
+    ("optim.schedule.gamma=1e-6", OK),
+    ("optim.schedule.gamma=0", "optim.schedule.gamma"),
+    ("optim.schedule.gamma=-1", "optim.schedule.gamma"),
+    ("optim.schedule.gamma=1.01", "optim.schedule.gamma"),
+    # milestones strictly increasing: an equal pair is one drop counted twice
+    ("optim.schedule.milestones=[0.5,0.5]", "optim.schedule.milestones"),
+    ("optim.schedule.milestone_steps=[2,2]", "optim.schedule.milestone_steps"),
+    # warm-up shorter than the run, when the run is counted in iterations
+    ("trainer.steps=5 optim.schedule.warmup_steps=4", OK),
+    ("trainer.steps=5 optim.schedule.warmup_steps=5", "optim.schedule.warmup_steps"),
+    # data.num_classes >= 2
+    ("data=synthetic data.num_classes=2", OK),
+    ("data=synthetic data.num_classes=1", "data.num_classes"),
+    ("data=synthetic data.num_classes=0", "data.num_classes"),
+    # trainer.shuffle_buffer >= 0 (0: the whole set)
+    ("trainer.shuffle_buffer=0", OK),
+    ("trainer.shuffle_buffer=1", OK),
+    ("trainer.shuffle_buffer=-1", "trainer.shuffle_buffer"),
+    # lesions need at least one k
+    ("lesion.enabled=true lesion.k=[]", "lesion.k"),
+    ("lesion.enabled=false lesion.k=[]", OK),
     # optim.weight_decay >= 0; l2 mode only with sgd
     ("optim.weight_decay=0", OK),
     ("optim.weight_decay=1e-12", OK),
@@ -540,7 +563,6 @@ POSITIVE = [
     "model.width",
     "model.base_filters",
     "gradients.probe_size",
-    "data.num_classes",
     "data.num_samples",
 ]
 for key in POSITIVE:

@@ -299,7 +299,6 @@ def check_config(cfg: DictConfig | Any) -> None:
         "model.width": model.width,
         "model.base_filters": model.base_filters,
         "gradients.probe_size": cfg.gradients.probe_size,
-        "data.num_classes": data.num_classes,
         "data.num_samples": data.num_samples,
     }
     for key, value in positive.items():
@@ -312,6 +311,16 @@ def check_config(cfg: DictConfig | Any) -> None:
         raise ConfigError(f"lesion.draws={lesion.draws}: must be > 0")
     if any(k <= 0 for k in lesion.k):
         raise ConfigError(f"lesion.k={list(lesion.k)}: blocks deleted at once must be > 0")
+    if lesion.enabled and not lesion.k:
+        raise ConfigError("lesion.k=[]: lesion.enabled=true needs at least one count of blocks")
+    if data.num_classes < 2:
+        raise ConfigError(
+            f"data.num_classes={data.num_classes}: must be >= 2 (one class teaches nothing)"
+        )
+    if trainer.shuffle_buffer < 0:
+        raise ConfigError(
+            f"trainer.shuffle_buffer={trainer.shuffle_buffer}: must be >= 0 (0 = the whole set)"
+        )
     if trainer.threads < 0:
         raise ConfigError(f"trainer.threads={trainer.threads}: must be >= 0 (0 = all cores)")
     if not 0.0 <= data.val_fraction < 1.0:
@@ -327,9 +336,14 @@ def check_config(cfg: DictConfig | Any) -> None:
     if not 0.0 <= optim.momentum < 1.0:
         raise ConfigError(f"optim.momentum={optim.momentum}: must be in [0, 1)")
     milestones = list(optim.schedule.milestones)
-    if any(not 0.0 < m < 1.0 for m in milestones) or milestones != sorted(milestones):
+    if any(not 0.0 < m < 1.0 for m in milestones) or not _increasing(milestones):
         raise ConfigError(
             f"optim.schedule.milestones={milestones}: must be increasing fractions in (0, 1)"
+        )
+    if not 0.0 < optim.schedule.gamma <= 1.0:  # the rate stays positive and never grows
+        raise ConfigError(
+            f"optim.schedule.gamma={optim.schedule.gamma}: must be in (0, 1], the factor the "
+            "rate is multiplied by at each milestone"
         )
     shape = list(data.input_shape)
     if len(shape) not in (1, 3) or min(shape) <= 0:
@@ -371,7 +385,7 @@ def _check_length(cfg: DictConfig | Any) -> None:
         raise ConfigError(f"trainer.steps={trainer.steps}: must be > 0 (null: use trainer.epochs)")
     if schedule.milestone_steps is not None:
         steps = list(schedule.milestone_steps)
-        if any(m <= 0 for m in steps) or steps != sorted(steps):
+        if any(m <= 0 for m in steps) or not _increasing(steps):
             raise ConfigError(
                 f"optim.schedule.milestone_steps={steps}: must be increasing positive iterations"
             )
@@ -384,6 +398,16 @@ def _check_length(cfg: DictConfig | Any) -> None:
         raise ConfigError(f"optim.schedule.warmup_steps={schedule.warmup_steps}: must be >= 0")
     if schedule.warmup_steps and schedule.warmup_lr <= 0:
         raise ConfigError(f"optim.schedule.warmup_lr={schedule.warmup_lr}: must be > 0")
+    if trainer.steps is not None and schedule.warmup_steps >= trainer.steps:
+        raise ConfigError(
+            f"optim.schedule.warmup_steps={schedule.warmup_steps}: must be below "
+            f"trainer.steps={trainer.steps} (else the whole run is warm-up)"
+        )
+
+
+def _increasing(values: list) -> bool:
+    """Strictly increasing: two equal milestones would be one drop counted twice."""
+    return all(a < b for a, b in zip(values, values[1:], strict=False))
 
 
 def _check_image_data(data: DictConfig | Any) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -112,6 +112,8 @@ def explain(err: Exception, overrides: list[str]) -> str:
         given = next((o for o in overrides if o.split("=")[0] == group), group)
         options = ", ".join(err.options or [])
         return f"{given}: no such option" + (f"; choose from {options}" if options else "")
+    if isinstance(err, OverrideParseException):
+        return unparsable(overrides) or " ".join(str(err).split())
     cause = err.__cause__ or err.__context__ or err
     if isinstance(cause, OmegaConfBaseException):
         key = getattr(cause, "full_key", None) or ""
@@ -121,6 +123,24 @@ def explain(err: Exception, overrides: list[str]) -> str:
         value = next((o.split("=", 1)[1] for o in overrides if o.split("=")[0] == key), None)
         return f"{key}={value}: {msg}" if value is not None else f"{key}: {msg}"
     return " ".join(str(err).split())
+
+
+def unparsable(overrides: list[str]) -> str | None:
+    """Which override Hydra's grammar refuses, and why, in words: the shell splits
+    `model.depth= 8` into `model.depth=` and `8`, and Hydra then reports only a lexer error."""
+    parser = OverridesParser.create()
+    for i, override in enumerate(overrides):
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException:
+            before = overrides[i - 1] if i else ""
+            if before.endswith("=") and "=" not in override:
+                return (
+                    f"{before} {override}: a space after `=` splits one override in two; "
+                    f"write {before}{override}"
+                )
+            return f"{override}: not an override (key=value, +key=value or ~key)"
+    return None
 
 
 def without_hydra(cfg: DictConfig) -> DictConfig:

@@ -25,6 +25,7 @@ from resnet_exp.models.blocks import (
     SHORTCUTS,
     BranchInit,
     KernelInit,
+    NetPlan,
     PadShortcut,
     Scalar,
     Scaled,
@@ -101,13 +102,13 @@ def build_model(
         raise ConfigError(problem)
     if spec.residual_init != "standard":
         kind = f"{kind}_{spec.residual_init}"  # resnet_cifar20_residual_fixup
-    return BUILDERS[spec.name](
-        spec,
+    plan = NetPlan(
         input_shape=tuple(input_shape),
         num_classes=num_classes,
         init=KernelInit(spec.kernel_initializer, seed),
         skips=skips,
-        kind=kind,
         skip_blocks=frozenset(skip_blocks),
         branch_init=BranchInit(spec.residual_init, len(skips)),
+        name=f"{spec.name}{spec.depth}_{kind}",
     )
+    return BUILDERS[spec.name](spec, plan)

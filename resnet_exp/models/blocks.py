@@ -112,6 +112,19 @@ class BranchInit:
         return max(self.residual_blocks, 1) ** -0.5
 
 
+@dataclass(frozen=True)
+class NetPlan:
+    """What every family's builder takes besides its spec, decided once by `build_model`."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    init: KernelInit  # every kernel's initializer, seeded by layer name
+    skips: frozenset[str]  # the blocks with a shortcut
+    skip_blocks: frozenset[str]  # the blocks deleted (lesions)
+    branch_init: BranchInit
+    name: str  # the Keras model's name: resnet_cifar20_residual, vgg13_skip_at_fixup, ...
+
+
 def _initializer(kernel_initializer: str | KernelInit, name: str) -> Any:
     if isinstance(kernel_initializer, KernelInit):
         return kernel_initializer(name)

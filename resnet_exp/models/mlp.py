@@ -13,8 +13,7 @@ from keras import layers
 from resnet_exp.config.depths import mlp_blocks
 from resnet_exp.config.schema import ModelConfig
 from resnet_exp.models.blocks import (
-    BranchInit,
-    KernelInit,
+    NetPlan,
     classifier,
     deleted_block,
     dense,
@@ -23,25 +22,15 @@ from resnet_exp.models.blocks import (
 )
 
 
-def mlp(
-    spec: ModelConfig,
-    *,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    init: KernelInit,
-    skips: frozenset[str],
-    kind: str,
-    skip_blocks: frozenset[str],
-    branch_init: BranchInit,
-) -> keras.Model:
+def mlp(spec: ModelConfig, plan: NetPlan) -> keras.Model:
     """The MLP (or its plain twin) of `spec.depth` weight layers; any input shape is flattened.
 
     Blocks named in `skip_blocks` ("block3") are deleted: their output is act(x).
     `branch_init` starts the blocks with a skip and the classifier (SkipInit, Fixup).
     """
     n, width = mlp_blocks(spec.depth), spec.width
-    options = {"batch_norm": spec.batch_norm, "kernel_initializer": init}
-    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    options = {"batch_norm": spec.batch_norm, "kernel_initializer": plan.init}
+    inputs = keras.Input(shape=tuple(plan.input_shape), name="input")
     x = layers.Flatten(name="flatten")(inputs)
     x = dense(x, width, name="stem_dense", **options)
     x = norm_act(
@@ -53,10 +42,17 @@ def mlp(
     )
     for b in range(1, n + 1):
         name = f"block{b}"
-        common = {"residual": name in skips, "activation": spec.activation, "name": name, **options}
-        if name in skip_blocks:
+        common = {
+            "residual": name in plan.skips,
+            "activation": spec.activation,
+            "name": name,
+            **options,
+        }
+        if name in plan.skip_blocks:
             x = deleted_block(x, width, 1, **common)  # the width never changes: identity
         else:
-            x = dense_block(x, width, branch_init=branch_init, **common)
-    outputs = classifier(x, num_classes, kernel_initializer=init, branch_init=branch_init)
-    return keras.Model(inputs, outputs, name=f"mlp{spec.depth}_{kind}")
+            x = dense_block(x, width, branch_init=plan.branch_init, **common)
+    outputs = classifier(
+        x, plan.num_classes, kernel_initializer=plan.init, branch_init=plan.branch_init
+    )
+    return keras.Model(inputs, outputs, name=plan.name)

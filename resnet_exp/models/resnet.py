@@ -25,8 +25,7 @@ from keras import layers
 from resnet_exp.config.depths import basic_blocks_per_stage, cifar_blocks_per_stage
 from resnet_exp.config.schema import ModelConfig
 from resnet_exp.models.blocks import (
-    BranchInit,
-    KernelInit,
+    NetPlan,
     conv_stages,
     conv_stem,
     image_input,
@@ -37,51 +36,43 @@ Stage = tuple[int, int, int]  # (filters, blocks, stride of the first block)
 
 
 def resnet(
-    spec: ModelConfig,
-    stages: list[Stage],
-    *,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    init: KernelInit,
-    skips: frozenset[str],
-    kind: str,
-    skip_blocks: frozenset[str],
-    branch_init: BranchInit,
-    stem_pool: bool = False,
+    spec: ModelConfig, stages: list[Stage], plan: NetPlan, *, stem_pool: bool = False
 ) -> keras.Model:
     """stem, `stages` of basic blocks (a shortcut on those in `skips`, their branches started
     by `branch_init`), pooled classifier; `skip_blocks` are deleted blocks."""
     options = {
         "batch_norm": spec.batch_norm,
         "activation": spec.activation,
-        "kernel_initializer": init,
+        "kernel_initializer": plan.init,
     }
-    inputs = image_input(input_shape, spec.name)
+    inputs = image_input(plan.input_shape, spec.name)
     x = conv_stem(inputs, spec.base_filters, **options)
     if stem_pool:
         x = layers.MaxPooling2D(pool_size=2, strides=1, padding="same", name="stem_pool")(x)
     x = conv_stages(
         x,
         stages,
-        skips=skips,
+        skips=plan.skips,
         shortcut=spec.shortcut,
-        skip_blocks=skip_blocks,
-        branch_init=branch_init,
+        skip_blocks=plan.skip_blocks,
+        branch_init=plan.branch_init,
         **options,
     )
-    outputs = pooled_classifier(x, num_classes, kernel_initializer=init, branch_init=branch_init)
-    return keras.Model(inputs, outputs, name=f"{spec.name}{spec.depth}_{kind}")
+    outputs = pooled_classifier(
+        x, plan.num_classes, kernel_initializer=plan.init, branch_init=plan.branch_init
+    )
+    return keras.Model(inputs, outputs, name=plan.name)
 
 
-def resnet_cifar(spec: ModelConfig, **kwargs) -> keras.Model:
+def resnet_cifar(spec: ModelConfig, plan: NetPlan) -> keras.Model:
     """He et al.'s CIFAR ResNet (or its plain twin) of `spec.depth` weight layers."""
     n = cifar_blocks_per_stage(spec.depth)
     f = spec.base_filters
-    return resnet(spec, [(f, n, 1), (2 * f, n, 2), (4 * f, n, 2)], **kwargs)
+    return resnet(spec, [(f, n, 1), (2 * f, n, 2), (4 * f, n, 2)], plan)
 
 
-def resnet_basic(spec: ModelConfig, **kwargs) -> keras.Model:
+def resnet_basic(spec: ModelConfig, plan: NetPlan) -> keras.Model:
     """The basic-block ResNet (or its plain twin) of `spec.depth` weight layers."""
     blocks = basic_blocks_per_stage(spec.depth, spec.blocks_per_stage)
     stages = [(spec.base_filters * 2**i, n, 1 if i == 0 else 2) for i, n in enumerate(blocks)]
-    return resnet(spec, stages, stem_pool=True, **kwargs)
+    return resnet(spec, stages, plan, stem_pool=True)

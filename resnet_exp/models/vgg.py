@@ -23,8 +23,7 @@ from keras import layers
 from resnet_exp.config.depths import vgg_convs_per_stage
 from resnet_exp.config.schema import ModelConfig
 from resnet_exp.models.blocks import (
-    BranchInit,
-    KernelInit,
+    NetPlan,
     basic_block,
     classifier,
     conv,
@@ -37,24 +36,14 @@ from resnet_exp.models.blocks import (
 STAGE_WIDTHS = (1, 2, 4, 8, 8)  # times base_filters
 
 
-def vgg(
-    spec: ModelConfig,
-    *,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    init: KernelInit,
-    skips: frozenset[str],
-    kind: str,
-    skip_blocks: frozenset[str],
-    branch_init: BranchInit,
-) -> keras.Model:
+def vgg(spec: ModelConfig, plan: NetPlan) -> keras.Model:
     """The VGG net of `spec.depth` weight layers; blocks named in `skip_blocks` are deleted.
 
     `branch_init` starts the blocks with a skip and the classifier (SkipInit, Fixup); the
     lone convolutions and fc1/fc2 keep the standard initialisation."""
-    options = {"batch_norm": spec.batch_norm, "kernel_initializer": init}
+    options = {"batch_norm": spec.batch_norm, "kernel_initializer": plan.init}
     act = {"batch_norm": spec.batch_norm, "activation": spec.activation}
-    inputs = image_input(input_shape, "vgg")
+    inputs = image_input(plan.input_shape, "vgg")
     x = inputs
     for s, convs in enumerate(vgg_convs_per_stage(spec.depth, spec.convs_per_stage), start=1):
         filters = spec.base_filters * STAGE_WIDTHS[s - 1]
@@ -63,14 +52,14 @@ def vgg(
             x = norm_act(x, bn_name=f"stage{s}_bn", act_name=f"stage{s}_act", **act)
         for b in range(1, convs // 2 + 1):
             name = f"stage{s}_block{b}"
-            x = (deleted_block if name in skip_blocks else basic_block)(
+            x = (deleted_block if name in plan.skip_blocks else basic_block)(
                 x,
                 filters,
                 1,
-                residual=name in skips,
+                residual=name in plan.skips,
                 shortcut=spec.shortcut,
                 activation=spec.activation,
-                branch_init=branch_init,
+                branch_init=plan.branch_init,
                 name=name,
                 **options,
             )
@@ -80,5 +69,7 @@ def vgg(
     for i in (1, 2):
         x = dense(x, spec.width, name=f"fc{i}", **options)
         x = norm_act(x, bn_name=f"fc{i}_bn", act_name=f"fc{i}_act", **act)
-    outputs = classifier(x, num_classes, kernel_initializer=init, branch_init=branch_init)
-    return keras.Model(inputs, outputs, name=f"vgg{spec.depth}_{kind}")
+    outputs = classifier(
+        x, plan.num_classes, kernel_initializer=plan.init, branch_init=plan.branch_init
+    )
+    return keras.Model(inputs, outputs, name=plan.name)

@@ -12,11 +12,16 @@ SERVER_PORT ?= 5001
 .DEFAULT_GOAL := help
 .PHONY: help demo test test-fast lint mutate ui server clean reset
 
+# Said once, since pip -q is silent for the minutes a first install takes; nothing is
+# printed when the environment is up to date.
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
-	touch $@
+	@echo "[resnet-exp] installing TensorFlow, MLflow, Hydra and the rest into $(VENV)" \
+		"(the first time: about 3 minutes and 2 GB; again only when pyproject.toml changes)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+	@echo "[resnet-exp] $(VENV) is ready"
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \

@@ -197,6 +197,7 @@ def test_tracking_uri_rule(monkeypatch):
     assert resolve_tracking_uri("sqlite:////x/y.db") == "sqlite:////x/y.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example:5000")
     assert resolve_tracking_uri(None) == "http://example:5000"
+    assert resolve_tracking_uri("sqlite:////x/y.db") == "sqlite:////x/y.db"  # explicit wins
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert resolve_tracking_uri(None) == f"sqlite:///{ROOT / 'mlflow.db'}"
 

@@ -117,3 +117,18 @@ def test_a_server_that_dies_mid_run_ends_the_run_in_one_line(tmp_path):
     store_lines = [line for line in err.splitlines() if line.startswith("tracking store error")]
     assert len(store_lines) == 1 and "stopped" in store_lines[0], err[-2000:]
     assert "Traceback" not in err
+
+
+def test_tracking_uri_on_the_command_line_beats_the_environment(tmp_path):
+    """`tracking.uri=` typed on the command line wins over `MLFLOW_TRACKING_URI`: the run
+    lands in the store the user named, and the environment's (dead) server is never asked."""
+    from mlflow.tracking import MlflowClient
+
+    named = f"sqlite:///{tmp_path / 'named.db'}"
+    env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_dead_port()}"}
+    result = run_train(*TINY, f"tracking.uri={named}", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = MlflowClient(named).search_runs(
+        [MlflowClient(named).get_experiment_by_name("resnet-exp").experiment_id]
+    )
+    assert [run.info.status for run in runs] == ["FINISHED"]

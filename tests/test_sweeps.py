@@ -33,6 +33,8 @@ def _assert_complete(client, run, epochs: int = 2) -> None:
 def test_two_job_sweep_is_one_parent_with_two_children(tracking_uri, client, tmp_path):
     result = run_train("-m", *TINY, "model.residual=true,false", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr  # Hydra's lines show the user's overrides only
+    assert "#1 : " in console and "tracking.parent_run_id" not in console
     parent = _parent(client)
     children = _children(client, parent.info.run_id)
     assert sorted(c.data.params["model.residual"] for c in children) == ["False", "True"]

@@ -188,7 +188,7 @@ class TrainerConfig:
 
 @dataclass
 class TrackingConfig:
-    uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db
+    uri: str | None = None  # beats $MLFLOW_TRACKING_URI; null: that, else <project>/mlflow.db
     experiment: str = "resnet-exp"
     resume: bool = True  # skip a job whose identical config already has a FINISHED run
     parent_run_id: str | None = None  # set by the sweeper: the sweep's parent run

@@ -74,3 +74,28 @@ def import_tensorflow() -> None:
     with _native_stderr_without(_IMPORT_CHATTER):
         import keras  # noqa: F401
         import tensorflow  # noqa: F401
+
+
+# the modules whose loggers print a sweep's "#N : overrides" lines
+_LAUNCHER_LOGGERS = (
+    "hydra._internal.core_plugins.basic_launcher",
+    "hydra_plugins.hydra_joblib_launcher._core",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher",
+)
+
+
+def hide_injected_overrides(injected: tuple[str, ...]) -> None:
+    """Show each launched job's overrides as the user wrote them: drop those the sweeper adds
+    (`injected`, prefixes such as `tracking.parent_run_id=`), which are bookkeeping."""
+
+    def without_injected(record: logging.LogRecord) -> bool:
+        head, sep, overrides = record.getMessage().partition(" : ")
+        if sep and head.strip().startswith("#"):
+            kept = [o for o in overrides.split(" ") if not o.startswith(injected)]
+            record.msg, record.args = f"{head}{sep}{' '.join(kept)}", ()
+        return True
+
+    for name in _LAUNCHER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(getattr(f, "__name__", "") == "without_injected" for f in logger.filters):
+            logger.addFilter(without_injected)

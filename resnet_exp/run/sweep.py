@@ -32,7 +32,7 @@ from resnet_exp import contract
 from resnet_exp.config.schema import INJECTED_OVERRIDES, check_config
 from resnet_exp.console import say
 from resnet_exp.contract import NOTE, RUN_KIND, SWEEP, SWEEP_ID
-from resnet_exp.run import progress
+from resnet_exp.run import progress, quiet
 from resnet_exp.run.command_line import (
     CommandLineError,
     job_overrides,
@@ -248,6 +248,7 @@ class StudySweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
+        quiet.hide_injected_overrides(INJECTED_OVERRIDES)  # the user's overrides, not ours
 
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.hydra_context is not None

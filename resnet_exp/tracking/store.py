@@ -35,9 +35,11 @@ def project_root() -> Path:
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """`MLFLOW_TRACKING_URI` if set, else the configured URI, else `<project>/mlflow.db`."""
+    """The URI given (`tracking.uri=` on the command line, `--tracking-uri`), else
+    `MLFLOW_TRACKING_URI`, else `<project>/mlflow.db`: the explicit choice wins, as a user
+    who types it expects, and the environment still serves every run that names none."""
     default = f"sqlite:///{project_root() / 'mlflow.db'}"
-    return os.environ.get("MLFLOW_TRACKING_URI") or uri or default
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default
 
 
 def _is_transient(err: Exception) -> bool:

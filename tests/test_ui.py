@@ -166,6 +166,17 @@ def test_a_lab_server_refuses_strangers_and_logs_a_sweep_with_credentials(tmp_pa
         )
         assert wrong.status_code == 401
 
+        for user, secret, said in [
+            (None, None, "needs credentials"),
+            ("labadmin", "x" * 12, "refused"),
+        ]:
+            env = {"MLFLOW_TRACKING_URI": base, "HOME": str(tmp_path)}  # no ~/.mlflow/credentials
+            if user:
+                env |= {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": secret}
+            stranger = run_train(*TINY, env=env, cwd=tmp_path)  # one line, not a 401 traceback
+            assert stranger.returncode == 2, stranger.stderr[-3000:]
+            lines = [line for line in stranger.stderr.splitlines() if line.strip()]
+            assert len(lines) == 1 and said in lines[0] and "MLFLOW_TRACKING_PASSWORD" in lines[0]
         env = {
             "MLFLOW_TRACKING_URI": base,
             "MLFLOW_TRACKING_USERNAME": "labadmin",

@@ -12,7 +12,10 @@ in `resnet_exp.tracking.store.with_retry` are for.
 
 from __future__ import annotations
 
+import base64
+import configparser
 import contextlib
+import os
 import socket
 import sqlite3
 import sys
@@ -130,15 +133,18 @@ def _check_connect(host: str, port: int, timeout: float) -> str | None:
 
 
 def _check_http(uri: str, address: str, timeout: float) -> str | None:
-    """A server that accepts connections at `address` (host:port): is it MLflow's?"""
-    # the endpoint every run's first call uses; auth errors are left to MLflow's own credentials
+    """A server that accepts connections at `address` (host:port): is it MLflow's, and does it
+    take the credentials MLflow will send? A refusal is one line now, not a 401 traceback from
+    the first logging call."""
+    # the endpoint every run's first call uses
     url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    request = urllib.request.Request(url, headers=_auth_headers())
     try:
-        with urllib.request.urlopen(url, timeout=timeout * 2):
+        with urllib.request.urlopen(request, timeout=timeout * 2):
             return None
     except urllib.error.HTTPError as err:
         if err.code in (401, 403):
-            return None
+            return _refused(err.code, bool(request.headers))
         if err.code == 404:
             return f"{address} answers but is not an MLflow tracking server (HTTP 404)"
         return f"the server answered HTTP {err.code} {err.reason}"
@@ -148,6 +154,45 @@ def _check_http(uri: str, address: str, timeout: float) -> str | None:
         return f"cannot reach the server: {err.reason}"
     except OSError as err:
         return f"cannot reach the server: {err}"
+
+
+CREDENTIALS_FILE = Path("~/.mlflow/credentials")  # MLflow's documented credentials file
+
+
+def _credentials() -> dict[str, str]:
+    """The credentials MLflow's client sends, where its documentation says it reads them: the
+    `MLFLOW_TRACKING_*` variables, else the `[mlflow]` section of ~/.mlflow/credentials."""
+    keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+    found = {k: os.environ[k] for k in keys if os.environ.get(k)}
+    path = CREDENTIALS_FILE.expanduser()
+    if not found and path.is_file():
+        parser = configparser.ConfigParser()
+        parser.read(path)
+        section = parser["mlflow"] if parser.has_section("mlflow") else {}
+        found = {k: section[k.lower()] for k in keys if section.get(k.lower())}
+    return found
+
+
+def _auth_headers() -> dict[str, str]:
+    creds = _credentials()
+    if "MLFLOW_TRACKING_TOKEN" in creds:
+        return {"Authorization": f"Bearer {creds['MLFLOW_TRACKING_TOKEN']}"}
+    if "MLFLOW_TRACKING_USERNAME" in creds:
+        pair = f"{creds['MLFLOW_TRACKING_USERNAME']}:{creds.get('MLFLOW_TRACKING_PASSWORD', '')}"
+        return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+    return {}
+
+
+def _refused(code: int, sent_credentials: bool) -> str:
+    how = (
+        "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN), "
+        f"or put them in {CREDENTIALS_FILE}"
+    )
+    if code == 403:
+        return f"these credentials have no access (HTTP 403); {how} for a user with access"
+    if sent_credentials:
+        return f"the server refused the credentials given (HTTP 401); {how}"
+    return f"the server needs credentials (HTTP 401); {how}"
 
 
 def say_store_error(uri: str, problem: str) -> str:

@@ -48,6 +48,10 @@ if __name__ == "__main__":
 
     if launch is not None:
         stores_or_exit(launch.jobs)  # a dead store: one line now, not minutes of retries later
+        if not launch.multirun:  # the sweeper checks the data of every job of a sweep
+            from resnet_exp.data.check import check_jobs_data_or_exit
+
+            check_jobs_data_or_exit(launch.jobs)  # bad data: one line, and no run left behind
     try:
         main()
     except StoreGone as gone:  # said in one line; skip a teardown TensorFlow can abort

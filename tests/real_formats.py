@@ -44,11 +44,11 @@ def write_cifar10(root: Path, per_batch: int = 20, test: int = 20) -> Path:
     for i in range(1, 6):
         y = _labels(per_batch, 10, i)
         x = _images(y, (32, 32, 3), i)
-        _pickle(folder / f"data_batch_{i}", {b"data": _cifar_rows(x), b"labels": list(y)})
+        _pickle(folder / f"data_batch_{i}", {b"data": _cifar_rows(x), b"labels": y.tolist()})
     y = _labels(test, 10, 99)
     _pickle(
         folder / "test_batch",
-        {b"data": _cifar_rows(_images(y, (32, 32, 3), 99)), b"labels": list(y)},
+        {b"data": _cifar_rows(_images(y, (32, 32, 3), 99)), b"labels": y.tolist()},
     )
     _pickle(folder / "batches.meta", {b"label_names": [f"c{i}".encode() for i in range(10)]})
     return folder
@@ -65,8 +65,8 @@ def write_cifar100(root: Path, train: int = 1000, test: int = 100) -> Path:
             folder / name,
             {
                 b"data": _cifar_rows(x),
-                b"fine_labels": list(fine),
-                b"coarse_labels": list(fine // 5),
+                b"fine_labels": fine.tolist(),
+                b"coarse_labels": (fine // 5).tolist(),
             },
         )
     _pickle(folder / "meta", {b"fine_label_names": [], b"coarse_label_names": []})
@@ -100,3 +100,25 @@ def write_idx(root: Path, train: int = 100, test: int = 20, gz: bool = True) -> 
             else:
                 name.write_bytes(data)
     return root
+
+
+# ---------------------------------------------------------------- broken copies
+
+
+def edit_cifar_batch(path: Path, **entries) -> None:
+    """Rewrite one CIFAR batch file with some entries replaced (`data=`, `labels=`, ...)."""
+    batch = pickle.loads(path.read_bytes(), encoding="bytes")
+    batch.update({key.encode(): value for key, value in entries.items()})
+    _pickle(path, batch)
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    """Cut a file to a fraction of its bytes, as an interrupted copy leaves it."""
+    raw = path.read_bytes()
+    path.write_bytes(raw[: int(len(raw) * keep)])
+
+
+def write_idx_file(path: Path, array: np.ndarray, gz: bool = False) -> None:
+    """One IDX file of unsigned bytes holding `array` (e.g. labels out of range)."""
+    data = _idx(array)
+    path.write_bytes(gzip.compress(data) if gz else data)

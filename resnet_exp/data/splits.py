@@ -13,6 +13,7 @@ training split only.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,10 +61,43 @@ def synthetic_arrays(
     """Gaussian clusters around one random centre per class: learnable, any shape, instant."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(num_classes, *input_shape)).astype("float32")
-    y = np.arange(num_samples) % num_classes
+    y = synthetic_labels(num_samples, num_classes)
     rng.shuffle(y)
     x = centres[y] + rng.normal(scale=1.0, size=(num_samples, *input_shape)).astype("float32")
     return x.astype("float32"), y.astype("int64")
+
+
+def synthetic_labels(num_samples: int, num_classes: int) -> np.ndarray:
+    """The synthetic set's labels before shuffling: each class in turn, so the data check
+    knows the class sizes without generating the images."""
+    return np.arange(num_samples) % num_classes
+
+
+def split_sizes(n: int, val_fraction: float) -> tuple[int, int]:
+    """(training, validation) sizes `split` gives `n` examples: scikit-learn's rule for a
+    fractional test size (validation rounded up), decided here so the data check uses it."""
+    n_val = math.ceil(val_fraction * n) if val_fraction else 0
+    return n - n_val, n_val
+
+
+def split_problem(class_sizes: np.ndarray, val_fraction: float) -> str | None:
+    """Why `split` cannot split labels of these class sizes (classes present only), or None:
+    scikit-learn's stratified split refuses these with a traceback, mid-run."""
+    n_train, n_val = split_sizes(int(class_sizes.sum()), val_fraction)
+    if n_train == 0:
+        return "no images left for training"
+    if val_fraction == 0:
+        return None
+    classes = len(class_sizes)
+    if class_sizes.min() < 2:
+        return "a class with one image; a stratified validation split needs two per class"
+    for part, size in (("training", n_train), ("validation", n_val)):
+        if size < classes:
+            return (
+                f"a {part} split of {size} images for {classes} classes; "
+                "a stratified split needs one image per class in each"
+            )
+    return None
 
 
 def split(
@@ -72,7 +106,8 @@ def split(
     """Stratified train/validation split fixed by the seed; no validation at fraction 0."""
     if val_fraction == 0:
         return x, x[:0], y, y[:0]
-    return train_test_split(x, y, test_size=val_fraction, random_state=seed, stratify=y)
+    _, n_val = split_sizes(len(y), val_fraction)
+    return train_test_split(x, y, test_size=n_val, random_state=seed, stratify=y)
 
 
 def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:

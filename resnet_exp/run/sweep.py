@@ -32,6 +32,7 @@ from resnet_exp import contract
 from resnet_exp.config.schema import INJECTED_OVERRIDES, check_config
 from resnet_exp.console import say
 from resnet_exp.contract import NOTE, RUN_KIND, SWEEP, SWEEP_ID
+from resnet_exp.data.check import check_jobs_data_or_exit
 from resnet_exp.run import progress, quiet
 from resnet_exp.run.command_line import (
     CommandLineError,
@@ -258,6 +259,7 @@ class StudySweeper(Sweeper):
             print(f"config error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
         planned = [self._compose(job) for job in jobs]
+        check_jobs_data_or_exit(planned)  # once per dataset, before the parent run opens
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

@@ -1,7 +1,9 @@
-"""The only place that touches Keras's or MLflow's private parts, each for a measured saving.
+"""The only place that touches Keras's, MLflow's or Hydra's private parts, each for a measured
+saving or for behaviour no public interface gives (Hydra: the search path its entry point
+builds from the command line).
 
 Every item says why it is here, what it saves and what happens when the library
-changes it; `tests/test_compat.py` (Keras) and `tests/test_compat_analysis.py`
+changes it; `tests/test_compat.py` (Keras, Hydra) and `tests/test_compat_analysis.py`
 (MLflow) check each one against the installed version and fail loudly (not
 silently slower or wrong) when the private thing has moved.
 """
@@ -210,3 +212,79 @@ def _json_float(value: Any) -> float:
     if isinstance(value, str):  # MLflow's JSON writes NaN and +/-inf as strings
         return float(value.replace("Infinity", "inf"))
     return float("nan") if value is None else float(value)
+
+
+# ---------------------------------------------------------------- Hydra (the command-line check)
+#
+# `run.command_line` composes a command line's config before `@hydra.main` starts, and
+# must compose exactly what Hydra will. Hydra's compose API (`initialize_config_dir`)
+# takes one config folder; `@hydra.main` also reads `--config-path`, `--config-name` and
+# `--config-dir` from the command line and builds its search path from them itself
+# (`hydra._internal.utils._run_hydra`). The `hydra.searchpath` override, the public way to
+# add a folder, puts it after every other entry and replaces a primary config's own
+# `hydra.searchpath`, so composing `--config-dir D` that way differs from Hydra's where a
+# file is in both folders or the primary config lists a search path. These build Hydra's
+# own: the parser and search path functions `_run_hydra` calls, and
+# `Hydra.create_main_hydra2`, which the compose API's `initialize_config_dir` calls too.
+# Saves: nothing in time; the check refused every user's folder (issue 21) without it.
+# If Hydra moves them: `tests/test_compat.py` fails, naming what moved (an import error
+# here would stop every run, so those tests are where a Hydra upgrade must start).
+
+
+def hydra_arguments(argv: list[str]) -> Any:
+    """`argv` parsed as `@hydra.main` parses `sys.argv[1:]` (an `argparse.Namespace`), or
+    None where Hydra's parser refuses it (Hydra then says why, as it would anyway)."""
+    import contextlib
+    import io
+
+    from hydra._internal.utils import get_args_parser
+
+    quiet = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
+            return get_args_parser().parse_args(argv)
+    except SystemExit:  # a bad flag, or --version: left to Hydra's own parse
+        return None
+
+
+def hydra_primary_dir(entry_file: str, config_path: str) -> str:
+    """The primary config folder `@hydra.main(config_path=...)` in `entry_file` reads:
+    `config_path` as is when absolute (or pkg://), else relative to the entry file's folder."""
+    from hydra._internal.utils import compute_search_path_dir
+    from hydra.core.utils import validate_config_path
+
+    validate_config_path(config_path)
+    return str(compute_search_path_dir(entry_file, None, config_path))
+
+
+def hydra_search_path(primary_dir: str, config_dir: str | None) -> Any:
+    """The `ConfigSearchPath` `@hydra.main` builds: Hydra's own configs, `primary_dir`, the
+    plugins' folders, `--config-dir` (`config_dir`, resolved against the working folder)
+    just before the structured configs. A missing `config_dir` raises Hydra's own
+    `SearchPathException`."""
+    import os
+
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.errors import SearchPathException
+
+    search_path = create_config_search_path(primary_dir)
+    if config_dir is not None:
+        folder = os.path.abspath(config_dir)
+        if not os.path.isdir(folder):
+            raise SearchPathException(f"Additional config directory '{folder}' not found")
+        search_path.prepend(
+            provider="command-line",
+            path=f"file://{folder}",
+            anchor=SearchPathQuery(provider="schema"),
+        )
+    return search_path
+
+
+def initialize_hydra(search_path: Any, job_name: str) -> None:
+    """Set Hydra's global state as `@hydra.main` does, so that the compose API composes
+    from `search_path` (`initialize_config_dir` does the same with a path of its own).
+    The caller clears it (`GlobalHydra.instance().clear()`)."""
+    from hydra._internal.hydra import Hydra
+
+    Hydra.create_main_hydra2(task_name=job_name, config_search_path=search_path)

@@ -66,3 +66,61 @@ def test_the_train_step_hands_its_gradients_to_the_hooked_apply_and_unhooking_re
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     assert len(seen) == traced  # the re-made train function no longer calls the hook
     assert int(model.optimizer.iterations) == 4
+
+
+# ---------------------------------------------------------------- Hydra (the command-line check)
+
+
+def test_hydra_reads_a_command_line_with_the_parser_compat_uses(capsys):
+    args = compat.hydra_arguments(["-cd=extra", "--config-name", "mine", "-m", "seed=1,2"])
+    assert (args.config_dir, args.config_name, args.config_path) == ("extra", "mine", None)
+    assert args.multirun and args.overrides == ["seed=1,2"]
+    assert compat.hydra_arguments(["--no-such-flag"]) is None  # left to Hydra to refuse
+    assert compat.hydra_arguments(["--version"]) is None
+    assert capsys.readouterr() == ("", "")  # said by Hydra's own parse, not twice
+
+
+def test_hydra_main_builds_the_search_path_compat_builds(tmp_path):
+    """The entry point's own search path and job name (`--cfg hydra`) for --config-path,
+    relative to the entry point, and --config-dir, against compat's for the same flags."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+    from hydra import compose, version
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from resnet_exp.config.schema import register_configs
+    from resnet_exp.run.command_line import CONF_DIR, ENTRY
+
+    conf, extra = tmp_path / "conf", tmp_path / "extra"
+    shutil.copytree(CONF_DIR, conf)
+    extra.mkdir()
+    argv = ["--config-path", os.path.relpath(conf, ENTRY.parent), "--config-dir", str(extra)]
+    shown = subprocess.run(
+        [sys.executable, str(ENTRY), *argv, "--cfg", "hydra"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert shown.returncode == 0, shown.stderr
+    theirs = yaml.safe_load(shown.stdout)["hydra"]
+
+    args = compat.hydra_arguments(argv)
+    primary = compat.hydra_primary_dir(str(ENTRY), args.config_path)
+    assert primary == str(conf)
+    register_configs()
+    version.setbase("1.3")
+    GlobalHydra.instance().clear()
+    try:
+        compat.initialize_hydra(compat.hydra_search_path(primary, args.config_dir), ENTRY.stem)
+        ours = compose("config", return_hydra_config=True).hydra
+    finally:
+        GlobalHydra.instance().clear()
+    sources = OmegaConf.to_container(ours.runtime.config_sources)
+    assert sources == theirs["runtime"]["config_sources"]
+    assert [s["provider"] for s in sources] == ["hydra", "main", "command-line", "schema"]
+    assert ours.job.name == theirs["job"]["name"] == "train"

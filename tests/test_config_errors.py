@@ -28,6 +28,11 @@ BAD = {
     "data=synthetic data.num_classes=1": ["data.num_classes=1", ">= 2"],
     "model.depth= 8": ["model.depth= 8", "a space after `=`", "write model.depth=8"],
     "model.depth=[8": ["model.depth=[8", "not an override"],
+    "-m model.depth=8 model.depth= 14": ["model.depth= 14", "write model.depth=14"],
+    "+experiment=depth_sweep": ["+experiment=depth_sweep", "write experiment=depth_sweep"],
+    "--config-name nosuch": ["--config-name nosuch", "no nosuch.yaml in /"],
+    "--config-dir /no/such/folder": ["--config-dir /no/such/folder: no folder"],
+    "--config-path ../conf/config.yaml": ["--config-path", "name its file with --config-name"],
 }
 
 

@@ -5,6 +5,10 @@ only a sweep produces surfaces when that job starts, after others have run.
 Here every combination a command line (or a preset's sweep) would launch is
 composed and checked up front, in a fraction of a second and without
 TensorFlow, and the first problem is printed as one line naming the key.
+The search path is the one `@hydra.main` builds from the same command line
+(--config-path, --config-name, --config-dir, `hydra.searchpath`), so a user's own
+configs are checked as Hydra will compose them; a config file PyYAML cannot read is
+one line naming its file, line and column.
 """
 
 from __future__ import annotations
@@ -12,39 +16,65 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
+import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
+import yaml
+from hydra import compose, version
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from hydra.errors import (
+    HydraException,
+    MissingConfigException,
+    OverrideParseException,
+    SearchPathException,
+)
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from resnet_exp import compat
 from resnet_exp.config.schema import ConfigError, check_config, register_configs, unknown_key
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-_VALUE_FLAGS = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"}
-_SKIP_FLAGS = {"-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "--shell-completion"}
+# The entry point and its `@hydra.main(config_path=..., config_name=...)`: a command line's
+# --config-path is relative to the entry point's folder, as Hydra reads it.
+ENTRY = CONF_DIR.parent / "experiments" / "train.py"
+ENTRY_CONFIG_PATH = "../conf"
+ENTRY_CONFIG_NAME = "config"
+VERSION_BASE = "1.3"
 
 
-def split_argv(argv: list[str]) -> tuple[list[str], str | None]:
-    """The overrides in a Hydra command line, and the config name if one is given."""
-    overrides: list[str] = []
-    config_name = None
-    args = iter(argv)
-    for arg in args:
-        if arg in _VALUE_FLAGS:
-            value = next(args, None)
-            if arg in ("-cn", "--config-name"):
-                config_name = value
-        elif not arg.startswith("-"):
-            overrides.append(arg)
-    return overrides, config_name
+@dataclass
+class HydraArgs:
+    """What `@hydra.main` reads from a command line that runs jobs."""
+
+    overrides: list[str]
+    config_name: str
+    config_path: str  # the primary config folder: --config-path, relative to ENTRY's folder
+    config_dir: str | None  # --config-dir: a folder added to the search path
+    multirun: bool
+
+
+def hydra_args(argv: list[str]) -> HydraArgs | None:
+    """A command line as Hydra's own parser reads it; None for one that runs nothing
+    (--help, --cfg, --info, ...) or that the parser refuses (Hydra then says why)."""
+    args = compat.hydra_arguments(argv)
+    if args is None or args.help or args.hydra_help or args.cfg or args.shell_completion:
+        return None
+    if args.info is not None or args.experimental_rerun is not None:
+        return None
+    return HydraArgs(
+        overrides=list(args.overrides),
+        config_name=args.config_name or ENTRY_CONFIG_NAME,
+        config_path=args.config_path or ENTRY_CONFIG_PATH,
+        config_dir=args.config_dir,
+        multirun=bool(args.multirun),
+    )
 
 
 def expand_sweeps(overrides: list[str]) -> list[list[str]]:
@@ -105,9 +135,106 @@ def sweeper_settings(config: DictConfig) -> tuple[dict, list[dict]]:
     )
 
 
+def _shown(name: Any) -> str:
+    """A file's name as a message shows it: relative to the working folder when inside it."""
+    name = str(name)
+    if os.path.isabs(name) and not os.path.relpath(name).startswith(".."):
+        return os.path.relpath(name)  # conf/data/digits.yaml, not the whole path
+    return name
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """One line for a config file PyYAML cannot read: `file:line:column: problem`, at the
+    place PyYAML stopped (its `problem_mark`), with what it was reading there."""
+    if isinstance(err, yaml.reader.ReaderError):  # a control character: file and position
+        try:
+            before = Path(str(err.name)).read_text(encoding="utf-8")[: err.position]
+        except (OSError, UnicodeError):
+            return " ".join(str(err).split())
+        line, column = before.count("\n") + 1, err.position - before.rfind("\n")
+        return f"{_shown(err.name)}:{line}:{column}: {err.reason} (#x{err.character:04x})"
+    if not isinstance(err, yaml.MarkedYAMLError):
+        return " ".join(str(err).split())
+    mark = err.problem_mark or err.context_mark
+    where = "a config file"
+    if mark is not None:
+        where = f"{_shown(mark.name)}:{mark.line + 1}:{mark.column + 1}"
+    problem = err.problem or err.context or "not valid YAML"
+    if err.problem and err.context:  # e.g. "while parsing a flow sequence" and where it began
+        began = f" from line {err.context_mark.line + 1}" if err.context_mark else ""
+        problem += f" ({err.context}{began})"
+    return " ".join(f"{where}: {problem}".split())
+
+
+_MULTIPLE = re.compile(r"Multiple values for (?P<group>[\w/.-]+)\. To override a value use")
+_NO_MATCH = re.compile(r"Could not override '(?P<group>[\w/.-]+)'\. No match in the defaults list")
+
+
+def defaults_list_hint(message: str, overrides: list[str]) -> str | None:
+    """Hydra 1.3's defaults-list grammar: `group=option` changes a group the defaults list
+    has (conf/config.yaml lists `experiment: null`, so `experiment=NAME`), `+group=option`
+    adds one it lacks (a primary config of one's own without `experiment`). Hydra refuses
+    the other spelling in its defaults list's own syntax; say which one works instead."""
+    for pattern, prefix, instead, why in (
+        (_MULTIPLE, "+", "", "the defaults list already has {}; a + adds only a group it lacks"),
+        (_NO_MATCH, "", "+", "the defaults list has no {} to override"),
+    ):
+        found = pattern.search(message)
+        given = found and next(
+            (o for o in overrides if o.split("=")[0] == prefix + found["group"]), None
+        )
+        if given:
+            group, value = found["group"], given.split("=", 1)[1]
+            return f"{given}: {why.format(group)}; write {instead}{group}={value}"
+    return None
+
+
+_IN_FILE = re.compile(r"^In '(?P<path>[^']+)':")
+
+
+def no_package(message: str, key: str) -> str | None:
+    """A group's file whose keys land under the group's own name, which the schema lacks:
+    an experiment preset without `# @package _global_` (Hydra: "In 'experiment/mine':
+    ... Key 'experiment' not in 'Config'")."""
+    found = _IN_FILE.search(message)
+    if not found or found["path"].split("/")[0] != key.split(".")[0]:
+        return None
+    return (
+        f"{found['path']}.yaml: its keys land under `{key.split('.')[0]}.`, which no config "
+        "has; begin the file with `# @package _global_`, as conf/experiment/*.yaml do"
+    )
+
+
+_PRIMARY = re.compile(r"Cannot find primary config '(?P<name>[^']*)'")
+_PRIMARY_DIR = re.compile(r"Check that the config directory '(?P<folder>[^']*)' exists")
+
+
+def primary_problem(message: str) -> str | None:
+    """One line for a primary config (--config-name) or its folder (--config-path) that
+    Hydra cannot find, naming the folders it looked in."""
+    found = _PRIMARY.search(message)
+    if found:
+        folders = re.findall(r"path=file://(\S+)", message)
+        where = ", ".join(folders) or "the config search path"
+        return f"--config-name {found['name']}: no {found['name']}.yaml in {where}"
+    found = _PRIMARY_DIR.search(message)
+    if found:
+        return f"--config-path: no folder {found['folder']}"
+    return None
+
+
 def explain(err: Exception, overrides: list[str]) -> str:
     """One line for a composition error: the key, and what is allowed."""
+    cause = err.__cause__ or err.__context__
+    if isinstance(cause, yaml.YAMLError):
+        return yaml_problem(cause)
+    hint = defaults_list_hint(str(err), overrides)
+    if hint:
+        return hint
     if isinstance(err, MissingConfigException):
+        primary = primary_problem(str(err))
+        if primary:
+            return primary
         group = (err.missing_cfg_file or "").split("/")[0]
         given = next((o for o in overrides if o.split("=")[0] == group), group)
         options = ", ".join(err.options or [])
@@ -119,7 +246,7 @@ def explain(err: Exception, overrides: list[str]) -> str:
         key = getattr(cause, "full_key", None) or ""
         msg = str(getattr(cause, "msg", cause)).splitlines()[0]
         if "not in" in msg and key:
-            return unknown_key(key)
+            return no_package(str(err), key) or unknown_key(key)
         value = next((o.split("=", 1)[1] for o in overrides if o.split("=")[0] == key), None)
         return f"{key}={value}: {msg}" if value is not None else f"{key}: {msg}"
     return " ".join(str(err).split())
@@ -162,6 +289,8 @@ def one_line_errors(overrides: list[str]) -> Iterator[None]:
         yield
     except ConfigError as err:
         raise CommandLineError(str(err)) from None
+    except yaml.YAMLError as err:
+        raise CommandLineError(yaml_problem(err)) from None
     except (HydraException, OmegaConfBaseException) as err:
         raise CommandLineError(explain(err, overrides)) from None
 
@@ -177,22 +306,38 @@ class Launch:
 def compose_jobs(argv: list[str], every_job: bool = True) -> Launch | None:
     """Compose and check every job; None for flags that run nothing (--help, --cfg).
 
+    The search path is the one `@hydra.main` builds from the same command line
+    (--config-path, --config-name, --config-dir; `hydra.searchpath` is read by the
+    composition itself), so a user's own configs compose here as they will there.
     `every_job=False` composes a sweep's first job only: the entry point's check before
     Hydra starts, since the sweeper composes and checks every job of a sweep itself.
     """
-    if any(a in _SKIP_FLAGS or a.startswith("--cfg") for a in argv):
+    command = hydra_args(argv)
+    if command is None:
         return None
-    overrides, config_name = split_argv(argv)
+    overrides, name = command.overrides, command.config_name
     register_configs()
+    version.setbase(VERSION_BASE)
     GlobalHydra.instance().clear()
     try:
-        with one_line_errors(overrides), initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            name = config_name or "config"
+        with one_line_errors(overrides):
+            try:
+                primary_dir = compat.hydra_primary_dir(str(ENTRY), command.config_path)
+                search_path = compat.hydra_search_path(primary_dir, command.config_dir)
+            except ValueError:  # Hydra refuses a file (*.yaml) as --config-path
+                path = command.config_path
+                message = f"--config-path {path}: a folder; name its file with --config-name"
+                raise CommandLineError(message) from None
+            except SearchPathException:
+                folder = os.path.abspath(str(command.config_dir))
+                message = f"--config-dir {command.config_dir}: no folder {folder}"
+                raise CommandLineError(message) from None
+            compat.initialize_hydra(search_path, ENTRY.stem)
             jobs = expand_sweeps(overrides)
             first = compose(name, overrides=jobs[0], return_hydra_config=True)
-            multirun = any(a in ("-m", "--multirun") for a in argv) or str(
-                OmegaConf.select(first, "hydra.mode")
-            ).endswith("MULTIRUN")
+            multirun = command.multirun or str(OmegaConf.select(first, "hydra.mode")).endswith(
+                "MULTIRUN"
+            )
             if not multirun and len(jobs) > 1:
                 sweep = next(o for o in overrides if len(expand_sweeps([o])) > 1)
                 raise CommandLineError(f"{sweep} is a sweep: add -m (--multirun) to run each value")

@@ -371,3 +371,22 @@ def test_a_batch_larger_than_the_split_is_refused_by_the_entry_point(tmp_path):
         "(1437 images of digits); use trainer.batch_size=1437 or less"
     )
     assert not store.exists()
+
+
+def test_warm_up_and_milestones_must_fall_inside_a_run_set_by_epochs():
+    """Digits' 1,437 training images in batches of 128 are 12 iterations an epoch: 2 epochs
+    are 24, so a warm-up of 24 is the whole run and a milestone at 24 never comes."""
+
+    def with_schedule(**schedule) -> DictConfig:
+        cfg = job("digits", batch_size=128)
+        cfg.trainer.epochs, cfg.trainer.steps = 2, None
+        cfg.optim = {"schedule": {"warmup_steps": 0, "milestone_steps": None, **schedule}}
+        return cfg
+
+    check_data(with_schedule(warmup_steps=23, milestone_steps=[10, 23]))
+    assert refused(with_schedule(warmup_steps=24)).startswith(
+        "optim.schedule.warmup_steps=24: must be below the run's 24 iterations (2 epochs of 128)"
+    )
+    assert refused(with_schedule(milestone_steps=[10, 24])).startswith(
+        "optim.schedule.milestone_steps=[10, 24]: 24 is not below the run's 24 iterations"
+    )

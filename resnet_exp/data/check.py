@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from resnet_exp.data import files, splits
 from resnet_exp.data.files import DatasetUnavailable
@@ -46,6 +46,9 @@ class Use:
     source: Source
     val_fraction: float
     batch_size: int
+    epochs: int | None = None  # None: trainer.steps sets the length (checked at validation)
+    warmup_steps: int = 0
+    milestone_steps: tuple[int, ...] = ()
 
 
 def use_of(cfg: DictConfig) -> Use:
@@ -59,7 +62,16 @@ def use_of(cfg: DictConfig) -> Use:
         int(data.num_samples) if synthetic else 0,
         int(data.num_classes) if synthetic else 0,
     )
-    return Use(source, float(data.val_fraction), int(cfg.trainer.batch_size))
+    schedule = OmegaConf.select(cfg, "optim.schedule")
+    by_epochs = OmegaConf.select(cfg, "trainer.steps") is None and schedule is not None
+    return Use(
+        source,
+        float(data.val_fraction),
+        int(cfg.trainer.batch_size),
+        int(cfg.trainer.epochs) if by_epochs else None,
+        int(schedule.warmup_steps) if by_epochs else 0,
+        tuple(schedule.milestone_steps or ()) if by_epochs else (),
+    )
 
 
 def check_data(cfg: DictConfig) -> None:
@@ -128,4 +140,24 @@ def check_use(use: Use, sizes: np.ndarray) -> None:
         raise DataError(
             f"trainer.batch_size={use.batch_size} is larger than the training split "
             f"({n_train} images of {name}); use trainer.batch_size={n_train} or less{lower}"
+        )
+    if use.epochs is not None:
+        _check_length(use, -(-n_train // use.batch_size) * use.epochs)
+
+
+def _check_length(use: Use, total_steps: int) -> None:
+    """A run set by `trainer.epochs` has its length in iterations only once the training
+    split is known: warm-up and milestones must fall inside it, or the schedule never
+    happens (validation checks them against `trainer.steps`, where that is set)."""
+    length = f"the run's {total_steps} iterations ({use.epochs} epochs of {use.batch_size})"
+    if use.warmup_steps >= total_steps:
+        raise DataError(
+            f"optim.schedule.warmup_steps={use.warmup_steps}: must be below {length}, "
+            "else the whole run is warm-up"
+        )
+    late = [step for step in use.milestone_steps if step >= total_steps]
+    if late:
+        raise DataError(
+            f"optim.schedule.milestone_steps={list(use.milestone_steps)}: {late[0]} is not "
+            f"below {length}; the rate would never drop there"
         )

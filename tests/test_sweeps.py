@@ -74,29 +74,33 @@ def test_four_parallel_jobs_on_a_fresh_store_lose_nothing(tracking_uri, client, 
 
 def test_a_diverged_and_a_failing_job_do_not_cost_their_neighbours(tracking_uri, client, tmp_path):
     # lr=1e4 without batch norm overflows within the first epoch: a result, tagged.
-    # data.num_samples=4 cannot be split into 10 stratified classes: the job raises (sklearn).
+    # 2,000,000 filters ask for a 3x3x2e6x2e6 kernel (144 TB): the job fails when it builds
+    # the net (TensorFlow's ResourceExhaustedError), a failure no check before the run sees.
+    # (Bad data no longer fails a job: the sweeper refuses it before any job starts.)
     result = run_train(
         "-m",
         *TINY,
         "model.batch_norm=false",
         "optim.lr=0.05,10000",
-        "data.num_samples=4,96",
+        "model.base_filters=16,2000000",
         cwd=tmp_path,
     )
     assert result.returncode != 0
     assert "failed jobs" in result.stderr
     children = _children(client, _parent(client).info.run_id)
-    by_case = {(c.data.params["optim.lr"], c.data.params["data.num_samples"]): c for c in children}
-    healthy = by_case[("0.05", "96")]
+    by_case = {
+        (c.data.params["optim.lr"], c.data.params["model.base_filters"]): c for c in children
+    }
+    healthy = by_case[("0.05", "16")]
     _assert_complete(client, healthy)
     assert healthy.data.tags["diverged"] == "false"
-    diverged = by_case[("10000.0", "96")]
+    diverged = by_case[("10000.0", "16")]
     assert diverged.info.status == "FINISHED"
     assert diverged.data.tags["diverged"] == "true"
     assert int(diverged.data.tags["diverged_epoch"]) >= 1
-    for case in [("0.05", "4"), ("10000.0", "4")]:
+    for case in [("0.05", "2000000"), ("10000.0", "2000000")]:
         assert by_case[case].info.status == "FAILED"
-        assert by_case[case].data.tags["error"].startswith("ValueError")
+        assert by_case[case].data.tags["error"].startswith("ResourceExhaustedError")
     parent = _parent(client)
     assert parent.data.tags["jobs_failed"] == "2"
     assert parent.data.tags["jobs_diverged"] == "1"

@@ -132,24 +132,41 @@ def finished_configs(client: MlflowClient, experiment_id: str) -> dict[str, str]
     return {config: run_id for config, run_id in tags if config}
 
 
+def finished_earlier(
+    client: MlflowClient, experiment_id: str, planned_jobs: list[Any]
+) -> list[str | None]:
+    """For each of `planned_jobs` (composed configs), the id of a FINISHED run of the same
+    configuration that a resume skips it for, or None: it runs (as `run.job` decides)."""
+    done = finished_configs(client, experiment_id)
+    return [
+        done.get(config_hash(flatten(cfg))) if cfg.tracking.resume else None for cfg in planned_jobs
+    ]
+
+
 def start_sweep(
     client: MlflowClient, experiment_id: str, parent_id: str, planned_jobs: list[Any]
 ) -> SweepProgress:
     """Say what a resume skips among `planned_jobs` (composed configs), then follow the
-    sweep's jobs as they end."""
-    done = finished_configs(client, experiment_id)
-    skipped = []
-    for cfg in planned_jobs:
-        run_id = done.get(config_hash(flatten(cfg))) if cfg.tracking.resume else None
-        if run_id:
-            skipped.append(skip_line(run_name(cfg), run_id))
+    sweep's jobs as they end; the progress's `to_run` are the indices of the jobs to launch."""
+    earlier = finished_earlier(client, experiment_id, planned_jobs)
+    skipped = [
+        skip_line(run_name(cfg), run_id)
+        for cfg, run_id in zip(planned_jobs, earlier, strict=True)
+        if run_id
+    ]
     for line in skipped[:10]:
         say(line)
     if len(skipped) > 10:
         say(f"... and {len(skipped) - 10} more configurations finished earlier: skipped")
-    total = len(planned_jobs) - len(skipped)
-    say(f"{total} of {len(planned_jobs)} jobs to run; a line as each one ends")
-    progress = SweepProgress(client, experiment_id, parent_id, total)
+    to_run = [i for i, run_id in enumerate(earlier) if not run_id]
+    if to_run:
+        say(f"{len(to_run)} of {len(planned_jobs)} jobs to run; a line as each one ends")
+    else:
+        say(
+            f"nothing to run: all {len(planned_jobs)} configurations finished earlier, "
+            "no job is launched (tracking.resume=false trains them again)"
+        )
+    progress = SweepProgress(client, experiment_id, parent_id, len(to_run), to_run=to_run)
     progress.start()
     return progress
 
@@ -164,11 +181,16 @@ class SweepProgress:
         parent_id: str,
         total: int | None,
         interval_s: float = 5.0,
+        to_run: list[int] | None = None,
     ) -> None:
         self.client, self.experiment_id, self.parent_id = client, experiment_id, parent_id
         self.total, self.interval_s = total, interval_s
+        self.to_run = to_run  # the planned jobs to launch (indices), when a sweep said so
         self.started = time.time()
         self.reported: set[str] = set()
+        # run id -> the end time last told: a run stopped for a requeue (KILLED, "checkpoint
+        # kept") and reopened by its requeued job ends again, and is told again, counted once
+        self._told_end: dict[str, int | None] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="sweep-progress", daemon=True)
@@ -186,8 +208,10 @@ class SweepProgress:
                 since_ms = int(self.started * 1000)
                 runs = children(self.client, self.experiment_id, self.parent_id, since_ms)
                 for run in sorted(runs, key=lambda r: r.info.end_time or 0):  # in order of ending
-                    if run.info.status in ENDED and run.info.run_id not in self.reported:
-                        self.reported.add(run.info.run_id)
+                    run_id, ended = run.info.run_id, run.info.end_time
+                    if run.info.status in ENDED and self._told_end.get(run_id, -1) != ended:
+                        self.reported.add(run_id)
+                        self._told_end[run_id] = ended
                         line = read_result(self.client, run).line()
                         say(f"{self._count()} {line}{self._eta()}")
             except Exception:  # a busy or vanished store: try again next time, never crash

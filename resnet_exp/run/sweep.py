@@ -19,17 +19,19 @@ import json
 import os
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from resnet_exp import contract
-from resnet_exp.config.schema import INJECTED_OVERRIDES, check_config
+from resnet_exp.config.schema import INJECTED_OVERRIDES, check_config, flatten
 from resnet_exp.console import say
 from resnet_exp.contract import NOTE, RUN_KIND, SWEEP, SWEEP_ID
 from resnet_exp.data.check import check_jobs_data_or_exit
@@ -42,9 +44,15 @@ from resnet_exp.run.command_line import (
 )
 from resnet_exp.run.job import raise_on_sigterm
 from resnet_exp.tracking.describe import describe_experiment, provenance_tags, sweep_description
-from resnet_exp.tracking.naming import varying_keys
+from resnet_exp.tracking.naming import run_name, varying_keys
 from resnet_exp.tracking.preflight import check_store, say_store_error, store_or_exit
-from resnet_exp.tracking.store import ensure_experiment, log_batch, resolve_tracking_uri, with_retry
+from resnet_exp.tracking.store import (
+    config_hash,
+    ensure_experiment,
+    log_batch,
+    resolve_tracking_uri,
+    with_retry,
+)
 
 
 def sweep_overrides(config: DictConfig) -> list[str]:
@@ -94,23 +102,31 @@ def job_threads(config: DictConfig) -> int | None:
     return thread_share(parallel) if parallel > 1 else None
 
 
-def summarise_children(runs: list) -> dict[str, Any]:
+def summarise_children(runs: list, lost: dict[str, str] | None = None) -> dict[str, Any]:
     """Count a sweep's configurations (`runs`: its `progress.children`) by the outcome of
     their latest attempt (by start time).
 
     A configuration is tried again when a relaunch retrains it (an earlier FAILED or
     KILLED run, or `tracking.resume=false`): what this sweep reports is what its last
-    attempt did, whatever the earlier ones did.
+    attempt did, whatever the earlier ones did. `lost` (`lost_jobs`: config hash -> line)
+    are the jobs the launcher saw end without a result: one that never opened a run counts
+    as failed, one whose run was left RUNNING as killed, with the launcher's reason.
     """
+    lost = lost or {}
     by_config: dict[str, list] = defaultdict(list)
     for run in runs:
         by_config[run.data.tags.get(contract.CONFIG_HASH, run.info.run_id)].append(run)
     counts = {"finished": 0, "diverged": 0, "failed": 0, "killed": 0, "running": 0}
-    failed: list[str] = []
-    for config_runs in by_config.values():
+    failed: list[str] = [line for config, line in lost.items() if config not in by_config]
+    counts["failed"] = len(failed)
+    for config, config_runs in by_config.items():
         latest = max(config_runs, key=lambda r: r.info.start_time or 0)
         status = latest.info.status
         key = status.lower() if status in progress.ENDED else "running"
+        if key == "running" and config in lost:  # killed outright: its run could not close
+            counts["killed"] += 1
+            failed.append(lost[config])
+            continue
         counts[key] += 1
         if key == "finished":
             counts["diverged"] += latest.data.tags.get(contract.DIVERGED) == "true"
@@ -118,8 +134,35 @@ def summarise_children(runs: list) -> dict[str, Any]:
             reason = latest.data.tags.get(contract.ERROR, status)
             overrides = latest.data.tags.get(contract.OVERRIDES, "")
             failed.append(f"{latest.info.run_name} ({overrides}): {reason}")
-    counts["configs"] = len(by_config)
+    counts["configs"] = len(by_config) + len(lost.keys() - by_config.keys())
     return {"counts": counts, "failed": failed}
+
+
+def lost_jobs(
+    planned: list[DictConfig], overrides: list[list[str]], returns: Sequence[Any]
+) -> dict[str, str]:
+    """config hash -> `name (overrides): reason`, for each launched job (`planned`, its
+    `overrides`, and the launcher's `returns`, in launch order) that the launcher returned
+    FAILED with a reason (the SLURM launcher's lost, cancelled or never-started jobs): the
+    MLflow store may hold no run of it."""
+    lost = {}
+    for cfg, job, ret in zip(planned, overrides, returns, strict=False):
+        error = _failure(ret)
+        if error is not None:
+            reason = str(error) or type(error).__name__
+            lost[config_hash(flatten(cfg))] = f"{run_name(cfg)} ({' '.join(job)}): {reason}"
+    return lost
+
+
+def _failure(ret: Any) -> Exception | None:
+    """The error a FAILED Hydra job return carries: its public `return_value` re-raises it."""
+    if getattr(ret, "status", None) != JobStatus.FAILED:
+        return None
+    try:
+        _ = ret.return_value
+    except Exception as error:
+        return error
+    return None
 
 
 class SweepParent:
@@ -177,15 +220,18 @@ class SweepParent:
         log_batch(self.client, run.info.run_id, params=params)
         return run.info.run_id
 
-    def follow(self, planned: list[DictConfig]) -> None:
-        """Say what a resume skips, then print a line as each job ends."""
+    def follow(self, planned: list[DictConfig]) -> list[int]:
+        """Say what a resume skips, then print a line as each job ends; returns the indices
+        of the `planned` jobs to launch (the others finished earlier)."""
         self.progress = progress.start_sweep(
             self.client, self.experiment_id, str(self.run_id), planned
         )
+        return list(self.progress.to_run or [])
 
-    def finish(self) -> None:
+    def finish(self, lost: dict[str, str] | None = None) -> None:
         """Count the children by outcome, close the parent, print the summary; exit 1 if any
-        configuration failed."""
+        configuration failed. `lost` (`lost_jobs`) are jobs the launcher saw end without a
+        result: failed, and a run of theirs left RUNNING is closed KILLED."""
         assert self.run_id is not None
         problem = check_store(self.uri)
         if problem:
@@ -195,10 +241,12 @@ class SweepParent:
         if self.progress is not None:
             self.progress.stop()
         runs = with_retry(progress.children, self.client, self.experiment_id, self.run_id)
+        if lost and self._close_lost_runs(runs, lost):
+            runs = with_retry(progress.children, self.client, self.experiment_id, self.run_id)
         table = progress.results_table(self.client, runs)
         if table:
             print(table, file=sys.stderr)
-        summary = summarise_children(runs)
+        summary = summarise_children(runs, lost)
         counts, failed = summary["counts"], summary["failed"]
         # tags, not metrics: the chart view then opens on the children's training metrics
         log_batch(self.client, self.run_id, tags={f"jobs_{k}": v for k, v in counts.items()})
@@ -215,6 +263,19 @@ class SweepParent:
             for line in failed:
                 print(f"  - {line}", file=sys.stderr)
             sys.exit(1)
+
+    def _close_lost_runs(self, runs: list, lost: dict[str, str]) -> int:
+        """Close KILLED the RUNNING runs of lost jobs (killed outright, without a chance to
+        close; KILLED, so that a relaunch continues them from a checkpoint); returns how many."""
+        closed = 0
+        for run in runs:
+            line = lost.get(run.data.tags.get(contract.CONFIG_HASH, ""))
+            if line and run.info.status == "RUNNING":
+                reason = line.rsplit("): ", 1)[-1]
+                log_batch(self.client, run.info.run_id, tags={contract.ERROR: reason})
+                with_retry(self.client.set_terminated, run.info.run_id, "KILLED")
+                closed += 1
+        return closed
 
     def close_if_interrupted(self) -> None:
         """KILLED, not left RUNNING, when the sweep ends before `finish` (atexit, a signal)."""
@@ -266,12 +327,17 @@ class StudySweeper(Sweeper):
         parent = SweepParent(self.config, sweep_overrides(self.config))
         atexit.register(parent.close_if_interrupted)
         raise_on_sigterm(KeyboardInterrupt)  # the launcher stops; atexit closes the parent
-        parent.follow(planned)
-        returns = self.launcher.launch(
-            [[*job, *parent.injected] for job in jobs], initial_job_idx=0
-        )
-        parent.finish()  # failures are counted from MLflow, not raised from the job returns
+        to_run = parent.follow(planned)  # a resume skips what finished earlier
+        returns = self._launch([jobs[i] for i in to_run], parent.injected)
+        # failures are counted from MLflow; jobs lost without a run, from the launcher's returns
+        parent.finish(lost_jobs([planned[i] for i in to_run], [jobs[i] for i in to_run], returns))
         return [returns]
+
+    def _launch(self, jobs: list[list[str]], injected: list[str]) -> Sequence[Any]:
+        """Hand the launcher the jobs with the sweep's own overrides; nothing when none is left."""
+        if not jobs:
+            return []
+        return self.launcher.launch([[*job, *injected] for job in jobs], initial_job_idx=0)
 
     def _compose(self, overrides: list[str]) -> DictConfig:
         """A job's config, checked; a problem is one line and exit 2, before any job runs."""

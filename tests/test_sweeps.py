@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -47,10 +48,24 @@ def test_two_job_sweep_is_one_parent_with_two_children(tracking_uri, client, tmp
     assert parent.data.tags["jobs_failed"] == "0"
     assert not parent.data.metrics  # bookkeeping is tags: the chart view opens on training
 
+    # as if the first launch had been a day ago: the parent's Duration stays the work's
+    day_ms = 86_400_000
+    with sqlite3.connect(tracking_uri.removeprefix("sqlite:///")) as db:
+        db.execute(
+            "update runs set start_time = start_time - ?, end_time = end_time - ? "
+            "where run_uuid = ?",
+            (day_ms, day_ms, parent.info.run_id),
+        )
+    first_work_s = (parent.info.end_time - parent.info.start_time) / 1000
     again = run_train("-m", *TINY, "model.residual=true,false", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(runs_of(client)) == 3  # the same parent, reopened; no new training run
-    assert _parent(client).info.run_id == parent.info.run_id
+    reopened = _parent(client)
+    assert reopened.info.run_id == parent.info.run_id
+    assert reopened.data.tags["launches"] == "2"
+    duration_s = (reopened.info.end_time - reopened.info.start_time) / 1000
+    assert first_work_s <= duration_s < first_work_s + 300  # not a day
+    assert abs(duration_s - float(reopened.data.tags["work_s"])) < 0.2
 
 
 def test_four_parallel_jobs_on_a_fresh_store_lose_nothing(tracking_uri, client, tmp_path):

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from resnet_exp import contract
 from resnet_exp.config.schema import INJECTED_OVERRIDES, check_config, flatten
 from resnet_exp.console import say
-from resnet_exp.contract import NOTE, RUN_KIND, SWEEP, SWEEP_ID
+from resnet_exp.contract import LAUNCHES, NOTE, RUN_KIND, SWEEP, SWEEP_ID, WORK_S
 from resnet_exp.data.check import check_jobs_data_or_exit
 from resnet_exp.run import progress, quiet
 from resnet_exp.run.command_line import (
@@ -197,11 +198,19 @@ class SweepParent:
             filter_string=f"tags.{SWEEP_ID} = '{self.key}' and tags.{RUN_KIND} = '{SWEEP}'",
             max_results=1,
         )
+        self.launched_ms = int(time.time() * 1000)
+        self.start_ms, self.work_s, self.launches = self.launched_ms, 0.0, 1
         if found:
-            run_id = found[0].info.run_id
-            with_retry(self.client.update_run, run_id, status="RUNNING")
-            log_batch(self.client, run_id, tags={"resumed": "true"})
-            return run_id
+            run = found[0]
+            tags = run.data.tags
+            self.start_ms = run.info.start_time or self.launched_ms
+            # the work of earlier launches: their recorded sum, else the first one's duration
+            earlier = (run.info.end_time or self.start_ms) - self.start_ms
+            self.work_s = float(tags.get(WORK_S, earlier / 1000))
+            self.launches = int(tags.get(LAUNCHES, 1)) + 1
+            with_retry(self.client.update_run, run.info.run_id, status="RUNNING")
+            log_batch(self.client, run.info.run_id, tags={"resumed": "true"})
+            return run.info.run_id
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
         run = with_retry(
             self.client.create_run,
@@ -250,7 +259,7 @@ class SweepParent:
         counts, failed = summary["counts"], summary["failed"]
         # tags, not metrics: the chart view then opens on the children's training metrics
         log_batch(self.client, self.run_id, tags={f"jobs_{k}": v for k, v in counts.items()})
-        with_retry(self.client.set_terminated, self.run_id, "FAILED" if failed else "FINISHED")
+        self._end("FAILED" if failed else "FINISHED")
         run_id, self.run_id = self.run_id, None
         say(
             f"sweep done: {counts['configs']} configurations, "
@@ -280,8 +289,18 @@ class SweepParent:
     def close_if_interrupted(self) -> None:
         """KILLED, not left RUNNING, when the sweep ends before `finish` (atexit, a signal)."""
         if self.run_id is not None and not check_store(self.uri):
-            with_retry(self.client.set_terminated, self.run_id, "KILLED")
+            self._end("KILLED")
             self.run_id = None
+
+    def _end(self, status: str) -> None:
+        """Close the parent with the duration of the work, summed over launches: a sweep
+        resumed a day later would otherwise read a day long in MLflow's Duration column (its
+        end time is then the start plus the work; `launches` and `work_s` say so)."""
+        work_s = self.work_s + (time.time() * 1000 - self.launched_ms) / 1000
+        tags = {WORK_S: f"{work_s:.1f}", LAUNCHES: str(self.launches)}
+        log_batch(self.client, str(self.run_id), tags=tags)
+        end_ms = self.start_ms + int(work_s * 1000) if self.launches > 1 else None
+        with_retry(self.client.set_terminated, str(self.run_id), status, end_time=end_ms)
 
 
 class StudySweeper(Sweeper):

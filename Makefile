@@ -68,5 +68,5 @@ server: $(VENV)/.installed ## a tracking server on http://127.0.0.1:$(SERVER_POR
 clean: ## remove Hydra outputs and caches (keeps mlflow.db and the venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache
 
-reset: clean ## start afresh: also delete every logged run (mlflow.db, mlruns, mlartifacts, tracking-server) and reports/
-	rm -rf $(MLFLOW_DB) mlruns mlartifacts tracking-server reports
+reset: clean ## start afresh: also delete every logged run (mlflow.db, mlruns, mlartifacts, tracking-server), their checkpoints and reports/
+	rm -rf $(MLFLOW_DB) mlruns mlartifacts tracking-server checkpoints reports

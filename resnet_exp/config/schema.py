@@ -195,6 +195,11 @@ class TrackingConfig:
     sweep_id: str | None = None
     varying: list[str] = field(default_factory=list)  # set by the sweep: keys its run names show
     profile_images: bool = True  # log each epoch's layer-wise gradient profile as an image
+    # save the run's state at every epoch's end (weights, optimiser, recorders) so a run
+    # stopped by SIGTERM, pre-emption or a time limit continues where it was when relaunched
+    # or requeued (tracking.resume); deleted when the run ends FINISHED or FAILED
+    checkpoint: bool = True
+    checkpoint_dir: str | None = None  # null: checkpoints/ beside a local store, else <project>/
 
 
 @dataclass

@@ -74,12 +74,15 @@ class BranchRecorder(keras.callbacks.Callback):
         self.history: dict[int, dict[str, float]] = {}
         self.rows: list[list[Any]] = []  # in the order of contract.BRANCH_COLUMNS
         self._probe: _BranchProbe | None = None
+        self._recorded_model: keras.Model | None = None
 
     def measure(self, step: int) -> dict[str, float]:
         started = time.perf_counter()
         if self._probe is None or self._probe.model is not self.model:
             self._probe = _BranchProbe(self.model)
+        if self._recorded_model is not self.model:  # a new model starts a new record
             self.history, self.rows = {}, []
+            self._recorded_model = self.model
         input_norms, branch_norms = self._probe(self.x_probe)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratios = branch_norms / input_norms
@@ -97,13 +100,23 @@ class BranchRecorder(keras.callbacks.Callback):
         return metrics
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        if self.model is not getattr(self._probe, "model", None) or 0 not in self.history:
+        if self.model is not self._recorded_model or 0 not in self.history:
             self.measure(0)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         metrics = self.measure(int(epoch) + 1)
         if logs is not None:
             logs.update(metrics)
+
+    def state(self) -> dict[str, Any]:
+        """What was recorded, as JSON-able values: a checkpoint keeps it (`restore`)."""
+        return {"history": {str(k): v for k, v in self.history.items()}, "rows": self.rows}
+
+    def restore(self, state: dict[str, Any], model: keras.Model) -> None:
+        """Continue the record `state()` saved, for `model` (a resumed fit; no new step 0)."""
+        self.history = {int(step): dict(m) for step, m in state["history"].items()}
+        self.rows = [list(row) for row in state["rows"]]
+        self._recorded_model = model
 
     def frame(self) -> pd.DataFrame:
         """The per-block values, one row per (step, block): `branch_magnitude.csv`."""

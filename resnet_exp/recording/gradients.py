@@ -308,6 +308,24 @@ class KernelGradientLog(keras.callbacks.Callback):
         """The per-layer profile as a DataFrame, one row per (step, kernel)."""
         return pd.DataFrame(self.profile, columns=contract.PROFILE_COLUMNS)
 
+    def state(self) -> dict[str, Any]:
+        """What was recorded, as JSON-able values: a checkpoint keeps it (`restore`)."""
+        return {
+            "history": {str(step): metrics for step, metrics in self.history.items()},
+            "profile": self.profile,
+            "layer_names": self.layer_names,
+            "ends": list(self._ends),
+        }
+
+    def restore(self, state: dict[str, Any], model: keras.Model) -> None:
+        """Continue the record `state()` saved, for `model` (a resumed fit): its steps are
+        kept and step 0 is not measured again."""
+        self.history = {int(step): dict(m) for step, m in state["history"].items()}
+        self.profile = [dict(row) for row in state["profile"]]
+        self.layer_names = list(state["layer_names"])
+        self._ends = (int(state["ends"][0]), int(state["ends"][1]))
+        self._recorded_model = model
+
 
 class GradientRecorder(KernelGradientLog):
     """Records per-kernel loss-gradient norms on a fixed probe batch during `fit`.

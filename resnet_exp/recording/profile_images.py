@@ -143,6 +143,12 @@ class ProfileImageLogger(keras.callbacks.Callback):
 
         return cls(log, norms, label=label)
 
+    def resume_after(self, step: int) -> None:
+        """A resumed fit: steps up to `step` were logged by the run's earlier process."""
+        self._logged.update(range(step + 1))
+        init = self.profile(0)
+        self._init = list(init) if init is not None and len(init) else None
+
     def _log(self, step: int) -> None:
         if step in self._logged:
             return

@@ -35,6 +35,17 @@ class RunLog:
         run = with_retry(client.create_run, experiment_id, run_name=name, tags=tags)
         return cls(client, run.info.run_id)
 
+    @classmethod
+    def reopen(cls, client: MlflowClient, run_id: str, tags: dict[str, str]) -> RunLog:
+        """Continue a stopped run (KILLED, or RUNNING with its process gone): RUNNING again,
+        `tags` added, the last end's `error` tag removed."""
+        run = cls(client, run_id)
+        with_retry(client.update_run, run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        if contract.ERROR in with_retry(client.get_run, run_id).data.tags:
+            with_retry(client.delete_tag, run_id, contract.ERROR)
+        run.tags(tags)
+        return run
+
     def params(self, params: dict[str, Any]) -> None:
         log_batch(self.client, self.run_id, params=params)
 
@@ -44,6 +55,10 @@ class RunLog:
     def metrics(self, metrics: dict[str, float], step: int) -> None:
         """Finite values only (MLflow stores NaN, but a NaN is no measurement)."""
         log_batch(self.client, self.run_id, metrics=finite(metrics), step=step)
+
+    def logged_steps(self, key: str) -> set[int]:
+        """The steps at which metric `key` has been logged."""
+        return {m.step for m in with_retry(self.client.get_metric_history, self.run_id, key)}
 
     def text(self, text: str, name: str) -> None:
         with_retry(self.client.log_text, self.run_id, text, name)
@@ -107,14 +122,23 @@ class MlflowEpochLogger(keras.callbacks.Callback):
     step 0 for initialisation, renamed keys, and failures that surface.
     """
 
-    def __init__(self, log: RunLog, initial: Callable[[], dict[str, float]] | None = None):
-        """`initial` gives the step-0 metrics once earlier callbacks have measured them."""
+    def __init__(
+        self,
+        log: RunLog,
+        initial: Callable[[], dict[str, float]] | None = None,
+        resumed: bool = False,
+    ):
+        """`initial` gives the step-0 metrics once earlier callbacks have measured them;
+        `resumed`: the run's earlier process logged them (a resumed fit logs no step 0)."""
         super().__init__()
         self.log = log
         self.initial = initial
+        self.resumed = resumed
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._initial_logged: set[str] = set()
+        if self.resumed:
+            self._initial_logged.update(self.initial() if self.initial else {})
         self._log_initial()
 
     def _log_initial(self) -> None:
@@ -128,8 +152,12 @@ class MlflowEpochLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._log_initial()
-        metrics = {contract.KERAS_RENAMES.get(k, k): v for k, v in (logs or {}).items()}
-        self.log.metrics(metrics, step=epoch + 1)
+        self.log.metrics(epoch_metrics(logs or {}), step=epoch + 1)
+
+
+def epoch_metrics(logs: dict[str, Any]) -> dict[str, Any]:
+    """An epoch's Keras logs under the contract's names."""
+    return {contract.KERAS_RENAMES.get(k, k): v for k, v in logs.items()}
 
 
 def finite(metrics: dict[str, Any]) -> dict[str, float]:

@@ -2,19 +2,23 @@
 
 `training.fit.train` orders them: `EpochTimer` first (its clock stops before any
 recorder measures), then the recorders (`resnet_exp.recording`), `StepLimit`,
-`DivergenceMonitor`, `tracking.run_log.MlflowEpochLogger` (which sees every value
-the earlier callbacks put in the epoch's logs) and `EpochLines`.
+`DivergenceMonitor`, `EpochCheckpoint` (the state at the epoch's end, recorders
+included), `tracking.run_log.MlflowEpochLogger` (which sees every value the earlier
+callbacks put in the epoch's logs) and `EpochLines`.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from typing import Any
 
 import keras
 
 from resnet_exp import contract
 from resnet_exp.console import epoch_line, say
+from resnet_exp.training.checkpoint import Checkpoint, Snapshot, owner
 from resnet_exp.training.optim import current_learning_rate
 
 
@@ -89,3 +93,56 @@ class EpochLines(keras.callbacks.Callback):
         if now - self._last >= self.min_interval_s:
             self._last = now
             say(epoch_line(self.label, epoch + 1, self.epochs, logs or {}))
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the run's state at every epoch's end (`training.checkpoint`): weights,
+    optimiser, the epoch, its logged values and what `state()` returns (the recorders').
+
+    The variables are read here, on the training thread (a few ms); the file is written
+    by a background thread while the next epoch trains. `rows` starts with a resumed
+    run's earlier epochs and gains one entry (the epoch's logs) per epoch.
+    """
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        state: Callable[[], dict[str, Any]],
+        rows: list[dict[str, float]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.checkpoint, self.state = checkpoint, state
+        self.rows: list[dict[str, float]] = list(rows or [])
+        self.seconds: list[float] = []  # per epoch: what the training thread spent
+        self._snapshot: Snapshot | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self._snapshot is None or self._snapshot.variables[0] is not self.model.weights[0]:
+            self._snapshot = Snapshot(self.model)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        start = time.perf_counter()
+        self.rows.append({"epoch": epoch + 1, **_numbers(logs or {})})
+        arrays = self._snapshot.take()
+        state = {
+            "epoch": epoch + 1,
+            "rows": self.rows,
+            "manifest": self._snapshot.manifest(),
+            "owner": owner(),
+            **self.state(),
+        }
+        self.checkpoint.submit(arrays, state)
+        self.seconds.append(time.perf_counter() - start)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.checkpoint.flush()
+
+
+def _numbers(logs: dict) -> dict[str, float]:
+    out = {}
+    for key, value in logs.items():
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out

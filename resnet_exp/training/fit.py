@@ -7,6 +7,7 @@ model, data and optim specs, typed by the schema) and everything else plain valu
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import keras
@@ -25,10 +26,20 @@ from resnet_exp.recording.gradients import GradientRecorder, StepGradientRecorde
 from resnet_exp.recording.lesions import lesion_examples, lesion_study
 from resnet_exp.recording.profile_images import ProfileImageLogger
 from resnet_exp.tracking.naming import run_name
-from resnet_exp.tracking.run_log import MlflowEpochLogger, RunLog
-from resnet_exp.training.callbacks import DivergenceMonitor, EpochLines, EpochTimer, StepLimit
+from resnet_exp.tracking.run_log import MlflowEpochLogger, RunLog, epoch_metrics
+from resnet_exp.training.callbacks import (
+    DivergenceMonitor,
+    EpochCheckpoint,
+    EpochLines,
+    EpochTimer,
+    StepLimit,
+)
+from resnet_exp.training.checkpoint import Checkpoint
 from resnet_exp.training.optim import make_optimizer
 from resnet_exp.training.prepare import build_for_fit
+
+_log = logging.getLogger(__name__)
+_ITERATORS_PER_EPOCH = 2  # what Keras's fit makes of a tf.data training set per epoch
 
 
 @dataclass
@@ -82,8 +93,19 @@ def load_data(cfg: DictConfig) -> Dataset:
     return load_dataset(cfg.data, seed=int(cfg.seed))
 
 
-def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
-    """Train the configured model, logging each epoch to `run_id` as it finishes."""
+def train(
+    cfg: DictConfig,
+    client: MlflowClient,
+    run_id: str,
+    checkpoint: Checkpoint | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train the configured model, logging each epoch to `run_id` as it finishes.
+
+    With a `checkpoint`, the state at every epoch's end is saved there; `resume`
+    restores it first and trains the epochs after it, logging at the same steps the
+    uninterrupted run would have (step 0 is not logged again).
+    """
     configure_runtime(
         int(cfg.trainer.threads),
         bool(cfg.trainer.deterministic),
@@ -92,7 +114,8 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     )
     log = RunLog(client, run_id)
     data = load_data(cfg)
-    log.dataset(data)
+    if not resume:  # a resumed run logged its inputs in its first process
+        log.dataset(data)
     batch_size = int(cfg.trainer.batch_size)
     train_ds, val_ds = make_pipelines(
         data,
@@ -110,7 +133,10 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     model = model_from_config(cfg, data.input_shape, data.num_classes)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     build_for_fit(model, train_ds.element_spec)  # the first epoch then traces its step once
-    log.model_summary(model)
+    state = checkpoint.restore(model) if resume and checkpoint is not None else None
+    initial_epoch = int(state["epoch"]) if state else 0
+    if state is None:
+        log.model_summary(model)
 
     # the fixed probe batch: the gradient probe's (source=probe) and the branch recorder's
     x_probe, y_probe = probe_batch(data, int(cfg.gradients.probe_size), int(cfg.seed))
@@ -122,30 +148,66 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
         branches = BranchRecorder(x_probe)
     probes = [r for r in (recorder, branches) if r is not None]
     monitor = DivergenceMonitor()
+    rows: list[dict[str, float]] = []  # a resumed run's earlier epochs, as they were logged
+    if state is not None:
+        rows = state["rows"]
+        saved = state.get("recorders", {})
+        for name, probe in (("gradients", recorder), ("branches", branches)):
+            if probe is not None and saved.get(name):
+                probe.restore(saved[name], model)
+        monitor.diverged_epoch = state.get("diverged_epoch")
+        _log_missing_epochs(log, rows, probes, initial_epoch)
+
+    def initial() -> dict[str, float]:
+        return {k: v for r in probes for k, v in r.history.get(0, {}).items()}
+
+    def checkpoint_state() -> dict:
+        saved = {"gradients": recorder, "branches": branches}
+        return {
+            "recorders": {k: r.state() for k, r in saved.items() if r is not None},
+            "diverged_epoch": monitor.diverged_epoch,
+        }
+
     label = run_name(cfg)
+    remaining = total_steps - initial_epoch * steps_per_epoch
     callbacks = [
         EpochTimer(),
         *probes,
-        *([StepLimit(total_steps)] if total_steps % steps_per_epoch else []),
+        *([StepLimit(remaining)] if total_steps % steps_per_epoch else []),
         monitor,
-        MlflowEpochLogger(
-            log, initial=lambda: {k: v for r in probes for k, v in r.history.get(0, {}).items()}
-        ),
+        # after the recorders and the monitor (their values are in the state it saves),
+        # before the logger: an epoch's state is taken before its metrics go to MLflow
+        # (and on disk before a stopped run closes: the job waits for the write)
+        *([EpochCheckpoint(checkpoint, checkpoint_state, rows)] if checkpoint else []),
+        MlflowEpochLogger(log, initial=initial, resumed=state is not None),
         EpochLines(label, epochs, 60.0 if cfg.tracking.parent_run_id else 0),
     ]
     if recorder and cfg.tracking.profile_images:
-        callbacks.append(ProfileImageLogger.from_recorder(log, recorder, label=label))
-    fit = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=epochs,
-        callbacks=callbacks,
-        shuffle=False,  # the pipeline shuffles, seeded
-        verbose=0,
-    )
-
-    history = pd.DataFrame(fit.history)
-    history.insert(0, "epoch", range(1, len(history) + 1))
+        images = ProfileImageLogger.from_recorder(log, recorder, label=label)
+        if state is not None:
+            images.resume_after(initial_epoch)
+        callbacks.append(images)
+    new_rows = pd.DataFrame()
+    if initial_epoch < epochs and not monitor.diverged:
+        # The pipeline draws a new shuffle for each iterator made of it, and Keras's `fit`
+        # makes two per epoch (one as the epoch starts, the next as it ends): making the
+        # earlier epochs' iterators here lets the resumed epochs see the shuffles they
+        # would have seen, so a resumed run trains as the uninterrupted one (tested,
+        # tests/test_checkpoint.py). Making an iterator reads no data: it costs ~1 ms.
+        for _ in range(_ITERATORS_PER_EPOCH * initial_epoch):
+            iter(train_ds)
+        fit = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            shuffle=False,  # the pipeline shuffles, seeded
+            verbose=0,
+        )
+        new_rows = pd.DataFrame(fit.history)
+        new_rows.insert(0, "epoch", range(initial_epoch + 1, initial_epoch + len(new_rows) + 1))
+    history = pd.concat([pd.DataFrame(rows), new_rows], ignore_index=True) if rows else new_rows
     log.table(history, contract.HISTORY_ARTIFACT)
     if recorder:
         log.table(recorder.profile_frame(), contract.PROFILE_ARTIFACT)
@@ -159,6 +221,29 @@ def train(cfg: DictConfig, client: MlflowClient, run_id: str) -> TrainResult:
     if cfg.lesion.enabled and not monitor.diverged:
         _lesions(cfg, model, data, log, step=len(history))
     return TrainResult(history=history, diverged_epoch=monitor.diverged_epoch)
+
+
+def _log_missing_epochs(
+    log: RunLog, rows: list[dict[str, float]], probes: list, initial_epoch: int
+) -> None:
+    """A resumed run: log what the checkpoint holds but MLflow does not (its process was
+    stopped after the checkpoint's write and before the epoch's metrics reached the store)."""
+    logged = log.logged_steps(contract.EPOCH_TIME)
+    for row in rows:
+        step = int(row["epoch"])
+        if step not in logged:
+            log.metrics(epoch_metrics({k: v for k, v in row.items() if k != "epoch"}), step)
+    initial = {k: v for r in probes for k, v in r.history.get(0, {}).items()}
+    if initial and 0 not in log.logged_steps(next(iter(initial))):
+        log.metrics(initial, step=0)
+    later = sorted(s for s in logged if s > initial_epoch)
+    if later:
+        _log.warning(
+            "epochs %s were logged after the checkpoint of epoch %d was written: they are "
+            "trained again and logged twice",
+            later,
+            initial_epoch,
+        )
 
 
 def _lesions(cfg: DictConfig, model: keras.Model, data: Dataset, log: RunLog, step: int) -> None:

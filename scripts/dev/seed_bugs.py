@@ -199,8 +199,8 @@ BUGS = [
     bug(
         "SIGTERM leaves the run RUNNING",
         "resnet_exp/run/job.py",
-        "except (KeyboardInterrupt, Terminated):",
-        "except KeyboardInterrupt:",
+        "except (KeyboardInterrupt, Terminated) as err:",
+        "except KeyboardInterrupt as err:",
         JOBS,
     ),
     bug(

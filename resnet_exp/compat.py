@@ -1,11 +1,12 @@
 """The only place that touches Keras's, MLflow's or Hydra's private parts, each for a measured
 saving or for behaviour no public interface gives (Hydra: the search path its entry point
-builds from the command line).
+builds from the command line; MLflow's UI: the saved view of a study).
 
-Every item says why it is here, what it saves and what happens when the library
-changes it; `tests/test_compat.py` (Keras, Hydra) and `tests/test_compat_analysis.py`
-(MLflow) check each one against the installed version and fail loudly (not
-silently slower or wrong) when the private thing has moved.
+Every item says why it is here, what it saves and what happens when the library changes it;
+`tests/test_compat.py` (Keras, Hydra), `tests/test_compat_analysis.py` (MLflow) and
+`tests/test_ui.py`/`tests/test_ui_browser.py` (MLflow's UI) check each one against the
+installed version and fail loudly (not silently slower or wrong) when the private thing has
+moved.
 """
 
 from __future__ import annotations
@@ -288,3 +289,157 @@ def initialize_hydra(search_path: Any, job_name: str) -> None:
     from hydra._internal.hydra import Hydra
 
     Hydra.create_main_hydra2(task_name=job_name, config_search_path=search_path)
+
+
+# ---------------------------------------------------------------- MLflow UI (a study's saved view)
+#
+# MLflow's UI carries the runs table's filter and sort in its URL, but not its columns,
+# its chart sections, or how many runs the charts plot (the first 10 rows by default).
+# A *shared view* carries them all: the UI's "Views > Share" stores the page's state as an
+# experiment tag `mlflow.sharedViewState.<key>` and opens it from
+# `/#/experiments/<id>/runs?viewStateShareKey=<key>`. Neither the tag nor the state is
+# documented or in MLflow's Python API: they are the UI bundle's own (MLflow 3.17.2:
+# `main.*.js`), read off it and checked in Chromium. The tag's value is the JSON
+# `{"name", "createdAt", "updatedAt", "state"}`, `state` itself a JSON string of the
+# page's React state; a column is named `metrics.`<key>`` or `tags.`<key>``; a chart
+# section and a chart are dicts with the fields below. The link must carry no other
+# facet (sort, filter, ...) or the UI ignores the view. `tracking.ui.save_study_view`
+# writes one per study, so `make ui`'s link opens on plain vs residual across depth.
+# Saves: nothing in time; without it a user adds five columns, a sort and a chart
+# section by hand every time. If MLflow changes it: the link opens the default runs
+# page (nothing breaks, the view is ignored); `tests/test_ui.py` checks that the
+# installed bundle still reads the tag and the URL key, and `tests/test_ui_browser.py`
+# opens the view in headless Chromium and fails naming what is no longer shown.
+
+UI_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+UI_VIEW_URL_KEY = "viewStateShareKey"
+UI_BUNDLE_WORDS = ("sharedViewState", UI_VIEW_URL_KEY)  # what the bundle must still contain
+_UI_MODEL_METRICS = "Model metrics"  # the UI's own sections, for metrics without a prefix
+_UI_SYSTEM_METRICS = "System metrics"
+
+
+def ui_column(kind: str, key: str) -> str:
+    """The runs table's id of a column: `kind` is "metrics", "params" or "tags"."""
+    return f"{kind}.`{key}`"
+
+
+def ui_bar_chart(uuid: str, section: str, key: str, title: str | None = None) -> dict:
+    """A bar chart of a metric's latest value per run, in the table's order."""
+    return _ui_chart("BAR", uuid, section, key, title)
+
+
+def ui_line_chart(
+    uuid: str, section: str, key: str, title: str | None = None, log_y: bool = False
+) -> dict:
+    """A line chart of a metric against step (= epoch here)."""
+    return _ui_chart("LINE", uuid, section, key, title) | {
+        "lineSmoothness": 0,
+        "xAxisScaleType": "linear",
+        "scaleType": "log" if log_y else "linear",
+        "range": {},
+        "xAxisKey": "step",
+        "selectedXAxisMetricKey": "",
+        "yAxisKey": "metric",
+        "yAxisExpressions": [],
+        "ignoreOutliers": False,
+        "useGlobalXaxisKey": True,
+        "useGlobalLineSmoothing": True,
+    }
+
+
+def _ui_chart(kind: str, uuid: str, section: str, key: str, title: str | None) -> dict:
+    """What every chart card of a saved view holds."""
+    return {
+        "uuid": uuid,
+        "type": kind,
+        "runsCountToCompare": 100,
+        "metricSectionId": section,
+        "deleted": False,
+        "isGenerated": False,
+        "displayName": title or key,
+        "metricKey": key,
+    }
+
+
+def ui_view_state(
+    *,
+    search_filter: str,
+    order_by: str,
+    ascending: bool,
+    columns: list[str],
+    section: tuple[str, str],
+    charts: list[dict],
+) -> dict:
+    """The runs page's state: `section` (uuid, name) first, with `charts`; then the UI's
+    own sections (it fills "Model metrics" with every other metric); every run plotted."""
+    uuid, name = section
+    sections = [
+        {"uuid": uuid, "name": name, "generated": False},
+        {"uuid": f"{uuid}-model", "name": _UI_MODEL_METRICS, "generated": True},
+        {"uuid": f"{uuid}-system", "name": _UI_SYSTEM_METRICS, "generated": True},
+    ]
+    return {
+        "searchFilter": search_filter,
+        "orderByKey": order_by,
+        "orderByAsc": ascending,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "datasetsFilter": [],
+        "modelVersionFilter": "All Runs",
+        "selectedColumns": columns,
+        "columnOrder": columns,  # else the UI shows metrics, then params, then tags
+        "columnWidths": {},
+        "runsHiddenMode": "SHOW_ALL",  # default: only the first 10 rows are plotted
+        "compareRunCharts": charts,
+        "compareRunSections": [
+            {
+                "uuid": s["uuid"],
+                "name": s["name"],
+                "display": s["name"] != _UI_SYSTEM_METRICS,
+                "isReordered": False,
+                "deleted": False,
+                "isGenerated": s["generated"],
+            }
+            for s in sections
+        ],
+        "viewMaximized": False,
+        "runListHidden": False,
+        "isAccordionReordered": True,  # keep our section order, do not re-sort
+        "useGroupedValuesInCharts": True,
+        "hideEmptyCharts": True,
+        "groupBy": None,
+        "groupsExpanded": {},
+        "autoRefreshEnabled": True,
+        "globalLineChartConfig": {
+            "xAxisKey": "step",
+            "lineSmoothness": 0,
+            "selectedXAxisMetricKey": "",
+        },
+    }
+
+
+def ui_view_tag(key: str, name: str, state: dict, now_ms: int) -> tuple[str, str]:
+    """The experiment tag (key, value) that holds a shared view of the runs page."""
+    import json
+
+    value = {"name": name, "createdAt": now_ms, "updatedAt": now_ms, "state": json.dumps(state)}
+    return f"{UI_VIEW_TAG_PREFIX}{key}", json.dumps(value)
+
+
+def ui_bundle_missing(words: tuple[str, ...] = UI_BUNDLE_WORDS) -> list[str]:
+    """The `words` the installed MLflow UI's JavaScript no longer contains (empty: all there).
+
+    A cheap check that the shared-view format above is still the UI's: the bundle that
+    reads the tag and the URL key names both."""
+    from pathlib import Path
+
+    import mlflow.server
+
+    folder = Path(mlflow.server.__file__).parent / "js" / "build" / "static" / "js"
+    missing = set(words)
+    for path in sorted(folder.glob("main.*.js")) + sorted(folder.glob("*.js")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        missing -= {w for w in missing if w in text}
+        if not missing:
+            break
+    return sorted(missing)

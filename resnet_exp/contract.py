@@ -89,3 +89,32 @@ LESION_COLUMNS = ["block_index", "block", "stage", "downsampling", "accuracy", "
 LESION_K_ARTIFACT = "lesion_k.csv"  # one row per (k, draw) of k blocks deleted at once
 LESION_K_COLUMNS = ["k", "draw", "blocks", "accuracy", "drop"]
 PROFILE_IMAGE = "grad_profile"  # the per-epoch image chart's key
+
+# ---------------------------------------------------------------- one-number summaries (step 0)
+# Logged once, at step 0, when a run ends (`tracking.summaries.log_run_summary`), so the
+# runs table can show and sort them as columns and the chart view draws them as bars.
+INIT_GRAD_RATIO = "init_grad_first_last_ratio"  # grad_first_last_ratio at step 0
+INIT_GRAD_FIRST = "init_grad_first_norm"
+INIT_GRAD_LAST = "init_grad_last_norm"
+FINAL_GRAD_RATIO = "final_grad_first_last_ratio"  # ... at the last logged epoch
+FINAL_GRAD_FIRST = "final_grad_first_norm"
+FINAL_GRAD_LAST = "final_grad_last_norm"
+FINAL_TRAIN_ERROR = "final_train_error"  # 1 - the last epoch's train_accuracy
+FINAL_VAL_ERROR = "final_val_error"
+FINAL_TEST_ERROR = "final_test_error"  # only where test_accuracy was logged
+DEPTH_METRIC = "depth"  # the `depth` tag as a number: sorts and plots in depth order
+DIVERGED_METRIC = "diverged"  # the `diverged` tag as 0/1
+SUMMARY_METRICS = (
+    INIT_GRAD_RATIO,
+    INIT_GRAD_FIRST,
+    INIT_GRAD_LAST,
+    FINAL_GRAD_RATIO,
+    FINAL_GRAD_FIRST,
+    FINAL_GRAD_LAST,
+    FINAL_TRAIN_ERROR,
+    FINAL_VAL_ERROR,
+    FINAL_TEST_ERROR,
+    DEPTH_METRIC,
+    DIVERGED_METRIC,
+)
+RUN_COLOR = "mlflow.runColor"  # "#rrggbb": plain reds, residual blues, darker with depth

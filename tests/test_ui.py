@@ -5,10 +5,17 @@ run names, comparison tags, descriptions, dataset inputs, provenance, the
 parent's bookkeeping tags, the per-epoch profile images, and the report's links
 resolving to existing artifacts. Then the basic-auth server: refused without
 credentials, a sweep logs with them.
+
+Then the finding at a glance (issue 20): a run's one-number summaries and colour
+(`tracking.summaries`), the study's saved view (`tracking.ui`, its format in
+`compat`) and the experiment's first line; what Chromium shows of them is
+`test_ui_browser.py`.
 """
 
 from __future__ import annotations
 
+import colorsys
+import json
 import re
 import socket
 import subprocess
@@ -19,8 +26,12 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ROOT, TINY, run_train
+from mlflow.tracking import MlflowClient
 
-pytestmark = pytest.mark.slow
+from resnet_exp import compat, contract
+from resnet_exp.tracking import ui
+from resnet_exp.tracking.describe import EXPERIMENT_DESCRIPTION
+from resnet_exp.tracking.summaries import log_run_summary, run_color
 
 LINK = re.compile(r"\]\((get-artifact\?[^)\s]+)\)")
 
@@ -65,6 +76,7 @@ def _resolves(base: str, link: str) -> bool:
     return response.status_code == 200 and len(response.content) > 0
 
 
+@pytest.mark.slow
 def test_a_study_reads_in_the_ui(tmp_path):
     with _server(tmp_path / "server") as base:
         env = {"MLFLOW_TRACKING_URI": base}
@@ -154,6 +166,7 @@ def test_a_study_reads_in_the_ui(tmp_path):
         assert not re.search(r'(src|href)="(?!data:|https?:|#)', page)
 
 
+@pytest.mark.slow
 def test_a_lab_server_refuses_strangers_and_logs_a_sweep_with_credentials(tmp_path, monkeypatch):
     password = "a-long-test-password-0"
     monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", password)
@@ -197,3 +210,133 @@ def test_a_lab_server_refuses_strangers_and_logs_a_sweep_with_credentials(tmp_pa
             files = _api(base, "artifacts/list", auth=auth, run_id=run["info"]["run_id"])
             assert "grad_profile.csv" in {f["path"] for f in files["files"]}
     assert (tmp_path / "server" / "basic_auth.ini").stat().st_mode & 0o077 == 0
+
+
+# ---------------------------------------------------------------- the finding at a glance
+
+
+def test_the_installed_ui_still_reads_shared_views():
+    """The saved view's tag and URL key are the UI bundle's own (compat, MLflow UI)."""
+    assert compat.ui_bundle_missing() == [], "MLflow's UI no longer reads saved views this way"
+
+
+def _hls(color: str) -> tuple[float, float, float]:
+    rgb = [int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    return colorsys.rgb_to_hls(*rgb)
+
+
+def test_run_colours_say_the_kind_and_darken_with_depth():
+    for arch, hue in [("plain", 0), ("residual", 215), ("skip@stage3_block1", 130)]:
+        colors = [run_color(arch, depth) for depth in (8, 14, 20, 32, 44, 56, 110)]
+        hls = [_hls(c) for c in colors]
+        assert all(min(abs(h * 360 - hue), abs(h * 360 - hue - 360)) < 2 for h, _, _ in hls)
+        lightness = [light for _, light, _ in hls]
+        assert lightness == sorted(lightness, reverse=True) and len(set(colors)) == len(colors)
+    assert _hls(run_color("residual-fixup", 20))[0] * 360 == pytest.approx(280, abs=2)
+    assert run_color("plain", None).startswith("#") and len(run_color("plain", 1000)) == 7
+
+
+def test_the_experiment_list_shows_a_plain_sentence():
+    first = EXPERIMENT_DESCRIPTION.format(experiment="x").splitlines()[0]
+    assert first.startswith("Plain vs residual by depth")  # the list shows ~26 characters
+    assert not any(mark in first for mark in "*`_[#")
+
+
+def _fake_run(client, eid, name, arch, depth, metrics, sweep="s1"):
+    run = client.create_run(
+        eid,
+        run_name=name,
+        tags={contract.RUN_KIND: contract.TRAIN, contract.SWEEP_ID: sweep, contract.ARCH: arch,
+              contract.DEPTH: str(depth), contract.DIVERGED: "false"},
+    )  # fmt: skip
+    for key, by_step in metrics.items():
+        for step, value in by_step.items():
+            client.log_metric(run.info.run_id, key, value, step=step)
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def _view_state(client, eid, key) -> tuple[dict, dict]:
+    value = json.loads(client.get_experiment(eid).tags[compat.UI_VIEW_TAG_PREFIX + key])
+    return value, json.loads(value["state"])
+
+
+def test_a_study_view_holds_the_finding(client):
+    eid = client.create_experiment("study")
+    metrics = {contract.GRAD_RATIO: {0: 0.5, 1: 0.4}, contract.TRAIN_ACCURACY: {1: 0.9}}
+    _fake_run(client, eid, "d8-plain", "plain", 8, metrics)
+    key = ui.save_study_view(client, eid, "s1")
+    assert key == "finding-s1" and ui.saved_view_keys(client, eid) == [key]
+    value, state = _view_state(client, eid, key)
+    assert value["name"] == "Finding, sweep-s1" and value["createdAt"] > 0
+    assert state["searchFilter"] == "tags.run_kind = 'train' and tags.sweep_id = 's1'"
+    assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`depth`", True)
+    assert state["selectedColumns"] == state["columnOrder"] == [
+        "metrics.`depth`", "tags.`arch`", "metrics.`init_grad_first_last_ratio`",
+        "metrics.`final_train_error`", "metrics.`final_val_error`",
+    ]  # fmt: skip
+    assert state["runsHiddenMode"] == "SHOW_ALL"
+    first, *others = state["compareRunSections"]
+    assert first["name"] == "Finding" and others[0]["name"] == "Model metrics"
+    charts = [(c["type"], c["metricKey"], c.get("scaleType")) for c in state["compareRunCharts"]]
+    assert charts == [
+        ("BAR", contract.INIT_GRAD_RATIO, None),
+        ("BAR", contract.FINAL_TRAIN_ERROR, None),
+        ("BAR", contract.FINAL_VAL_ERROR, None),
+        ("LINE", contract.GRAD_RATIO, "log"),
+    ]
+    assert {c["metricSectionId"] for c in state["compareRunCharts"]} == {first["uuid"]}
+    # a study with a test set gets its bar too; the whole experiment's view has no sweep
+    test = {contract.TEST_ACCURACY: {1: 0.8}}
+    log_run_summary(client, _fake_run(client, eid, "d8-residual", "residual", 8, test))
+    assert ui.save_study_view(client, eid, None) == "finding"
+    _, state = _view_state(client, eid, "finding")
+    assert state["searchFilter"] == "tags.run_kind = 'train'"
+    assert contract.FINAL_TEST_ERROR in [c["metricKey"] for c in state["compareRunCharts"]]
+    # the link carries the view and nothing else the UI would take instead of it
+    assert ui.view_url("http://h:1/", eid, key) == (
+        f"http://h:1/#/experiments/{eid}/runs?viewStateShareKey=finding-s1"
+        "&compareRunsMode=CHART&workflowType=machine_learning"
+    )
+    assert "compareRunsMode=TABLE" in ui.view_url("http://h:1", eid, key, charts=False)
+
+
+@pytest.mark.slow
+def test_a_real_run_gets_its_summaries_once_and_the_links_show_its_view(tmp_path, tracking_uri):
+    """A real tiny run (no sweep: the whole experiment's view), summarised by the links'
+    backfill, then again by `log_run_summary`: every summary logged once, at step 0."""
+    done = run_train(*TINY, "tracking.profile_images=false", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(tracking_uri)
+    eid = client.get_experiment_by_name("resnet-exp").experiment_id
+    base = "http://127.0.0.1:5000"
+    lines = ui.study_links(client, base, save_views=True)
+    assert any(ui.view_url(base, eid, "finding") in line for line in lines), lines
+    assert any(ui.view_url(base, eid, "finding", charts=False) in line for line in lines)
+    (run,) = client.search_runs([eid])
+    run_id = run.info.run_id
+    again = log_run_summary(client, run_id)
+    for key, value in again.items():
+        assert [(m.step, m.value) for m in client.get_metric_history(run_id, key)] == [(0, value)]
+
+    def history(key: str) -> dict[int, float]:
+        return {m.step: m.value for m in client.get_metric_history(run_id, key)}
+
+    gradients = (contract.GRAD_RATIO, contract.GRAD_FIRST, contract.GRAD_LAST)
+    ratio, first, last = (history(key) for key in gradients)
+    expected = {
+        contract.INIT_GRAD_RATIO: ratio[0],
+        contract.FINAL_GRAD_RATIO: ratio[2],
+        contract.INIT_GRAD_FIRST: first[0],
+        contract.FINAL_GRAD_FIRST: first[2],
+        contract.INIT_GRAD_LAST: last[0],
+        contract.FINAL_GRAD_LAST: last[2],
+        contract.FINAL_TRAIN_ERROR: 1 - history(contract.TRAIN_ACCURACY)[2],
+        contract.FINAL_VAL_ERROR: 1 - history(contract.VAL_ACCURACY)[2],
+        contract.DEPTH_METRIC: 8.0,
+        contract.DIVERGED_METRIC: 0.0,
+    }
+    assert set(again) == set(expected)  # synthetic data has no test set: no final_test_error
+    for key, value in expected.items():
+        assert again[key] == pytest.approx(value, rel=1e-3), key
+    assert client.get_run(run_id).data.tags[contract.RUN_COLOR] == run_color("residual", 8)

@@ -213,7 +213,11 @@ def _runs_frame(runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
             "diverged": str(run.data.tags.get(contract.DIVERGED, "false")).lower() == "true",
             "diverged_epoch": _parse(run.data.tags.get(contract.DIVERGED_EPOCH), "int"),
             "has_gradients": any(k in run.data.metrics for k in GRADIENT_NORMS),
-            "metric_keys": tuple(sorted(run.data.metrics)),
+            # the one-number summaries are derived from the per-epoch metrics read here, and
+            # `depth`/`diverged` would collide with the tags of the same names
+            "metric_keys": tuple(
+                sorted(k for k in run.data.metrics if k not in contract.SUMMARY_METRICS)
+            ),
         }
         for run in runs
     ]

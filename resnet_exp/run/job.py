@@ -66,6 +66,7 @@ from resnet_exp.tracking.store import (
     resolve_tracking_uri,
     with_retry,
 )
+from resnet_exp.tracking.summaries import log_run_summary
 from resnet_exp.training.checkpoint import Checkpoint, checkpoint_root, writer_gone
 from resnet_exp.training.interrupt import Terminated, stopping_signals
 
@@ -239,6 +240,7 @@ def _train_and_close(
             end_tags[DIVERGED_EPOCH] = str(result.diverged_epoch)
             log.warning("%s diverged at epoch %s", run_name(cfg), result.diverged_epoch)
         run.tags(end_tags)
+        log_run_summary(client, run_id)  # after the diverged tag, which it reads
         run.end(RunStatus.FINISHED)
         closed = True
         if checkpoint is not None:

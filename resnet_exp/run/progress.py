@@ -22,7 +22,7 @@ from resnet_exp.config.schema import flatten
 from resnet_exp.console import number, percent, say
 from resnet_exp.tracking.naming import run_name
 from resnet_exp.tracking.store import config_hash, project_root, with_retry
-from resnet_exp.tracking.ui import experiment_url, run_url
+from resnet_exp.tracking.ui import experiment_url, run_url, view_url
 
 ENDED = ("FINISHED", "FAILED", "KILLED")
 UI_PORT = 5000
@@ -88,11 +88,19 @@ def read_result(client: MlflowClient, run) -> RunResult:
     )
 
 
-def where_to_look(uri: str, experiment_id: str, run_id: str | None = None) -> str:
-    """The MLflow UI address of a run (or experiment), and how to start the UI if needed."""
+def where_to_look(
+    uri: str, experiment_id: str, run_id: str | None = None, view_key: str | None = None
+) -> str:
+    """The MLflow UI address of a study's saved view (`view_key`), else of a run (or the
+    experiment), and how to start the UI if needed."""
     server = uri.startswith(("http://", "https://"))
     base = uri if server else f"http://127.0.0.1:{UI_PORT}"
-    url = run_url(base, experiment_id, run_id) if run_id else experiment_url(base, experiment_id)
+    if view_key:
+        url = view_url(base, experiment_id, view_key)
+    elif run_id:
+        url = run_url(base, experiment_id, run_id)
+    else:
+        url = experiment_url(base, experiment_id)
     if server:
         return url
     if uri == f"sqlite:///{project_root() / 'mlflow.db'}":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -28,6 +29,7 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -54,6 +56,9 @@ from resnet_exp.tracking.store import (
     resolve_tracking_uri,
     with_retry,
 )
+from resnet_exp.tracking.ui import save_study_view
+
+log = logging.getLogger(__name__)
 
 
 def sweep_overrides(config: DictConfig) -> list[str]:
@@ -259,19 +264,29 @@ class SweepParent:
         counts, failed = summary["counts"], summary["failed"]
         # tags, not metrics: the chart view then opens on the children's training metrics
         log_batch(self.client, self.run_id, tags={f"jobs_{k}": v for k, v in counts.items()})
+        view = self._save_view()
         self._end("FAILED" if failed else "FINISHED")
         run_id, self.run_id = self.run_id, None
         say(
             f"sweep done: {counts['configs']} configurations, "
             f"{counts['finished']} finished ({counts['diverged']} diverged), "
             f"{counts['failed']} failed, {counts['killed']} killed; browse: "
-            + progress.where_to_look(self.uri, self.experiment_id, run_id)
+            + progress.where_to_look(self.uri, self.experiment_id, run_id, view_key=view)
         )
         if failed:
             say("failed jobs:")
             for line in failed:
                 print(f"  - {line}", file=sys.stderr)
             sys.exit(1)
+
+    def _save_view(self) -> str | None:
+        """The study's saved view in MLflow's UI (its runs in depth order, the finding's
+        columns and charts first); None where the user may not edit the experiment."""
+        try:
+            return save_study_view(self.client, self.experiment_id, self.key)
+        except MlflowException as err:
+            log.warning("no saved view for sweep %s: %s", self.key, err)
+            return None
 
     def _close_lost_runs(self, runs: list, lost: dict[str, str]) -> int:
         """Close KILLED the RUNNING runs of lost jobs (killed outright, without a chance to

@@ -45,13 +45,20 @@ _APPLIES: dict[str, Callable[[dict[str, Any]], bool]] = {
 }
 _BOOKKEEPING = ("tracking.",)
 
+# The experiments list shows the description's start as it is (markdown unrendered), cut
+# at about 26 characters in MLflow 3.17: a plain sentence whose first words say it all.
 EXPERIMENT_DESCRIPTION = """\
-**What do skip connections do to a network as it gets deeper?** Each run trains one \
-network, plain (no skip connections) or residual, at one depth, and records the loss \
-gradient at its first and last weight layers at initialisation (step 0) and after every \
-epoch.
+Plain vs residual by depth: what skip connections do to a network as it gets deeper.
+
+Each run trains one network, plain (no skip connections) or residual, at one depth, and \
+records the loss gradient at its first and last weight layers at initialisation (step 0) \
+and after every epoch.
 
 **Reading it here** (sidebar: *Model training*):
+- **The finding at a glance**: *Views* (top right) > *Finding, sweep-...* (`make ui` prints \
+the link): the training runs in depth order with their depth, kind (`arch`), first/last \
+gradient ratio at initialisation and final train/val errors, and a first chart section \
+*Finding* (plain nets red, residual blue, darker as they deepen).
 - A sweep is one row: expand it to see its runs, named `d<depth>-<kind>` \
 (plus what else the sweep varies, e.g. `nobn`, `s1` for seed 1). The kind is `plain`, \
 `residual` (a skip on every block), `skip@<blocks>` (skips only on the blocks named, as \

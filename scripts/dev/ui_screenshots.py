@@ -4,11 +4,15 @@
                                      [--out docs/ui] [--chromium chromium]
 
 Starts `mlflow ui` on a free loopback port over the store (default: the
-project's `mlflow.db`), then captures, in Model training mode: the runs table,
-the sweep's parent run (its description holds the findings), the parent's
+project's `mlflow.db`), then captures, in Model training mode: the latest sweep's
+finding (its saved view, as charts and as the table: `make ui`'s links; the view and
+the runs' summaries are added first where missing, as `scripts/ui_links.py` does), the
+runs table, the sweep's parent run (its description holds the findings), the parent's
 report (markdown and HTML) in the artifact viewer, and one training run's page
 and charts. Needs Chromium
-(Debian: `apt-get install chromium`); not part of the test suite.
+(Debian: `apt-get install chromium`). The screenshots docs/ui.md shows come from the
+browser test instead (`RESNET_EXP_UPDATE_SCREENSHOTS=1 pytest tests/test_ui_browser.py`),
+over a small study made for them; this script takes the same views of a real study.
 """
 
 from __future__ import annotations
@@ -23,10 +27,21 @@ import tempfile
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
-from tracking_server import wait_until_ready
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: tracking_server
+from tracking_server import wait_until_ready  # noqa: E402
+
+from resnet_exp import contract
 from resnet_exp.tracking.store import resolve_tracking_uri
-from resnet_exp.tracking.ui import MODEL_TRAINING, experiment_url, run_url
+from resnet_exp.tracking.ui import (
+    MODEL_TRAINING,
+    experiment_url,
+    prepare_study,
+    run_url,
+    saved_view_keys,
+    study_view_key,
+    view_url,
+)
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -52,13 +67,25 @@ def pages(client: MlflowClient, base: str, experiment: str) -> dict[str, str]:
     if exp is None:
         sys.exit(f"ui_screenshots: no experiment {experiment!r} in the store")
     eid = exp.experiment_id
-    out = {"1_runs_table": experiment_url(base, eid)}
+    out = {}
 
-    def latest(kind: str) -> str | None:
+    def latest_run(kind: str):
         order = ["attributes.start_time DESC"]
         runs = client.search_runs([eid], f"tags.run_kind = '{kind}'", order_by=order, max_results=1)
-        return runs[0].info.run_id if runs else None
+        return runs[0] if runs else None
 
+    def latest(kind: str) -> str | None:
+        run = latest_run(kind)
+        return run.info.run_id if run else None
+
+    sweep = latest_run("sweep")
+    sweep_id = sweep.data.tags.get(contract.SWEEP_ID) if sweep else None
+    prepare_study(client, eid, sweep_id)
+    key = study_view_key(sweep_id)
+    if key in saved_view_keys(client, eid):
+        out["0_finding_charts"] = view_url(base, eid, key)
+        out["0_finding_table"] = view_url(base, eid, key, charts=False)
+    out["1_runs_table"] = experiment_url(base, eid)
     if parent := latest("sweep"):
         out["2_sweep_parent"] = run_url(base, eid, parent)
         report = f"{base}/#/experiments/{eid}/runs/{parent}/artifacts/report/report"

@@ -26,6 +26,7 @@ BAD = {
     "model.depth=8,14": ["model.depth=8,14", "add -m"],
     "optim.schedule.gamma=-1": ["optim.schedule.gamma=-1", "(0, 1]"],
     "data=synthetic data.num_classes=1": ["data.num_classes=1", ">= 2"],
+    "model.depth=8 -m model.residual=true,false": ["-m comes after an override", "-m model"],
     "model.depth= 8": ["model.depth= 8", "a space after `=`", "write model.depth=8"],
     "model.depth=[8": ["model.depth=[8", "not an override"],
     "-m model.depth=8 model.depth= 14": ["model.depth= 14", "write model.depth=14"],

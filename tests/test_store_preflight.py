@@ -90,7 +90,7 @@ def test_unusable_store_stops_before_any_job_in_one_line(case, mode, tmp_path):
     make_uri, fragment = CASES[case]
     uri = make_uri(tmp_path)
     sweep = ["-m", "model.depth=8,14", "model.residual=true,false"] if mode == "sweep" else []
-    result = run_train(*TINY, *sweep, env={"MLFLOW_TRACKING_URI": uri}, cwd=tmp_path)
+    result = run_train(*sweep, *TINY, env={"MLFLOW_TRACKING_URI": uri}, cwd=tmp_path)
     _assert_one_store_line(result, uri, fragment)
     assert not list(tmp_path.rglob("*.log"))  # no job started (Hydra writes a log per job)
 

@@ -60,10 +60,24 @@ class HydraArgs:
     multirun: bool
 
 
+def _misplaced_flag(argv: list[str]) -> None:
+    """Hydra's parser takes its flags only before the overrides; after one, it prints its
+    usage and `unrecognized arguments`. Say what to move instead."""
+    first = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
+    late = [arg for arg in argv[first:] if arg in ("-m", "--multirun")]
+    if late:
+        raise CommandLineError(
+            f"{late[0]} comes after an override; Hydra reads its flags only before them: "
+            f"python experiments/train.py {late[0]} {' '.join(a for a in argv if a != late[0])}"
+        )
+
+
 def hydra_args(argv: list[str]) -> HydraArgs | None:
     """A command line as Hydra's own parser reads it; None for one that runs nothing
     (--help, --cfg, --info, ...) or that the parser refuses (Hydra then says why)."""
     args = compat.hydra_arguments(argv)
+    if args is None:
+        _misplaced_flag(argv)
     if args is None or args.help or args.hydra_help or args.cfg or args.shell_completion:
         return None
     if args.info is not None or args.experimental_rerun is not None:

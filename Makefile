@@ -33,12 +33,15 @@ demo: $(VENV)/.installed ## the default study (depth_sweep on digits, in paralle
 	$(PY) scripts/make_figures.py --experiment depth_sweep
 
 # The fast tests in parallel processes (pytest-xdist: one per core, at most 4); the slow ones
-# one at a time, since each runs parallel jobs or servers of its own.
+# two at a time: each runs parallel jobs or servers of its own, and many mostly wait (servers,
+# Slurm's queue), so two overlap well on 2 cores. The Slurm tests share one node and run one
+# after another on one worker (xdist group `slurm`).
 FAST_TESTS := -m "not slow" -n auto --maxprocesses=4
+SLOW_TESTS := -m slow -n 2 --dist loadgroup
 
 test: $(VENV)/.installed ## the whole test suite, slow end-to-end tests included
 	$(PY) -m pytest $(FAST_TESTS)
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest $(SLOW_TESTS)
 
 test-fast: $(VENV)/.installed ## the tests not marked slow
 	$(PY) -m pytest $(FAST_TESTS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 
 from resnet_exp import compat
 
@@ -80,6 +81,7 @@ def test_hydra_reads_a_command_line_with_the_parser_compat_uses(capsys):
     assert capsys.readouterr() == ("", "")  # said by Hydra's own parse, not twice
 
 
+@pytest.mark.slow  # Hydra's entry point in a subprocess
 def test_hydra_main_builds_the_search_path_compat_builds(tmp_path):
     """The entry point's own search path and job name (`--cfg hydra`) for --config-path,
     relative to the entry point, and --config-dir, against compat's for the same flags."""

@@ -331,6 +331,7 @@ BROKEN = {
 }
 
 
+@pytest.mark.slow  # the entry point in a subprocess, per case
 @pytest.mark.parametrize(
     "case, mode", [*((case, "run") for case in BROKEN), ("labels 10-19", "sweep")]
 )

@@ -156,6 +156,7 @@ def form_args(form: str, mine: Path, primaries: Path) -> list[str]:
     return [arg.format(mine=mine, primaries=primaries) for arg in FORMS[form]]
 
 
+@pytest.mark.slow  # the entry point in a subprocess, per case
 @pytest.mark.parametrize("form", list(FORMS))
 def test_the_check_composes_a_users_preset_exactly_as_hydra_does(form, mine, primaries):
     args = form_args(form, mine, primaries)
@@ -272,6 +273,7 @@ def test_a_yaml_error_in_a_users_folder_is_one_line_naming_file_line_and_column(
     assert not unopened_store.exists()
 
 
+@pytest.mark.slow  # the entry point in a subprocess, per case
 @pytest.mark.parametrize("name", ["config.yaml", "data/digits.yaml"])
 def test_a_yaml_error_in_conf_is_one_line_naming_file_line_and_column(
     name, tmp_path, unopened_store
@@ -287,6 +289,7 @@ def test_a_yaml_error_in_conf_is_one_line_naming_file_line_and_column(
     assert not unopened_store.exists()
 
 
+@pytest.mark.slow  # the entry point in a subprocess, per case
 def test_a_yaml_error_in_a_later_job_of_a_sweep_stops_it_in_one_line(mine, unopened_store):
     """The check composes a sweep's first job; the sweeper composes the rest, before any runs."""
     broken = write(mine / "experiment" / "broken.yaml", BROKEN)

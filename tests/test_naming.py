@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from resnet_exp.config.schema import flatten
 from resnet_exp.tracking.describe import applicable_params, run_description
-from resnet_exp.tracking.naming import comparison_tags, run_name, varying_keys
+from resnet_exp.tracking.naming import comparison_tags, run_name, sweep_name, varying_keys
 from resnet_exp.tracking.store import config_hash
 
 
@@ -83,3 +83,13 @@ def test_run_description_is_one_line(make_cfg):
     text = run_description(make_cfg("model.depth=56", "model.residual=false"))
     assert "\n" not in text
     assert text.startswith("`d56-plain`: plain resnet_cifar of depth 56 (no skip connections")
+
+
+def test_a_sweeps_parent_is_named_after_the_study_and_what_it_sweeps(make_cfg):
+    jobs = [
+        make_cfg(f"model.depth={d}", f"model.residual={r}")
+        for d in (56, 8, 20)
+        for r in ("false", "true")
+    ]
+    assert sweep_name("depth_sweep", jobs) == "depth_sweep: d8-56 x plain|residual"
+    assert sweep_name("one", jobs[:1]) == "one: d56 x plain"

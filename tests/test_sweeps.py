@@ -44,6 +44,7 @@ def test_two_job_sweep_is_one_parent_with_two_children(tracking_uri, client, tmp
         assert child.data.tags["sweep_id"] == parent.data.tags["sweep_id"]
         assert "tracking.parent_run_id" not in child.data.tags["overrides"]
     assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == "resnet-exp: d8 x residual|plain"  # the study, what it sweeps
     assert parent.data.tags["jobs_finished"] == "2"
     assert parent.data.tags["jobs_failed"] == "0"
     assert not parent.data.metrics  # bookkeeping is tags: the chart view opens on training

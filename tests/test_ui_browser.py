@@ -132,7 +132,9 @@ def study(tmp_path_factory, empty_store):
             "links": links,
             "runs": runs,
             "summaries": summaries,
-            "parent": f"sweep-{sweep_id[:6]}",
+            "parent": client.search_runs([eid], f"tags.{contract.RUN_KIND} = '{contract.SWEEP}'")[
+                0
+            ].info.run_name,
             "shots": _shots_dir(tmp_path_factory),
         }
     finally:

@@ -47,7 +47,7 @@ from resnet_exp.run.command_line import (
 )
 from resnet_exp.run.job import raise_on_sigterm
 from resnet_exp.tracking.describe import describe_experiment, provenance_tags, sweep_description
-from resnet_exp.tracking.naming import run_name, varying_keys
+from resnet_exp.tracking.naming import run_name, sweep_name, varying_keys
 from resnet_exp.tracking.preflight import check_store, say_store_error, store_or_exit
 from resnet_exp.tracking.store import (
     config_hash,
@@ -174,7 +174,9 @@ def _failure(ret: Any) -> Exception | None:
 class SweepParent:
     """The sweep's parent run: opened before any job, closed with the children's counts."""
 
-    def __init__(self, config: DictConfig, overrides: list[str]) -> None:
+    def __init__(
+        self, config: DictConfig, overrides: list[str], planned: Sequence[DictConfig] = ()
+    ) -> None:
         """Check the store, create the experiment (once, before parallel jobs race to), and
         open or reopen the parent run of this sweep (same experiment, same overrides)."""
         self.uri = resolve_tracking_uri(config.tracking.uri)
@@ -184,7 +186,8 @@ class SweepParent:
         self.experiment_id = ensure_experiment(self.client, experiment)
         describe_experiment(self.client, self.experiment_id, experiment)
         self.key = sweep_key(experiment, overrides)
-        self.run_id: str | None = self._open(overrides, config)
+        name = sweep_name(experiment, planned) if planned else f"sweep-{self.key[:6]}"
+        self.run_id: str | None = self._open(overrides, config, name)
         self.injected = [f"tracking.parent_run_id={self.run_id}", f"tracking.sweep_id={self.key}"]
         varying = varying_keys(overrides)
         if varying:  # run names show what the sweep varies besides depth and plain/residual
@@ -196,7 +199,7 @@ class SweepParent:
         where = f"in experiment '{experiment}' at {self.uri}"
         say(f"sweep {self.key}: parent run {self.run_id} {where}")
 
-    def _open(self, overrides: list[str], config: DictConfig) -> str:
+    def _open(self, overrides: list[str], config: DictConfig, name: str) -> str:
         found = with_retry(
             self.client.search_runs,
             [self.experiment_id],
@@ -220,7 +223,7 @@ class SweepParent:
         run = with_retry(
             self.client.create_run,
             self.experiment_id,
-            run_name=f"sweep-{self.key[:6]}",  # short: the runs table shows it whole
+            run_name=name,
             tags={
                 RUN_KIND: SWEEP,
                 SWEEP_ID: self.key,
@@ -358,7 +361,7 @@ class StudySweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        parent = SweepParent(self.config, sweep_overrides(self.config))
+        parent = SweepParent(self.config, sweep_overrides(self.config), planned)
         atexit.register(parent.close_if_interrupted)
         raise_on_sigterm(KeyboardInterrupt)  # the launcher stops; atexit closes the parent
         to_run = parent.follow(planned)  # a resume skips what finished earlier

@@ -106,3 +106,13 @@ def comparison_tags(cfg: DictConfig) -> dict[str, str]:
         contract.MODEL: str(cfg.model.name),
         contract.SKIP_AT: skip_placement(cfg.model),
     }
+
+
+def sweep_name(experiment: str, jobs: Sequence[DictConfig]) -> str:
+    """A sweep parent's run name: the study and what it sweeps, as the runs table shows it
+    (`depth_sweep: d8-56 x plain|residual`), rather than a hash."""
+    depths = sorted({int(job.model.depth) for job in jobs})
+    kinds = list(dict.fromkeys(arch(job.model) for job in jobs))
+    span = f"d{depths[0]}" + (f"-{depths[-1]}" if len(depths) > 1 else "")
+    nets = "|".join(kinds) if len(kinds) <= 3 else f"{len(kinds)} kinds of net"
+    return f"{experiment}: {span} x {nets}"

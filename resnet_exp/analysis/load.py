@@ -296,6 +296,7 @@ def fetch_histories(
             )
     if long is None:
         long, method = _history_client(client, run_keys, workers), "client"
+    long = long[long["key"].isin(keys)].copy()  # the SQL path reads every metric, summaries too
     # SQL stores keep +/-inf as +/-float max, and every read path hands that back.
     value = long["value"].astype(float)
     long["value"] = value.mask(value >= _FLOAT_MAX, np.inf).mask(value <= -_FLOAT_MAX, -np.inf)

@@ -59,7 +59,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from resnet_exp.recording.gradients import ensure_built, resolve_loss
+from resnet_exp.recording.gradients import as_input, ensure_built, resolve_loss
 
 MODES = ("reverse", "forward")  # double backprop; forward-over-reverse
 # The density table's CSV columns: one row per Lanczos node of one random start.
@@ -75,18 +75,6 @@ class Operator(Protocol):
     size: int
 
     def matvec(self, v: np.ndarray) -> np.ndarray: ...
-
-
-def as_tensors(value: Any) -> Any:
-    """Tensors for the batch; float arrays become floatx, as `fit` feeds them."""
-
-    def convert(item: Any) -> tf.Tensor:
-        tensor = tf.convert_to_tensor(item)
-        if tensor.dtype.is_floating and tensor.dtype != keras.backend.floatx():
-            tensor = tf.cast(tensor, keras.backend.floatx())
-        return tensor
-
-    return tf.nest.map_structure(convert, value)
 
 
 def call_kwargs(model: keras.Model, training: bool) -> dict[str, bool]:
@@ -220,7 +208,7 @@ class HessianProbe:
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        self.x, self.y = as_tensors(x), as_tensors(y)
+        self.x, self.y = as_input(x), as_input(y)
         ensure_built(model, self.x)
         self.model = model
         self._runner = exact_moments_twin(model) if _needs_twin(model, training) else model
@@ -550,10 +538,10 @@ def hessian_top_eigenvalues(
     seed: int = 0,
 ) -> TopEigenvalues:
     """`power_iteration` on a new `HessianProbe`; `seconds` includes its trace."""
-    started = time.perf_counter()
-    probe = HessianProbe(model, x, y, loss, training=training)
-    result = power_iteration(probe, k=k, iterations=iterations, rtol=rtol, seed=seed)
-    return _retimed(result, started)
+    return _timed(
+        model, x, y, loss, training,
+        lambda probe: power_iteration(probe, k=k, iterations=iterations, rtol=rtol, seed=seed),
+    )  # fmt: skip
 
 
 def hessian_trace(
@@ -567,9 +555,10 @@ def hessian_trace(
     seed: int = 0,
 ) -> TraceEstimate:
     """`hutchinson_trace` on a new `HessianProbe`; `seconds` includes its trace."""
-    started = time.perf_counter()
-    probe = HessianProbe(model, x, y, loss, training=training)
-    return _retimed(hutchinson_trace(probe, samples=samples, seed=seed), started)
+    return _timed(
+        model, x, y, loss, training,
+        lambda probe: hutchinson_trace(probe, samples=samples, seed=seed),
+    )  # fmt: skip
 
 
 def hessian_spectral_density(
@@ -584,12 +573,16 @@ def hessian_spectral_density(
     seed: int = 0,
 ) -> SpectralDensity:
     """`lanczos_density` on a new `HessianProbe`; `seconds` includes its trace."""
+    return _timed(
+        model, x, y, loss, training,
+        lambda probe: lanczos_density(probe, runs=runs, steps=steps, seed=seed),
+    )  # fmt: skip
+
+
+def _timed(model: keras.Model, x: Any, y: Any, loss: Any, training: bool, measure: Any) -> Any:
+    """`measure` on a new `HessianProbe`, its `seconds` counting the probe's trace too."""
     started = time.perf_counter()
-    probe = HessianProbe(model, x, y, loss, training=training)
-    return _retimed(lanczos_density(probe, runs=runs, steps=steps, seed=seed), started)
-
-
-def _retimed(result: Any, started: float) -> Any:
+    result = measure(HessianProbe(model, x, y, loss, training=training))
     return replace(result, seconds=time.perf_counter() - started)
 
 

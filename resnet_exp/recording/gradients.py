@@ -58,7 +58,7 @@ def resolve_loss(model: keras.Model, loss: Any = None) -> LossFn:
     return keras.losses.get(identifier)  # a callable, or a ValueError naming the identifier
 
 
-def _as_input(data: Any) -> Any:
+def as_input(data: Any) -> Any:
     """Tensors for the probe batch; float arrays become floatx, as `fit` does."""
 
     def convert(value: Any) -> tf.Tensor:
@@ -208,7 +208,7 @@ def kernel_gradient_norms(
         `(layer_names, grad_norms, weight_norms, loss)`; non-finite values are
         returned as they are.
     """
-    x, y = _as_input(x), _as_input(y)
+    x, y = as_input(x), as_input(y)
     probe = _KernelProbe(model, resolve_loss(model, loss_fn), x, y)
     grad_norms, weight_norms, loss = probe(x, y)
     return list(probe.names), grad_norms, weight_norms, loss
@@ -359,8 +359,8 @@ class GradientRecorder(KernelGradientLog):
         last_layer: str | None = None,
     ):
         super().__init__(first_layer, last_layer)
-        self.x_probe = _as_input(x_probe)
-        self.y_probe = _as_input(y_probe)
+        self.x_probe = as_input(x_probe)
+        self.y_probe = as_input(y_probe)
         self.loss = loss
         self._probe: _KernelProbe | None = None
 

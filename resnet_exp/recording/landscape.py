@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import keras
@@ -50,8 +50,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from resnet_exp.recording.curvature import as_tensors, call_kwargs, mean_loss
-from resnet_exp.recording.gradients import ensure_built, resolve_loss
+from resnet_exp.recording.curvature import call_kwargs, mean_loss
+from resnet_exp.recording.gradients import as_input, ensure_built, resolve_loss
 
 # CSV columns of the two tables (names to move into `contract` when the runs log them).
 SLICE_COLUMNS = ["alpha", "loss", "accuracy"]
@@ -275,7 +275,7 @@ class LandscapeProbe:
         batch_size: int = 500,
         directions: Sequence[Sequence[np.ndarray]] | None = None,
     ):
-        x, y = as_tensors(x), as_tensors(y)
+        x, y = as_input(x), as_input(y)
         ensure_built(model, x)
         self.model = model
         self.loss_fn = resolve_loss(model, loss)
@@ -367,18 +367,14 @@ def loss_slice(
     *,
     grid: int = 21,
     span: float = 1.0,
-    seed: int = 0,
-    include_bias_bn: bool = False,
-    batch_size: int = 500,
+    **probe: Any,
 ) -> LossSlice:
-    """The 1D slice along a filter-normalised random direction; `seconds` includes the
-    directions and the trace."""
+    """The 1D slice along a filter-normalised random direction; `probe` are `LandscapeProbe`'s
+    keywords (seed, include_bias_bn, batch_size); `seconds` includes the directions and the
+    trace."""
     started = time.perf_counter()
-    probe = LandscapeProbe(
-        model, x, y, loss, seed=seed, include_bias_bn=include_bias_bn, batch_size=batch_size
-    )
-    result = probe.slice(grid, span)
-    return LossSlice(result.frame, result.sharpness, result.radius, time.perf_counter() - started)
+    result = LandscapeProbe(model, x, y, loss, **probe).slice(grid, span)
+    return replace(result, seconds=time.perf_counter() - started)
 
 
 def loss_surface(
@@ -389,18 +385,13 @@ def loss_surface(
     *,
     grid: int = 21,
     span: float = 1.0,
-    seed: int = 0,
-    include_bias_bn: bool = False,
-    batch_size: int = 500,
+    **probe: Any,
 ) -> LossSurface:
-    """The 2D surface over two filter-normalised random directions; `seconds` includes the
-    directions and the trace."""
+    """The 2D surface over two filter-normalised random directions; `probe` as for
+    `loss_slice`; `seconds` includes the directions and the trace."""
     started = time.perf_counter()
-    probe = LandscapeProbe(
-        model, x, y, loss, seed=seed, include_bias_bn=include_bias_bn, batch_size=batch_size
-    )
-    result = probe.surface(grid, span)
-    return LossSurface(result.frame, result.nonconvexity, time.perf_counter() - started)
+    result = LandscapeProbe(model, x, y, loss, **probe).surface(grid, span)
+    return replace(result, seconds=time.perf_counter() - started)
 
 
 def loss_landscape(

@@ -44,6 +44,28 @@ LESION_MAX_DROP = "lesion_max_drop"
 LESION_DOWNSAMPLING_MEAN_DROP = "lesion_downsampling_mean_drop"
 LESION_TIME = "lesion_time_s"
 
+# curvature (`curvature.enabled`): at step 0, every `curvature.every` epochs, and the last step
+HESSIAN_TOP_EIG = "hessian_top_eig"  # top Hessian eigenvalue of the data loss, power iteration
+HESSIAN_TOP_EIG_ITERATIONS = "hessian_top_eig_iterations"  # Hessian-vector products it took
+HESSIAN_TRACE = "hessian_trace"  # Hutchinson's estimate
+HESSIAN_TRACE_STDERR = "hessian_trace_stderr"  # its standard error
+HESSIAN_BATCH_LOSS = "hessian_batch_loss"  # the data loss on the curvature batch
+CURVATURE_TIME = "curvature_time_s"
+CURVATURE_METRICS = (
+    HESSIAN_TOP_EIG,
+    HESSIAN_TOP_EIG_ITERATIONS,
+    HESSIAN_TRACE,
+    HESSIAN_TRACE_STDERR,
+    HESSIAN_BATCH_LOSS,
+    CURVATURE_TIME,
+)
+
+# loss landscape (`landscape.enabled`): once, around the trained weights, at the last step
+LANDSCAPE_SHARPNESS = "landscape_sharpness"  # loss rise at half the span along d1 (mean of ±)
+LANDSCAPE_NONCONVEXITY = "landscape_nonconvexity"  # fraction of the surface curving down
+LANDSCAPE_CENTRE_LOSS = "landscape_centre_loss"  # the subset's loss at the trained weights
+LANDSCAPE_TIME = "landscape_time_s"
+
 # ---------------------------------------------------------------- tags
 NOTE = "mlflow.note.content"  # the description the MLflow UI shows
 PARENT = "mlflow.parentRunId"
@@ -89,6 +111,27 @@ LESION_COLUMNS = ["block_index", "block", "stage", "downsampling", "accuracy", "
 LESION_K_ARTIFACT = "lesion_k.csv"  # one row per (k, draw) of k blocks deleted at once
 LESION_K_COLUMNS = ["k", "draw", "blocks", "accuracy", "drop"]
 PROFILE_IMAGE = "grad_profile"  # the per-epoch image chart's key
+CURVATURE_ARTIFACT = "curvature.csv"  # one row per measurement (epoch); HESSIAN_* as columns
+CURVATURE_COLUMNS = [
+    "epoch",
+    "bn_mode",  # inference or training: how batch norm ran in the measured loss
+    "examples",
+    "parameters",
+    "top_eig",
+    "top_eig_iterations",
+    "top_eig_converged",
+    "trace",
+    "trace_stderr",
+    "batch_loss",
+    "seconds",
+]  # then eig_2 .. eig_k when curvature.top_k > 1
+DENSITY_ARTIFACT = "hessian_density.csv"  # SLQ nodes (curvature.density_runs > 0)
+DENSITY_COLUMNS = ["epoch", "run", "eigenvalue", "weight"]  # weights sum to 1 per epoch
+LANDSCAPE_1D_ARTIFACT = "landscape_1d.csv"  # the loss along d1 (filter-normalised units)
+LANDSCAPE_1D_COLUMNS = ["alpha", "loss", "accuracy"]
+LANDSCAPE_2D_ARTIFACT = "landscape_2d.csv"  # the loss over the (d1, d2) plane
+LANDSCAPE_2D_COLUMNS = ["alpha", "beta", "loss", "accuracy", "curvature_min", "curvature_max"]
+LANDSCAPE_IMAGE = "landscape.png"  # the surface's contour plot (log-spaced levels)
 
 # ---------------------------------------------------------------- one-number summaries (step 0)
 # Logged once, at step 0, when a run ends (`tracking.summaries.log_run_summary`), so the

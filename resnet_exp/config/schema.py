@@ -226,6 +226,48 @@ class BranchesConfig:
     enabled: bool = False
 
 
+class BnMode(StrEnum):
+    """How batch norm runs in the loss whose curvature is measured (docs/curvature.md)."""
+
+    auto = "auto"  # training mode at initialisation, inference mode after it
+    inference = "inference"  # the moving statistics: the net as it is evaluated
+    training = "training"  # the batch's statistics: the loss the optimiser sees
+
+
+@dataclass
+class CurvatureConfig:
+    """Hessian top eigenvalue, trace (and spectral density) of the data loss on a fixed batch,
+    at initialisation, every `every` epochs and after training (resnet_exp/recording/curvature.py).
+    Cost per measurement: about (iterations + samples + density_runs * lanczos_steps) x 1.5
+    training steps' CPU per example of the batch, plus one trace."""
+
+    enabled: bool = False
+    examples: int = 256  # the fixed, seeded batch of training examples (normalised, unaugmented)
+    iterations: int = 20  # power iteration's cap, per eigenvalue
+    rtol: float = 1e-3  # power iteration stops when the eigenvalue moves less than this
+    top_k: int = 1  # eigenvalues by deflation (eig_2 .. eig_k in curvature.csv)
+    samples: int = 20  # Hutchinson's Rademacher vectors for the trace
+    density_runs: int = 0  # stochastic Lanczos quadrature starts; 0: no spectral density
+    lanczos_steps: int = 30
+    every: int = 0  # also every N epochs; 0: at initialisation and after training only
+    bn_mode: BnMode = BnMode.auto
+
+
+@dataclass
+class LandscapeConfig:
+    """The loss around the trained weights along filter-normalised random directions (Li et al.
+    2018; resnet_exp/recording/landscape.py). Cost: grid^2 (grid with surface=false) forward
+    passes over `examples`; about one training epoch of the digits per 8,500 example-passes."""
+
+    enabled: bool = False
+    examples: int = 500  # the fixed, seeded subset of training examples
+    grid: int = 21  # points per axis, odd (the trained weights at the centre)
+    span: float = 1.0  # half-width of the grid in filter-normalised units
+    surface: bool = True  # the 2D surface too, not only the 1D slice
+    include_bias_bn: bool = False  # give biases and BN parameters a direction (Li et al.: no)
+    batch_size: int = 500  # examples per forward pass
+
+
 @dataclass
 class Config:
     model: ModelConfig = MISSING
@@ -236,6 +278,8 @@ class Config:
     gradients: GradientsConfig = field(default_factory=GradientsConfig)
     lesion: LesionConfig = field(default_factory=LesionConfig)
     branches: BranchesConfig = field(default_factory=BranchesConfig)
+    curvature: CurvatureConfig = field(default_factory=CurvatureConfig)
+    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
     seed: int = 0
 
 
@@ -318,6 +362,7 @@ def check_config(cfg: DictConfig | Any) -> None:
         raise ConfigError(f"lesion.k={list(lesion.k)}: blocks deleted at once must be > 0")
     if lesion.enabled and not lesion.k:
         raise ConfigError("lesion.k=[]: lesion.enabled=true needs at least one count of blocks")
+    _check_curvature_and_landscape(cfg.curvature, cfg.landscape)
     if data.num_classes < 2:
         raise ConfigError(
             f"data.num_classes={data.num_classes}: must be >= 2 (one class teaches nothing)"
@@ -451,3 +496,33 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
         else:
             flat[dotted] = value
     return flat
+
+
+def _check_curvature_and_landscape(curvature: Any, landscape: Any) -> None:
+    positive = {
+        "curvature.examples": curvature.examples,
+        "curvature.iterations": curvature.iterations,
+        "curvature.rtol": curvature.rtol,
+        "curvature.top_k": curvature.top_k,
+        "curvature.samples": curvature.samples,
+        "curvature.lanczos_steps": curvature.lanczos_steps,
+        "landscape.examples": landscape.examples,
+        "landscape.span": landscape.span,
+        "landscape.batch_size": landscape.batch_size,
+    }
+    for key, value in positive.items():
+        if value is None or value <= 0:
+            raise ConfigError(f"{key}={value}: must be > 0")
+    for key, value in (("curvature.density_runs", curvature.density_runs),
+                       ("curvature.every", curvature.every)):  # fmt: skip
+        if value < 0:
+            raise ConfigError(f"{key}={value}: must be >= 0 (0 = off)")
+    if curvature.samples < 2:
+        raise ConfigError(
+            f"curvature.samples={curvature.samples}: must be >= 2 (the trace's error bar)"
+        )
+    if landscape.grid < 3 or landscape.grid % 2 == 0:
+        raise ConfigError(
+            f"landscape.grid={landscape.grid}: must be odd and >= 3 "
+            "(the trained weights sit at the grid's centre)"
+        )

@@ -50,12 +50,13 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from resnet_exp import contract
 from resnet_exp.recording.curvature import call_kwargs, mean_loss
 from resnet_exp.recording.gradients import as_input, ensure_built, resolve_loss
 
-# CSV columns of the two tables (names to move into `contract` when the runs log them).
-SLICE_COLUMNS = ["alpha", "loss", "accuracy"]
-SURFACE_COLUMNS = ["alpha", "beta", "loss", "accuracy", "curvature_min", "curvature_max"]
+# CSV columns of the two tables, as the runs log them.
+SLICE_COLUMNS = contract.LANDSCAPE_1D_COLUMNS
+SURFACE_COLUMNS = contract.LANDSCAPE_2D_COLUMNS
 
 
 # ---------------------------------------------------------------- directions

@@ -109,6 +109,71 @@ def _final_train_error(depth: int, residual: bool, batch_norm: bool) -> float:
     return min(0.6, 0.03 + (0.004 if batch_norm else 0.012) * depth)
 
 
+def _sharpness_scale(depth: int, residual: bool, batch_norm: bool) -> float:
+    """How sharp the trained minimum is: plain nets sharpen with depth, residual nets do not."""
+    if residual:
+        return 1.0 + 0.002 * depth
+    return 1.0 * 1.05**depth * (1.0 if batch_norm else 2.0)
+
+
+def _curvature_log(
+    rng: np.random.Generator,
+    depth: int,
+    residual: bool,
+    batch_norm: bool,
+    epochs: Sequence[int],
+    ts: int,
+) -> tuple[list[Metric], str]:
+    """Hessian metrics at `epochs` (0: initialisation) and the matching curvature.csv."""
+    metrics: list[Metric] = []
+    rows = [",".join(c.CURVATURE_COLUMNS)]
+    scale = _sharpness_scale(depth, residual, batch_norm)
+    for epoch in epochs:
+        top = (5.0 + 0.1 * depth if epoch == 0 else 10.0 * scale) * math.exp(rng.normal(0, 0.05))
+        trace = 20 * top * math.exp(rng.normal(0, 0.05))
+        values = {
+            c.HESSIAN_TOP_EIG: top,
+            c.HESSIAN_TOP_EIG_ITERATIONS: 12.0,
+            c.HESSIAN_TRACE: trace,
+            c.HESSIAN_TRACE_STDERR: 0.02 * trace,
+            c.HESSIAN_BATCH_LOSS: 2.3 if epoch == 0 else 0.05,
+            c.CURVATURE_TIME: 1.0,
+        }
+        metrics += [Metric(k, v, ts + epoch, epoch) for k, v in values.items()]
+        mode = "training" if epoch == 0 else "inference"  # curvature.bn_mode=auto
+        rows.append(
+            f"{epoch},{mode},256,1000,{top:.6g},12,True,{trace:.6g},{0.02 * trace:.6g},"
+            f"{values[c.HESSIAN_BATCH_LOSS]},1.0"
+        )
+    return metrics, "\n".join(rows) + "\n"
+
+
+def _landscape_log(
+    rng: np.random.Generator, depth: int, residual: bool, batch_norm: bool, epoch: int, ts: int
+) -> tuple[list[Metric], str, str]:
+    """Landscape metrics at `epoch`, landscape_1d.csv and landscape_2d.csv on a 9 x 9 grid:
+    a bowl whose walls steepen with `_sharpness_scale`, rippled in deep plain nets."""
+    grid = np.linspace(-1.0, 1.0, 9)
+    scale = _sharpness_scale(depth, residual, batch_norm) * math.exp(rng.normal(0, 0.05))
+    ripple = 0.0 if residual else 0.01 * depth
+
+    def loss(a: float, b: float) -> float:
+        return 0.01 + scale * (a * a + b * b) + ripple * (1 - math.cos(6 * a) * math.cos(6 * b))
+
+    line = [",".join(c.LANDSCAPE_1D_COLUMNS)]
+    line += [f"{a:g},{loss(a, 0.0):.6g},{max(0.1, 1 - loss(a, 0.0)):.4g}" for a in grid]
+    plane = [",".join(c.LANDSCAPE_2D_COLUMNS)]
+    plane += [f"{a:g},{b:g},{loss(a, b):.6g},0.5,," for a in grid for b in grid]
+    values = {
+        c.LANDSCAPE_SHARPNESS: (loss(-0.5, 0) + loss(0.5, 0)) / 2 - loss(0, 0),
+        c.LANDSCAPE_NONCONVEXITY: 0.0 if residual else min(0.8, 0.01 * depth),
+        c.LANDSCAPE_CENTRE_LOSS: loss(0.0, 0.0),
+        c.LANDSCAPE_TIME: 2.0,
+    }
+    metrics = [Metric(k, v, ts + epoch, epoch) for k, v in values.items()]
+    return metrics, "\n".join(line) + "\n", "\n".join(plane) + "\n"
+
+
 def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -134,6 +199,8 @@ def log_run(
     profile: bool = True,
     history: bool = True,
     kind: str | None = None,
+    curvature: bool = False,
+    landscape: bool = False,
 ) -> str:
     """Log one training run following the contract; return its run id.
 
@@ -142,7 +209,9 @@ def log_run(
 
     `diverge_at` ends the run at that epoch with a NaN loss and the `diverged`
     tag; `fail_at` ends it there with status FAILED; `status="RUNNING"` leaves
-    it open after `epochs` epochs.
+    it open after `epochs` epochs. `curvature` / `landscape` add what
+    `curvature.enabled` / `landscape.enabled` log (metrics and CSVs; plain nets'
+    minima sharpen with depth, residual nets' do not).
     """
     rng = np.random.default_rng(
         zlib.crc32(f"{model}|{depth}|{residual}|{batch_norm}|{seed}|{kind or ''}".encode())
@@ -220,6 +289,18 @@ def log_run(
         keras_logs = [values[c.KERAS_RENAMES[k]] for k in KERAS_KEYS]
         history_rows.append(",".join(str(v) for v in [epoch - 1, *keras_logs, lr]))
 
+    artifacts: dict[str, str] = {}
+    if curvature:
+        extra, artifacts[c.CURVATURE_ARTIFACT] = _curvature_log(
+            rng, depth, residual, batch_norm, sorted({0, last_epoch}), ts
+        )
+        metrics += extra
+    if landscape:
+        extra, *tables = _landscape_log(rng, depth, residual, batch_norm, last_epoch, ts)
+        metrics += extra
+        artifacts.update(
+            zip((c.LANDSCAPE_1D_ARTIFACT, c.LANDSCAPE_2D_ARTIFACT), tables, strict=True)
+        )
     run_tags = [RunTag(c.DIVERGED, "true" if diverge_at is not None else "false")]
     if diverge_at is not None:
         run_tags.append(RunTag(c.DIVERGED_EPOCH, str(diverge_at)))
@@ -231,6 +312,8 @@ def log_run(
         client.log_text(run_id, "\n".join(profile_rows) + "\n", c.PROFILE_ARTIFACT)
     if history:
         client.log_text(run_id, "\n".join(history_rows) + "\n", c.HISTORY_ARTIFACT)
+    for name, text in artifacts.items():
+        client.log_text(run_id, text, name)
     if status == "RUNNING" and fail_at is None:
         return run_id
     client.set_terminated(run_id, "FAILED" if fail_at is not None else status)
@@ -253,12 +336,15 @@ def log_fake_study(
     gradients: bool = True,
     profiles: bool = True,
     artifact_location: str | None = None,
+    curvature: bool = False,
+    landscape: bool = False,
 ) -> FakeStudy:
     """Log a sweep (parent run plus one child per configuration and seed).
 
     With `diverge`, the deepest plain net without batch norm (or, when the study
     has none, the deepest plain net) diverges at epoch 3 for its last seed; with
-    `fail`, the shallowest residual net's last seed fails at epoch 2.
+    `fail`, the shallowest residual net's last seed fails at epoch 2. `curvature` and
+    `landscape` are passed to every `log_run`.
     """
     exp = client.get_experiment_by_name(experiment)
     experiment_id = (
@@ -306,6 +392,8 @@ def log_fake_study(
                         fail_at=fail_at,
                         gradients=gradients,
                         profile=profiles,
+                        curvature=curvature,
+                        landscape=landscape,
                     )
                     study.run_ids.append(run_id)
                     if diverge_at is not None:

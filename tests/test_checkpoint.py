@@ -83,8 +83,7 @@ def _assert_continuous(client: MlflowClient, run, reached: int) -> None:
         assert steps[key] == list(range(0, EPOCHS + 1)), (key, steps[key])
 
     def table(name: str) -> pd.DataFrame:
-        text = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/{name}")
-        return pd.read_csv(io.StringIO(text))
+        return _artifact_csv(client, run_id, name)
 
     assert table("history.csv")["epoch"].tolist() == list(range(1, EPOCHS + 1))
     per_step = table("grad_profile.csv").groupby("epoch").size()
@@ -193,6 +192,9 @@ def test_a_resumed_run_trains_exactly_as_the_uninterrupted_one(make_cfg, client)
     from resnet_exp.run.job import Terminated, run_job
 
     overrides = [*TINY, "data.num_samples=800", "trainer.epochs=6", "trainer.deterministic=true"]
+    # the curvature recorder's record crosses the stop too (issue 18)
+    curvature = ["curvature.enabled=true", "curvature.every=1", "curvature.examples=16"]
+    overrides += [*curvature, "curvature.iterations=4", "curvature.samples=3"]
     whole = run_job(make_cfg(*overrides, "tracking.experiment=whole"))
     done = threading.Event()
     stopper = threading.Thread(
@@ -217,10 +219,24 @@ def test_a_resumed_run_trains_exactly_as_the_uninterrupted_one(make_cfg, client)
     assert resumed.run_id == stopped.info.run_id
     reached = int(client.get_run(resumed.run_id).data.tags["resumed_from_epoch"])
     assert 1 <= reached < 6
-    for key in ("train_loss", "val_loss", "lr", "grad_first_norm", "grad_last_norm"):
+    for key in (
+        "train_loss",
+        "val_loss",
+        "lr",
+        "grad_first_norm",
+        "grad_last_norm",
+        "hessian_trace",
+    ):
         expected = sorted((m.step, m.value) for m in client.get_metric_history(whole.run_id, key))
         got = sorted((m.step, m.value) for m in client.get_metric_history(resumed.run_id, key))
         assert got == expected, key
+    tables = [_artifact_csv(client, r, "curvature.csv") for r in (whole.run_id, resumed.run_id)]
+    pd.testing.assert_frame_equal(*(t.drop(columns="seconds") for t in tables))
+
+
+def _artifact_csv(client: MlflowClient, run_id: str, name: str) -> pd.DataFrame:
+    text = mlflow.artifacts.load_text(f"{client.get_run(run_id).info.artifact_uri}/{name}")
+    return pd.read_csv(io.StringIO(text))
 
 
 # ---------------------------------------------------------------- units

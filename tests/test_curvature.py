@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from resnet_exp import contract
 from resnet_exp.recording.curvature import (
     DENSITY_COLUMNS,
     HessianProbe,
@@ -339,10 +340,14 @@ def test_curvature_reports_its_parts_and_metrics(dense_case):
     assert result.density is None
     assert result.seconds >= result.top.seconds + result.trace.seconds
     metrics = result.metrics()
-    assert metrics["hessian_top_eigenvalue"] == pytest.approx(
-        eigenvalues[np.argmax(np.abs(eigenvalues))], rel=1e-3
-    )
-    assert {"hessian_trace", "hessian_trace_stderr", "hessian_eigenvalue_2"} <= set(metrics)
+    top = eigenvalues[np.argmax(np.abs(eigenvalues))]
+    assert metrics["hessian_top_eig"] == pytest.approx(top, rel=1e-3)
+    assert set(metrics) == set(contract.CURVATURE_METRICS)
+    row = result.row(epoch=3, examples=len(x))
+    assert list(row)[: len(contract.CURVATURE_COLUMNS)] == contract.CURVATURE_COLUMNS
+    assert row["top_eig"] == metrics["hessian_top_eig"] and row["epoch"] == 3
+    second = sorted(np.abs(eigenvalues))[-2]
+    assert abs(row["eig_2"]) == pytest.approx(second, rel=1e-2)
 
 
 def test_bad_arguments_are_refused(dense_case):

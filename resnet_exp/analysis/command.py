@@ -6,9 +6,11 @@
 Writes depth_vs_gradient, depth_vs_accuracy, training_curves, gradient_profile
 and gradient_dynamics (PNG + SVG), and, when runs logged lesions or branch
 magnitudes, lesion_single, lesion_k and branch_magnitude with a "Block lesions"
-section (`lesion_report`); a study that varies batch norm gets a "Skip or batch
-norm?" section (`skip_or_bn`), one with skips on chosen blocks a "Skips on chosen
-blocks" section (`placement`); report.md and summary.csv into DIR (default
+section (`lesion_report`), and, when runs logged curvature or loss landscapes,
+landscape_contours, landscape_slices and curvature_depth with a "Curvature and
+loss landscape" section (`landscape_report`); a study that varies batch norm gets
+a "Skip or batch norm?" section (`skip_or_bn`), one with skips on chosen blocks a
+"Skips on chosen blocks" section (`placement`); report.md and summary.csv into DIR (default
 reports/<experiment>, relative to the current folder), then logs them under
 `report/` as artifacts of one MLflow run, so they sit beside the runs in the UI:
 
@@ -162,9 +164,16 @@ def _question_sections(
 ) -> tuple[list[str], list[str]]:
     """The sections a study's design asks for: "Skip or batch norm?" when it varies batch
     norm (`skip_or_bn`), "Skips on chosen blocks" when some net has skips on some blocks
-    only (`placement`), and block lesions and branch magnitudes when runs logged them
-    (`lesion_report`, with their figures). Returns (the first two, all of them): the
-    first two also go into the parent run's description."""
+    only (`placement`), block lesions and branch magnitudes when runs logged them
+    (`lesion_report`), and curvature and loss landscapes when runs logged them
+    (`landscape_report`), the last two with their figures. Returns (the first two, all of
+    them): the first two also go into the parent run's description."""
+    from resnet_exp.analysis.landscape_figures import draw_landscape_figures
+    from resnet_exp.analysis.landscape_report import (
+        has_landscape_data,
+        landscape_section,
+        load_landscape,
+    )
     from resnet_exp.analysis.lesion_figures import draw_lesion_figures
     from resnet_exp.analysis.lesion_report import has_lesion_data, lesion_section, load_lesions
     from resnet_exp.analysis.placement import placement_section
@@ -173,12 +182,18 @@ def _question_sections(
 
     lesions = load_lesions(study) if has_lesion_data(study) else None
     answers = skip_or_bn_section(table, chance_error(finals)) + placement_section(table, lesions)
-    if lesions is None:
-        return answers, answers
-    drawn, not_drawn = draw_lesion_figures(lesions, out)
-    figures.update(drawn)
-    skipped += not_drawn
-    return answers, answers + lesion_section(lesions, drawn)
+    lenses = []  # (data, what draws its figures, what writes its section)
+    if lesions is not None:
+        lenses.append((lesions, draw_lesion_figures, lesion_section))
+    if has_landscape_data(study):
+        lenses.append((load_landscape(study), draw_landscape_figures, landscape_section))
+    sections = list(answers)
+    for data, draw, section in lenses:
+        drawn, not_drawn = draw(data, out)
+        figures.update(drawn)
+        skipped += not_drawn
+        sections += section(data, drawn)
+    return answers, sections
 
 
 def _fail(message: str) -> int:

@@ -59,6 +59,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from resnet_exp import contract
 from resnet_exp.recording.gradients import as_input, ensure_built, resolve_loss
 
 MODES = ("reverse", "forward")  # double backprop; forward-over-reverse
@@ -370,18 +371,40 @@ class Curvature:
     seconds: float  # all of it, the trace of the product included
 
     def metrics(self) -> dict[str, float]:
-        """Scalars for a run's log (names are suggestions until the contract holds them)."""
-        out = {
-            "hessian_top_eigenvalue": self.top.top,
-            "hessian_top_iterations": float(self.top.iterations[0]),
-            "hessian_trace": self.trace.trace,
-            "hessian_trace_stderr": self.trace.stderr,
-            "hessian_probe_loss": self.loss,
-            "curvature_time_s": self.seconds,
+        """The run's metrics (`contract.CURVATURE_METRICS`)."""
+        return {
+            contract.HESSIAN_TOP_EIG: self.top.top,
+            contract.HESSIAN_TOP_EIG_ITERATIONS: float(self.top.iterations[0]),
+            contract.HESSIAN_TRACE: self.trace.trace,
+            contract.HESSIAN_TRACE_STDERR: self.trace.stderr,
+            contract.HESSIAN_BATCH_LOSS: self.loss,
+            contract.CURVATURE_TIME: self.seconds,
         }
+
+    def row(self, epoch: int, examples: int) -> dict[str, Any]:
+        """One row of `curvature.csv` (`contract.CURVATURE_COLUMNS`, then eig_2 .. eig_k)."""
+        row = dict(
+            zip(
+                contract.CURVATURE_COLUMNS,
+                [
+                    epoch,
+                    "training" if self.training else "inference",
+                    examples,
+                    self.size,
+                    self.top.top,
+                    int(self.top.iterations[0]),
+                    bool(self.top.converged[0]),
+                    self.trace.trace,
+                    self.trace.stderr,
+                    self.loss,
+                    self.seconds,
+                ],
+                strict=True,
+            )
+        )
         for i, value in enumerate(self.top.eigenvalues[1:], start=2):
-            out[f"hessian_eigenvalue_{i}"] = float(value)
-        return out
+            row[f"eig_{i}"] = float(value)
+        return row
 
 
 # ---------------------------------------------------------------- algorithms
@@ -615,6 +638,34 @@ def hessian_curvature(
     """
     started = time.perf_counter()
     probe = HessianProbe(model, x, y, loss, training=training)
+    result = measure_curvature(
+        probe,
+        iterations=iterations,
+        rtol=rtol,
+        top_k=top_k,
+        samples=samples,
+        density_runs=density_runs,
+        lanczos_steps=lanczos_steps,
+        seed=seed,
+    )
+    return replace(result, seconds=time.perf_counter() - started)
+
+
+def measure_curvature(
+    probe: HessianProbe,
+    *,
+    iterations: int = 20,
+    rtol: float = 1e-3,
+    top_k: int = 1,
+    samples: int = 20,
+    density_runs: int = 0,
+    lanczos_steps: int = 50,
+    seed: int = 0,
+) -> Curvature:
+    """`hessian_curvature` on an existing probe: a run measuring at several epochs traces its
+    product once (the probe reads the weights at each call) instead of once per epoch."""
+    started = time.perf_counter()
+    probe.loss = None  # the batch's loss at the weights as they are now
     top = power_iteration(probe, k=top_k, iterations=iterations, rtol=rtol, seed=seed)
     trace = hutchinson_trace(probe, samples=samples, seed=seed + 1)
     density = None
@@ -626,6 +677,6 @@ def hessian_curvature(
         density=density,
         loss=float(probe.loss),
         size=probe.size,
-        training=training,
+        training=probe.training,
         seconds=time.perf_counter() - started,
     )

@@ -228,14 +228,14 @@ class Landscape:
     seconds: float  # all of it, drawing the directions and tracing included
 
     def metrics(self) -> dict[str, float]:
-        """Scalars for a run's log (names are suggestions until the contract holds them)."""
+        """The run's metrics (`contract.LANDSCAPE_*`)."""
         out = {
-            "landscape_sharpness": self.slice.sharpness,
-            "landscape_centre_loss": self.centre_loss,
-            "landscape_time_s": self.seconds,
+            contract.LANDSCAPE_SHARPNESS: self.slice.sharpness,
+            contract.LANDSCAPE_CENTRE_LOSS: self.centre_loss,
+            contract.LANDSCAPE_TIME: self.seconds,
         }
         if self.surface is not None:
-            out["landscape_nonconvexity"] = self.surface.nonconvexity
+            out[contract.LANDSCAPE_NONCONVEXITY] = self.surface.nonconvexity
         return out
 
 

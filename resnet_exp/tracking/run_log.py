@@ -67,6 +67,10 @@ class RunLog:
         """An image chart entry (`key` at `step`), stored before this returns."""
         with_retry(self.client.log_image, self.run_id, image, key=key, step=step, synchronous=True)
 
+    def figure(self, figure: Any, name: str) -> None:
+        """A matplotlib figure as an image artifact (`landscape.png`)."""
+        with_retry(self.client.log_figure, self.run_id, figure, name)
+
     def table(self, frame: pd.DataFrame, name: str) -> None:
         """A CSV artifact (`grad_profile.csv`, `lesion.csv`, ...): what the analysis reads."""
         self.text(frame.to_csv(index=False), name)

@@ -22,7 +22,9 @@ from resnet_exp.data.pipelines import eval_pipeline, make_pipelines
 from resnet_exp.data.splits import Dataset, load_dataset, probe_batch
 from resnet_exp.models import build_model
 from resnet_exp.recording.branches import BranchRecorder
+from resnet_exp.recording.curvature_recorder import CurvatureRecorder
 from resnet_exp.recording.gradients import GradientRecorder, StepGradientRecorder
+from resnet_exp.recording.landscape import loss_landscape
 from resnet_exp.recording.lesions import lesion_examples, lesion_study
 from resnet_exp.recording.profile_images import ProfileImageLogger
 from resnet_exp.tracking.naming import run_name
@@ -140,19 +142,25 @@ def train(
 
     # the fixed probe batch: the gradient probe's (source=probe) and the branch recorder's
     x_probe, y_probe = probe_batch(data, int(cfg.gradients.probe_size), int(cfg.seed))
-    recorder = branches = None
+    recorder = branches = curvature = None
     if cfg.gradients.enabled:
         probe = cfg.gradients.source == "probe"
         recorder = GradientRecorder(x_probe, y_probe) if probe else StepGradientRecorder()
     if cfg.branches.enabled:
         branches = BranchRecorder(x_probe)
-    probes = [r for r in (recorder, branches) if r is not None]
+    if cfg.curvature.enabled:  # its own, larger fixed batch (issue 18)
+        x_curv, y_curv = probe_batch(data, int(cfg.curvature.examples), int(cfg.seed))
+        curvature = CurvatureRecorder(
+            x_curv, y_curv, cfg.curvature, seed=int(cfg.seed), sink=log.metrics
+        )
+    recorders = {"gradients": recorder, "branches": branches, "curvature": curvature}
+    probes = [r for r in recorders.values() if r is not None]
     monitor = DivergenceMonitor()
     rows: list[dict[str, float]] = []  # a resumed run's earlier epochs, as they were logged
     if state is not None:
         rows = state["rows"]
         saved = state.get("recorders", {})
-        for name, probe in (("gradients", recorder), ("branches", branches)):
+        for name, probe in recorders.items():
             if probe is not None and saved.get(name):
                 probe.restore(saved[name], model)
         monitor.diverged_epoch = state.get("diverged_epoch")
@@ -162,9 +170,8 @@ def train(
         return {k: v for r in probes for k, v in r.history.get(0, {}).items()}
 
     def checkpoint_state() -> dict:
-        saved = {"gradients": recorder, "branches": branches}
         return {
-            "recorders": {k: r.state() for k, r in saved.items() if r is not None},
+            "recorders": {k: r.state() for k, r in recorders.items() if r is not None},
             "diverged_epoch": monitor.diverged_epoch,
         }
 
@@ -218,8 +225,15 @@ def train(
         scores = model.evaluate(test_ds, return_dict=True, verbose=0)
         test = {contract.TEST_LOSS: scores["loss"], contract.TEST_ACCURACY: scores["accuracy"]}
         log.metrics(test, step=len(history))
+    if curvature:
+        log.metrics(curvature.finish(len(history), model), step=len(history))
+        log.table(curvature.frame(), contract.CURVATURE_ARTIFACT)
+        if curvature.density_rows:
+            log.table(curvature.density_frame(), contract.DENSITY_ARTIFACT)
     if cfg.lesion.enabled and not monitor.diverged:
         _lesions(cfg, model, data, log, step=len(history))
+    if cfg.landscape.enabled and not monitor.diverged:
+        _landscape(cfg, model, data, log, step=len(history), title=label)
     return TrainResult(history=history, diverged_epoch=monitor.diverged_epoch)
 
 
@@ -265,4 +279,34 @@ def _lesions(cfg: DictConfig, model: keras.Model, data: Dataset, log: RunLog, st
     )
     log.table(result.single, contract.LESION_ARTIFACT)
     log.table(result.multi, contract.LESION_K_ARTIFACT)
+    log.metrics(result.metrics(), step=step)
+
+
+def _landscape(
+    cfg: DictConfig, model: keras.Model, data: Dataset, log: RunLog, step: int, title: str
+) -> None:
+    """The loss around the trained `model` (never modified) on a fixed training subset."""
+    from matplotlib.figure import Figure  # no pyplot: no window, no global state
+
+    from resnet_exp.analysis.landscape_figures import draw_contour
+
+    settings = cfg.landscape
+    x, y = probe_batch(data, int(settings.examples), int(cfg.seed))
+    result = loss_landscape(
+        model,
+        x,
+        y,
+        grid=int(settings.grid),
+        span=float(settings.span),
+        surface=bool(settings.surface),
+        seed=int(cfg.seed),
+        include_bias_bn=bool(settings.include_bias_bn),
+        batch_size=int(settings.batch_size),
+    )
+    log.table(result.slice.frame, contract.LANDSCAPE_1D_ARTIFACT)
+    if result.surface is not None:
+        log.table(result.surface.frame, contract.LANDSCAPE_2D_ARTIFACT)
+        figure = Figure(figsize=(5.0, 4.2), dpi=100, layout="constrained")
+        draw_contour(figure.add_subplot(), result.surface.frame, title=title)
+        log.figure(figure, contract.LANDSCAPE_IMAGE)
     log.metrics(result.metrics(), step=step)

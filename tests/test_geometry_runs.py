@@ -1,0 +1,106 @@
+"""Curvature and loss landscapes in a real run (issue 18): what reaches MLflow, when, and
+that a run without them logs none of it."""
+
+from __future__ import annotations
+
+import io
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TINY
+
+from resnet_exp import contract
+from resnet_exp.config.schema import ConfigError, check_config
+from resnet_exp.run.job import run_job
+
+GEOMETRY = [
+    "curvature.enabled=true",
+    "curvature.examples=24",
+    "curvature.iterations=6",
+    "curvature.samples=4",
+    "curvature.top_k=2",
+    "curvature.density_runs=1",
+    "curvature.lanczos_steps=5",
+    "landscape.enabled=true",
+    "landscape.examples=24",
+    "landscape.grid=5",
+    "landscape.batch_size=10",
+]
+
+
+def _csv(client, run_id: str, name: str) -> pd.DataFrame:
+    uri = f"{client.get_run(run_id).info.artifact_uri}/{name}"
+    return pd.read_csv(io.StringIO(mlflow.artifacts.load_text(uri)))
+
+
+def _steps(client, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def test_a_run_logs_curvature_at_init_every_epoch_and_the_landscape_at_the_end(make_cfg, client):
+    cfg = make_cfg(*TINY, "trainer.epochs=3", "curvature.every=2", *GEOMETRY)
+    outcome = run_job(cfg)
+    assert outcome.status == "FINISHED"
+    run_id = outcome.run_id
+    # step 0, the every-2 epoch, and after training (epoch 3)
+    for key in contract.CURVATURE_METRICS:
+        assert _steps(client, run_id, key) == [0, 2, 3], key
+    for key in (
+        contract.LANDSCAPE_SHARPNESS,
+        contract.LANDSCAPE_NONCONVEXITY,
+        contract.LANDSCAPE_CENTRE_LOSS,
+        contract.LANDSCAPE_TIME,
+    ):
+        assert _steps(client, run_id, key) == [3], key
+
+    table = _csv(client, run_id, contract.CURVATURE_ARTIFACT)
+    assert list(table.columns) == [*contract.CURVATURE_COLUMNS, "eig_2"]
+    assert table["epoch"].tolist() == [0, 2, 3]
+    # bn_mode=auto: the initialisation as training sees it, later epochs as evaluated
+    assert table["bn_mode"].tolist() == ["training", "inference", "inference"]
+    assert (table["examples"] == 24).all() and (table["parameters"] > 0).all()
+    assert (table["top_eig"].abs() >= table["eig_2"].abs() - 1e-6).all()
+    history = client.get_metric_history(run_id, contract.HESSIAN_TOP_EIG)
+    logged = {m.step: m.value for m in history}
+    assert np.allclose([logged[s] for s in (0, 2, 3)], table["top_eig"], rtol=1e-6)
+
+    density = _csv(client, run_id, contract.DENSITY_ARTIFACT)
+    assert list(density.columns) == contract.DENSITY_COLUMNS
+    for _, nodes in density.groupby("epoch"):
+        assert nodes["weight"].sum() == pytest.approx(1.0, abs=1e-6)
+
+    line = _csv(client, run_id, contract.LANDSCAPE_1D_ARTIFACT)
+    plane = _csv(client, run_id, contract.LANDSCAPE_2D_ARTIFACT)
+    assert list(line.columns) == contract.LANDSCAPE_1D_COLUMNS and len(line) == 5
+    assert list(plane.columns) == contract.LANDSCAPE_2D_COLUMNS and len(plane) == 25
+    centre = plane[(plane["alpha"] == 0) & (plane["beta"] == 0)]["loss"].item()
+    (centre_metric,) = client.get_metric_history(run_id, contract.LANDSCAPE_CENTRE_LOSS)
+    assert centre_metric.value == pytest.approx(centre, rel=1e-6)
+    assert contract.LANDSCAPE_IMAGE in {a.path for a in client.list_artifacts(run_id)}
+
+
+def test_a_run_without_them_logs_none_of_it(make_cfg, client):
+    outcome = run_job(make_cfg(*TINY, "trainer.epochs=1"))
+    run = client.get_run(outcome.run_id)
+    names = set(run.data.metrics)
+    assert not names & {*contract.CURVATURE_METRICS, contract.LANDSCAPE_SHARPNESS}
+    artifacts = {a.path for a in client.list_artifacts(outcome.run_id)}
+    assert contract.CURVATURE_ARTIFACT not in artifacts
+    assert contract.LANDSCAPE_2D_ARTIFACT not in artifacts
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("landscape.grid=4", "landscape.grid=4: must be odd"),
+        ("landscape.span=0", "landscape.span=0.0: must be > 0"),
+        ("curvature.samples=1", "curvature.samples=1: must be >= 2"),
+        ("curvature.every=-1", "curvature.every=-1: must be >= 0"),
+        ("curvature.examples=0", "curvature.examples=0: must be > 0"),
+    ],
+)
+def test_bad_settings_are_refused_in_one_line(make_cfg, override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        check_config(make_cfg(*TINY, override))

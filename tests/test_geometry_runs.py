@@ -4,12 +4,14 @@ that a run without them logs none of it."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY
+from conftest import ROOT, TINY, run_train, runs_of
 
 from resnet_exp import contract
 from resnet_exp.config.schema import ConfigError, check_config
@@ -104,3 +106,38 @@ def test_a_run_without_them_logs_none_of_it(make_cfg, client):
 def test_bad_settings_are_refused_in_one_line(make_cfg, override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         check_config(make_cfg(*TINY, override))
+
+
+@pytest.mark.slow
+def test_the_preset_then_make_figures_answers_from_the_store(tracking_uri, client, tmp_path):
+    """`experiment=landscape_study`, shrunk, as a user runs it; then the figures script."""
+    tiny = [o for o in TINY if not o.startswith("model.depth")]
+    sweep = run_train(
+        "-m",
+        "experiment=landscape_study",
+        *tiny,
+        "model.depth=8,14",
+        "curvature.examples=24",
+        "curvature.iterations=5",
+        "curvature.samples=3",
+        "landscape.examples=24",
+        "landscape.grid=5",
+        cwd=tmp_path,
+    )
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_figures.py"),
+         "--experiment", "landscape_study", "--out", str(out)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("landscape_contours", "landscape_slices", "curvature_depth"):
+        assert (out / f"{name}.png").stat().st_size > 1000, name
+    report = (out / "report.md").read_text()
+    assert "## Curvature and loss landscape: does the skip keep the surface smooth" in report
+    assert "Li et al. (2018)" in report and "Yao et al. (2020)" in report
+    runs = [r for r in runs_of(client, "landscape_study") if r.data.tags["run_kind"] == "train"]
+    assert len(runs) == 4
+    for run in runs:  # the report's table quotes each run's logged sharpness
+        assert f"{run.data.metrics[contract.LANDSCAPE_SHARPNESS]:.3g}" in report

@@ -82,12 +82,13 @@ def contour_levels(losses) -> np.ndarray:
     return np.geomspace(low, high, n + 2)[1:-1]  # ends excluded: each level draws a line
 
 
-def draw_contour(ax, surface: pd.DataFrame, *, title: str | None = None, levels=None) -> None:
+def draw_contour(ax, surface: pd.DataFrame, *, title: str | None = None, levels=None):
     """One loss surface (`contract.LANDSCAPE_2D_COLUMNS`) as contour lines on `ax`, the
     trained weights (0, 0) marked with a +.
 
     `levels` (default `contour_levels` of this surface) lets several panels share one
     scheme. NaN losses leave a gap; +inf and losses above the top level draw no line.
+    Returns the contour set (for a colour bar), or None when no level is in range.
     """
     grid = surface.pivot_table(index="beta", columns="alpha", values="loss", aggfunc="mean")
     alpha, beta = grid.columns.to_numpy(float), grid.index.to_numpy(float)
@@ -98,8 +99,9 @@ def draw_contour(ax, surface: pd.DataFrame, *, title: str | None = None, levels=
         z = np.where(np.isposinf(loss), 10 * levels[-1], loss)
         z = np.ma.masked_invalid(np.clip(z, levels[0] / 2, None))  # under the lowest: no line
         norm = LogNorm(levels[0], levels[-1])
-        ax.contour(alpha, beta, z, levels=levels, cmap=CMAP, norm=norm, linewidths=0.9)
+        lines = ax.contour(alpha, beta, z, levels=levels, cmap=CMAP, norm=norm, linewidths=0.9)
     else:
+        lines = None
         ax.text(0.5, 0.25, "no level in range", transform=ax.transAxes, ha="center", color="0.4")
     ax.plot([0.0], [0.0], linestyle="", gid="centre", **_CENTRE)
     if len(alpha) and len(beta):
@@ -111,6 +113,7 @@ def draw_contour(ax, surface: pd.DataFrame, *, title: str | None = None, levels=
     ax.set_ylabel("β (direction 2)")
     if title:
         ax.set_title(title)
+    return lines
 
 
 def _one_run_each(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

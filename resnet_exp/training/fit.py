@@ -306,7 +306,9 @@ def _landscape(
     log.table(result.slice.frame, contract.LANDSCAPE_1D_ARTIFACT)
     if result.surface is not None:
         log.table(result.surface.frame, contract.LANDSCAPE_2D_ARTIFACT)
-        figure = Figure(figsize=(5.0, 4.2), dpi=100, layout="constrained")
-        draw_contour(figure.add_subplot(), result.surface.frame, title=title)
+        figure = Figure(figsize=(5.4, 4.2), dpi=100, layout="constrained")
+        lines = draw_contour(figure.add_subplot(), result.surface.frame, title=title)
+        if lines is not None:
+            figure.colorbar(lines, label="loss (log-spaced levels)")
         log.figure(figure, contract.LANDSCAPE_IMAGE)
     log.metrics(result.metrics(), step=step)

@@ -313,7 +313,12 @@ def initialize_hydra(search_path: Any, job_name: str) -> None:
 
 UI_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 UI_VIEW_URL_KEY = "viewStateShareKey"
-UI_BUNDLE_WORDS = ("sharedViewState", UI_VIEW_URL_KEY)  # what the bundle must still contain
+UI_BUNDLE_WORDS = (
+    "sharedViewState",
+    UI_VIEW_URL_KEY,
+    "showRunParams",
+    "imageKeys",
+)  # what the bundle must still contain
 _UI_MODEL_METRICS = "Model metrics"  # the UI's own sections, for metrics without a prefix
 _UI_SYSTEM_METRICS = "System metrics"
 
@@ -345,6 +350,16 @@ def ui_line_chart(
         "useGlobalXaxisKey": True,
         "useGlobalLineSmoothing": True,
     }
+
+
+def ui_image_chart(uuid: str, section: str, key: str) -> dict:
+    """An image card of a logged image key (`log_image(key=, step=)`), a step slider per run,
+    without the `param=value` lines the UI otherwise prints above every image
+    (`showRunParams`, default true, in MLflow 3.17's ImageGridPlot). The UI draws such a
+    card for at most 10 runs, whatever `runsCountToCompare` says."""
+    card = _ui_chart("IMAGE", uuid, section, key, None)
+    del card["displayName"], card["metricKey"]
+    return card | {"imageKeys": [key], "step": 0, "showRunParams": False}
 
 
 def _ui_chart(kind: str, uuid: str, section: str, key: str, title: str | None) -> dict:

@@ -111,6 +111,8 @@ LESION_COLUMNS = ["block_index", "block", "stage", "downsampling", "accuracy", "
 LESION_K_ARTIFACT = "lesion_k.csv"  # one row per (k, draw) of k blocks deleted at once
 LESION_K_COLUMNS = ["k", "draw", "blocks", "accuracy", "drop"]
 PROFILE_IMAGE = "grad_profile"  # the per-epoch image chart's key
+PROFILE_EPOCH_IMAGES = "grad_profile_epochs"  # epoch_000.png (init), epoch_001.png, ...
+PROFILE_ALL_EPOCHS_IMAGE = "grad_profile_all_epochs.png"  # every epoch, by colour
 CURVATURE_ARTIFACT = "curvature.csv"  # one row per measurement (epoch); HESSIAN_* as columns
 CURVATURE_COLUMNS = [
     "epoch",

@@ -142,7 +142,7 @@ def test_a_study_reads_in_the_ui(tmp_path):
         assert not parent["data"].get("metrics")
         note = ptags["mlflow.note.content"]
         assert note.startswith("**Findings**")
-        assert "plain nets" in note.lower() and "| model | depth | net |" in note
+        assert "plain nets" in note.lower() and "| depth | net | train % |" in note
         note_links = LINK.findall(note)
         assert len(note_links) >= 3  # report.md, summary.csv, the main figure
         for link in note_links:
@@ -278,13 +278,18 @@ def test_a_study_view_holds_the_finding(client):
     assert state["runsHiddenMode"] == "SHOW_ALL"
     first, *others = state["compareRunSections"]
     assert first["name"] == "Finding" and others[0]["name"] == "Model metrics"
-    charts = [(c["type"], c["metricKey"], c.get("scaleType")) for c in state["compareRunCharts"]]
+    *plots, image = state["compareRunCharts"]
+    charts = [(c["type"], c["metricKey"], c.get("scaleType")) for c in plots]
     assert charts == [
         ("BAR", contract.INIT_GRAD_RATIO, None),
         ("BAR", contract.FINAL_TRAIN_ERROR, None),
         ("BAR", contract.FINAL_VAL_ERROR, None),
         ("LINE", contract.GRAD_RATIO, "log"),
     ]
+    # the profile images, without the parameter lines MLflow prints over each by default
+    assert (image["type"], image["imageKeys"], image["showRunParams"]) == (
+        "IMAGE", [contract.PROFILE_IMAGE], False,
+    )  # fmt: skip
     assert {c["metricSectionId"] for c in state["compareRunCharts"]} == {first["uuid"]}
     # a study with a test set gets its bar too; the whole experiment's view has no sweep
     test = {contract.TEST_ACCURACY: {1: 0.8}}
@@ -292,7 +297,7 @@ def test_a_study_view_holds_the_finding(client):
     assert ui.save_study_view(client, eid, None) == "finding"
     _, state = _view_state(client, eid, "finding")
     assert state["searchFilter"] == "tags.run_kind = 'train'"
-    assert contract.FINAL_TEST_ERROR in [c["metricKey"] for c in state["compareRunCharts"]]
+    assert contract.FINAL_TEST_ERROR in [c.get("metricKey") for c in state["compareRunCharts"]]
     # the link carries the view and nothing else the UI would take instead of it
     assert ui.view_url("http://h:1/", eid, key) == (
         f"http://h:1/#/experiments/{eid}/runs?viewStateShareKey=finding-s1"

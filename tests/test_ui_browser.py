@@ -1,9 +1,10 @@
 """What a user sees of a study in MLflow's UI, in headless Chromium over a real `mlflow ui`.
 
-A real small study (depths 8 and 14, plain and residual, 1 epoch on synthetic data),
-each run summarised (`tracking.summaries.log_run_summary`) and the study's view saved
-(`tracking.ui.save_study_view`), as the job and the sweeper do; then the links
-`scripts/ui_links.py` prints, opened as a user would:
+A real small study (depths 8 and 14, plain and residual, 3 epochs on synthetic data),
+each run summarised (`tracking.summaries.log_run_summary`), the study's view saved
+(`tracking.ui.save_study_view`), as the job and the sweeper do, and its report made
+(`scripts/make_figures.py`); then the links `scripts/ui_links.py` prints, and the
+artifacts, opened as a user would:
 
 - the table link: the finding's columns (depth, arch, gradient ratio at initialisation,
   final train and val errors), in that order, the study's training runs only, in depth
@@ -11,7 +12,12 @@ each run summarised (`tracking.summaries.log_run_summary`) and the study's view 
 - the charts link: the first chart section is "Finding", its bar charts plot every run,
   in the table's order, with the store's values and the runs' colours (plain red, residual
   blue), then `grad_first_last_ratio` per epoch on a log axis;
-- the experiments list: the description starts with a plain sentence.
+- the experiments list: the description starts with a plain sentence;
+- a training run's artifacts: the picture of every epoch's gradient profile shows whole,
+  without scrolling;
+- the sweep parent's `report/report.md` in a markdown viewer about 900 px wide: no header
+  of the summary table is cut ("train er…": MLflow's viewer gives every column the same
+  width and ellipsises what does not fit).
 
 It is also the check that the saved view's format (`resnet_exp.compat`, MLflow UI
 section) is still the UI's: a view the UI no longer reads fails here, by name.
@@ -40,7 +46,7 @@ from mlflow.tracking import MlflowClient
 
 from resnet_exp import contract
 from resnet_exp.tracking.summaries import log_run_summary
-from resnet_exp.tracking.ui import save_study_view
+from resnet_exp.tracking.ui import MODEL_TRAINING, save_study_view
 
 pytestmark = pytest.mark.slow
 
@@ -106,11 +112,15 @@ def study(tmp_path_factory, empty_store):
         depths = "model.depth=" + ",".join(map(str, DEPTHS))
         tiny = [a for a in TINY if not a.startswith(("model.depth=", "trainer.epochs="))]
         sweep = run_train(
-            "-m", *tiny, depths, "model.residual=true,false", "trainer.epochs=1",
-            "tracking.profile_images=false",
+            "-m", *tiny, depths, "model.residual=true,false", "trainer.epochs=3",
             env={"MLFLOW_TRACKING_URI": uri}, cwd=folder,
         )  # fmt: skip
         assert sweep.returncode == 0, sweep.stderr[-3000:]
+        subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "make_figures.py"), "--experiment",
+             "resnet-exp", "--out", str(folder / "report")],
+            capture_output=True, text=True, env=env, cwd=folder, timeout=600, check=True,
+        )  # fmt: skip
         client = MlflowClient(uri)
         exp = client.get_experiment_by_name("resnet-exp")
         eid = exp.experiment_id
@@ -127,14 +137,15 @@ def study(tmp_path_factory, empty_store):
 
         wait_until_ready(base)
         runs = {r.info.run_id: client.get_run(r.info.run_id) for r in children}
+        (parent,) = client.search_runs([eid], f"tags.{contract.RUN_KIND} = '{contract.SWEEP}'")
         yield {
             "base": base,
+            "experiment_id": eid,
             "links": links,
             "runs": runs,
             "summaries": summaries,
-            "parent": client.search_runs([eid], f"tags.{contract.RUN_KIND} = '{contract.SWEEP}'")[
-                0
-            ].info.run_name,
+            "parent": parent.info.run_name,
+            "parent_id": parent.info.run_id,
             "shots": _shots_dir(tmp_path_factory),
         }
     finally:
@@ -182,8 +193,10 @@ def _open(driver, url: str, ready, what: str):
         pytest.fail(f"{what} not shown within {WAIT_S} s at {url}; last seen:\n{seen!s:.3000}")
 
 
-def _shoot(driver, study, name: str, height: int) -> None:
-    driver.set_window_size(1600, height)
+def _shoot(driver, study, name: str, height: int, width: int = 1600) -> None:
+    """A screenshot at `width` x `height`; the window's size is then what it was."""
+    before = driver.get_window_size()
+    driver.set_window_size(width, height)
     time.sleep(1.0)  # let the resized charts redraw
     path = study["shots"] / f"{name}.png"
     driver.save_screenshot(str(path))
@@ -191,7 +204,7 @@ def _shoot(driver, study, name: str, height: int) -> None:
         docs = ROOT / "docs" / "figures" / "ui"
         docs.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, docs / path.name)
-    driver.set_window_size(1600, 1200)
+    driver.set_window_size(before["width"], before["height"])
 
 
 def _depths(study, names: list[str]) -> list[int]:
@@ -335,3 +348,88 @@ def test_the_experiments_list_starts_with_a_plain_sentence(study, browser):
     _shoot(browser, study, "3_experiments_list", 500)
     line = next(x for x in text.splitlines() if "Plain vs residual" in x)
     assert line.startswith("Plain vs residual by depth"), line
+
+
+def _artifact_url(study, run_id: str, path: str) -> str:
+    """A run's artifact, opened in the run page's artifact viewer."""
+    run = f"{study['base']}/#/experiments/{study['experiment_id']}/runs/{run_id}"
+    return f"{run}/artifacts/{path}?{MODEL_TRAINING}"
+
+
+# The artifact viewer's picture: its natural size and where it is on screen
+IMAGE_JS = """
+const image = Array.from(document.querySelectorAll('img'))
+  .find(i => i.naturalWidth > 0 && i.getBoundingClientRect().width > 0);
+if (!image) return null;
+const r = image.getBoundingClientRect();
+return {natural: [image.naturalWidth, image.naturalHeight],
+        shown: [r.left, r.top, r.right, r.bottom],
+        viewport: [window.innerWidth, window.innerHeight],
+        tree: Array.from(document.querySelectorAll('li')).map(e => e.innerText.split('\\n')[0])};
+"""
+
+
+def test_a_training_run_shows_every_epochs_profile_in_one_picture(study, browser):
+    name = "d14-plain"  # the deepest plain net: the profile that changes most
+    run_id = next(i for i, r in study["runs"].items() if r.info.run_name == name)
+    url = _artifact_url(study, run_id, contract.PROFILE_ALL_EPOCHS_IMAGE)
+
+    def picture(driver):
+        shown = picture.last = driver.execute_script(IMAGE_JS)
+        return shown
+
+    browser.set_window_size(1600, 900)  # the screenshot's size: in view at that height
+    try:
+        _open(browser, url, picture, f"{name}'s {contract.PROFILE_ALL_EPOCHS_IMAGE}")
+        _shoot(browser, study, "4_profile_all_epochs", 900)
+        shown = browser.execute_script(IMAGE_JS)  # as the screenshot has it, settled
+    finally:
+        browser.set_window_size(1600, 1200)
+    assert shown["natural"] == [800, 480], shown
+    left, top, right, bottom = shown["shown"]
+    width, height = shown["viewport"]
+    assert left >= 0 and right <= width and top >= 0 and bottom <= height, (
+        f"the picture is on screen without scrolling: {shown}"
+    )
+    assert right - left >= 600, f"shown at a readable size: {shown}"
+    tree = shown["tree"]
+    assert contract.PROFILE_EPOCH_IMAGES in tree and contract.PROFILE_ALL_EPOCHS_IMAGE in tree
+
+
+# The summary table of the report in the markdown viewer: each header's text, the width it
+# has and the width it needs; the table's width and the width of what scrolls it.
+REPORT_TABLE_JS = """
+const table = Array.from(document.querySelectorAll('[role=table]')).find(t =>
+  Array.from(t.querySelectorAll('[role=columnheader]')).some(h => h.innerText.trim() === 'depth'));
+if (!table) return null;
+table.scrollIntoView({block: 'center'});
+let scroller = table.parentElement;
+while (scroller && getComputedStyle(scroller).overflowX === 'visible') {
+  scroller = scroller.parentElement;
+}
+return {
+  viewer: scroller.clientWidth, table: table.scrollWidth,
+  headers: Array.from(table.querySelectorAll('[role=columnheader]')).map(h => {
+    const text = h.querySelector('span') || h;
+    return {text: h.innerText.trim(), has: text.clientWidth, needs: text.scrollWidth};
+  }),
+};
+"""
+
+
+def test_the_reports_summary_table_fits_a_900_px_viewer(study, browser):
+    """At a 1500 px wide window the markdown viewer is about 900 px wide (MLflow 3.17.2)."""
+    browser.set_window_size(1500, 800)
+    try:
+        url = _artifact_url(study, study["parent_id"], "report/report.md")
+        _open(browser, url, lambda d: d.execute_script(REPORT_TABLE_JS), "the summary table")
+        _shoot(browser, study, "5_report_table", 800, width=1500)
+        shown = browser.execute_script(REPORT_TABLE_JS)  # as the screenshot has it, settled
+    finally:
+        browser.set_window_size(1600, 1200)
+    assert 850 <= shown["viewer"] <= 950, f"a viewer about 900 px wide: {shown['viewer']} px"
+    headers = [h["text"] for h in shown["headers"]]
+    assert headers[:3] == ["depth", "net", "train %"], headers
+    cut = [h for h in shown["headers"] if h["needs"] > h["has"]]
+    assert not cut, f"headers cut in a {shown['viewer']} px viewer: {cut}"
+    assert shown["table"] <= shown["viewer"], f"the table scrolls sideways: {shown}"

@@ -132,8 +132,7 @@ def description(
             "\n".join(f"**{a.lstrip('# ')}**" if a.startswith("#") else a for a in answers)
         )
     parts += [
-        "**Summary** (errors in %, mean ± sd over seeds; gradient norms at initialisation "
-        f"and at the end; full precision in [summary.csv]({link('summary.csv')})):\n\n"
+        f"**Summary** (full precision in [summary.csv]({link('summary.csv')})):\n\n"
         + summary_table(table),
     ]
     if MAIN_FIGURE in figures:  # a link: MLflow's markdown views print images as text

@@ -47,13 +47,17 @@ FIGURE_TITLES = {
     "gradient_profile": "Gradient norm through the layers",
     "gradient_dynamics": "First- and last-layer gradient norm during training",
 }
+# The summary table's headers are short: MLflow 3.17's markdown viewer gives every column
+# the same width (the viewer's over the number of columns, more only where a cell's
+# unbreakable text needs it) and cuts a header that does not fit with "…". The legend
+# under the table spells them out.
 GRADIENT_HEADERS = {
-    "grad_first_init": "‖∇‖ first, init",
-    "grad_last_init": "‖∇‖ last, init",
-    "ratio_init": "first/last, init",
-    "grad_first_end": "‖∇‖ first, end",
-    "grad_last_end": "‖∇‖ last, end",
-    "ratio_end": "first/last, end",
+    "grad_first_init": "first, init",
+    "grad_last_init": "last, init",
+    "ratio_init": "ratio, init",
+    "grad_first_end": "first, end",
+    "grad_last_end": "last, end",
+    "ratio_end": "ratio, end",
 }
 
 
@@ -96,26 +100,56 @@ def nested(heading: str, sentences: list[str]) -> list[str]:
 
 
 def summary_table(table: pd.DataFrame) -> str:
-    """The summary as the report shows it: a markdown table, one row per configuration."""
+    """The summary as the report shows it: a markdown table, one row per configuration, then
+    a legend line. Narrow enough for MLflow's markdown viewer (about 900 px for the default
+    study, 6 depths x 2 nets): short headers, one `runs` column for the five counts, and a
+    condition every row shares (the model, usually) said once in the legend, not per row."""
     out = pd.DataFrame()
-    for key in [*condition_keys(table), "depth", "arch"]:
-        if key == "batch_norm":
-            out["batch norm"] = table[key].map({True: "yes", False: "no"}).fillna("?")
-        elif key == "arch":
-            out["net"] = table[key]
+    shared = []
+    for key in condition_keys(table):
+        if table[key].nunique(dropna=False) == 1:
+            shared.append(f"{key} {table[key].iloc[0]}")
+        elif key == "batch_norm":
+            out["BN"] = table[key].map({True: "yes", False: "no"}).fillna("?")
         else:
             out[key] = table[key].astype(str)
-    errors = ["train_error", "val_error", "test_error"]
+    out["depth"] = table["depth"].astype(str)
+    out["net"] = table["arch"]
+    errors = ["train", "val", "test"]
     if table["test_error_mean"].isna().all():  # no test set
-        errors.remove("test_error")
-    for column in errors:
-        sds = table[f"{column}_sd"]
-        out[f"{column.replace('_', ' ')} (%)"] = list(map(fmt_error, table[f"{column}_mean"], sds))
+        errors.remove("test")
+    for name in errors:
+        means, sds = table[f"{name}_error_mean"], table[f"{name}_error_sd"]
+        out[f"{name} %"] = list(map(fmt_error, means, sds))
     for column, header in GRADIENT_HEADERS.items():
         out[header] = table[column].map(fmt_num)
-    for column in ("seeds", "runs", "diverged", "failed", "running"):
-        out[column] = table[column].astype(int).astype(str)
-    return markdown_table(out, text=("model", "net", "batch norm"))
+    out["runs"] = [_runs_cell(row) for _, row in table.iterrows()]
+    legend = [
+        f"{', '.join(f'_{e} %_' for e in errors)}: final error in percent, mean ± sd "
+        "over seeds, at the last epoch with a finite value",
+        "_first_, _last_: ‖∂L/∂W‖₂ of the first and of the last weight layer, geometric "
+        "mean over seeds, at initialisation (_init_) and at the last epoch (_end_); "
+        "_ratio_: first/last",
+        "_runs_: the runs averaged (FINISHED or diverged: _div._), + those not averaged "
+        "(_failed_: FAILED or KILLED; _running_)",
+    ]
+    if "BN" in out:
+        legend.append("_BN_: batch norm")
+    if shared:
+        legend.append(f"Every row: {', '.join(shared)}")
+    table_text = markdown_table(out, text=("model", "net", "BN"))
+    return f"{table_text}\n\n{'. '.join(legend)}."
+
+
+def _runs_cell(row: pd.Series) -> str:
+    """'3', '3 (1 div.)', '2 +1 failed': the counts a configuration's means rest on."""
+    cell = str(int(row["seeds"]))
+    if row["diverged"]:
+        cell += f" ({int(row['diverged'])} div.)"
+    for word in ("failed", "running"):
+        if row[word]:
+            cell += f" +{int(row[word])} {word}"
+    return cell
 
 
 # ---------------------------------------------------------------- findings
@@ -493,11 +527,7 @@ def write_report(
     lines += [
         "## Summary",
         "",
-        "One row per configuration. Errors: mean ± sd over seeds, in percent, at the last "
-        "epoch with a finite value. Gradient norms (‖∂L/∂W‖₂ of the first and last weight "
-        "layer) and their ratio: geometric mean over seeds, at initialisation (epoch 0) and "
-        "at the last epoch. `seeds` runs enter the means (FINISHED or diverged); `runs` "
-        "counts all of them; `failed` are FAILED or KILLED. Full precision in "
+        "One row per configuration, its columns explained under it; full precision in "
         "[summary.csv](summary.csv).",
         "",
         summary_table(table),

@@ -1,12 +1,17 @@
-"""Each epoch's layer-wise gradient profile as an MLflow image, for the chart view's slider.
+"""A run's layer-wise gradient profile as images: one per epoch, and every epoch in one.
 
 `log_image(key=..., step=...)` makes an image chart in MLflow's chart view whose
 step slider walks through training: here, the gradient norm of every kernel
 (first layer left, classifier right) at that epoch, over the profile at
-initialisation in grey, as log10 values. The figure is small, drawn with
-matplotlib's Agg canvas (no pyplot, no window) and reused from step to step;
-`scripts/dev/bench_profile_images.py` measures what it costs per epoch.
-`tracking.profile_images=false` turns it off.
+initialisation in grey, as log10 values. MLflow names those files itself
+(`images/grad_profile+step+<step>+timestamp+...`, unpadded, so its artifact browser
+lists step 10 before step 2), and its UI reads every file in `images/` as such a
+name: so each epoch's picture is also logged as `grad_profile_epochs/epoch_<NNN>.png`
+(zero-padded: listed in epoch order), and when training ends every epoch's profile
+is drawn in one picture, `grad_profile_all_epochs.png`, coloured by epoch.
+The figures are drawn with matplotlib's Agg canvas (no pyplot, no window); the
+per-epoch one is reused from step to step. `scripts/dev/bench_profile_images.py`
+measures what they cost. `tracking.profile_images=false` turns them all off.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from concurrent.futures import Future
 
 import keras
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -27,7 +35,10 @@ from resnet_exp import contract
 from resnet_exp.tracking.run_log import RunLog
 
 _SIZE = (4.0, 2.4)  # inches, at 80 dpi: 320 x 192 pixels
+_ALL_EPOCHS_SIZE = (10.0, 6.0)  # 800 x 480 pixels: read in the artifact viewer, not a card
 _DPI = 80
+_X_LABEL = "layer (first → last)"
+_Y_LABEL = "log10 ‖∂L/∂W‖"  # log values on a linear axis: fast ticks
 
 
 class ProfilePlot:
@@ -48,8 +59,8 @@ class ProfilePlot:
         ax = self.ax = self.fig.add_subplot()
         (self.init,) = ax.plot([], [], color="0.7", linewidth=1.2, label="init")
         (self.now,) = ax.plot([], [], color="#1f77b4", linewidth=1.5, marker=".", markersize=3)
-        ax.set_xlabel("layer (first → last)", fontsize=8)
-        ax.set_ylabel("log10 ‖∂L/∂W‖", fontsize=8)  # log values on a linear axis: fast ticks
+        ax.set_xlabel(_X_LABEL, fontsize=8)
+        ax.set_ylabel(_Y_LABEL, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are counted
         # a figure text at a fixed place: an axes title is re-laid out on every full draw
@@ -61,9 +72,7 @@ class ProfilePlot:
         self, grad_norms: Sequence[float], init_norms: Sequence[float] | None, title: str
     ) -> np.ndarray:
         """An RGB uint8 array: log10 gradient norm per layer index, initialisation in grey."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            now = np.log10(np.asarray(grad_norms, dtype=float))
-            init = np.log10(np.asarray(init_norms, dtype=float)) if init_norms else np.array([])
+        now, init = _log10(grad_norms), _log10(init_norms or [])
         self.now.set_data(np.arange(len(now)), now)
         self.init.set_data(np.arange(len(init)), init)
         self.title.set_text(title)
@@ -91,6 +100,54 @@ class ProfilePlot:
         self._frame = frame
 
 
+def all_epochs_image(profiles: dict[int, Sequence[float]], title: str) -> np.ndarray:
+    """Every step's profile in one RGB uint8 picture: initialisation (step 0) dashed
+    black, epochs 1..E coloured from dark to light (viridis, with a colour bar).
+
+    Drawn once, when training ends: a plain full draw, no blitting (what it costs:
+    `scripts/dev/bench_profile_images.py`, its last column).
+    """
+    fig = Figure(figsize=_ALL_EPOCHS_SIZE, dpi=_DPI, layout="constrained")
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    epochs = sorted(step for step in profiles if step > 0)
+    if epochs:
+        first, last = epochs[0], epochs[-1]
+        # the palest end of viridis is lost on white: stop at 90 %
+        cmap = ListedColormap(colormaps["viridis"](np.linspace(0.0, 0.9, last - first + 1)))
+        norm = BoundaryNorm(np.arange(first - 0.5, last + 1.5), cmap.N)
+        for step in epochs:
+            values = _log10(profiles[step])
+            ax.plot(np.arange(len(values)), values, color=cmap(norm(step)), linewidth=1.3)
+        bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.02)
+        bar.set_label("epoch")
+        bar.locator = MaxNLocator(integer=True)
+        bar.update_ticks()
+    if 0 in profiles:
+        values = _log10(profiles[0])
+        ax.plot(np.arange(len(values)), values, "k--", linewidth=1.6, label="initialisation")
+        ax.legend(loc="best", frameon=False)
+    ax.set_xlabel(_X_LABEL)
+    ax.set_ylabel(_Y_LABEL)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def epoch_file(step: int, epochs: int) -> str:
+    """The artifact path of one step's picture, zero-padded to the run's epochs (at least
+    3 digits), so that a listing sorted as text is in epoch order; step 0 is initialisation."""
+    return f"{contract.PROFILE_EPOCH_IMAGES}/epoch_{step:0{max(3, len(str(epochs)))}d}.png"
+
+
+def _log10(values: Sequence[float]) -> np.ndarray:
+    """log10 of the norms; a zero or missing norm is a gap in the line, not an error."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log10(np.asarray(values, dtype=float))
+
+
 def _extent(layers: int, values: np.ndarray) -> tuple[int, float, float]:
     """The plot's x extent and its y range: the finite values' range rounded out to decades."""
     finite = values[np.isfinite(values)]
@@ -105,10 +162,13 @@ class ProfileImageLogger(keras.callbacks.Callback):
 
     `profile(step)` returns that step's per-layer gradient norms (or None when
     nothing was measured); it must run after the recorder in the callback list.
-    Drawing and logging happen on one worker thread, so training does not wait
-    for them: PNG and WebP encoding and the store's writes release the GIL and
-    overlap the next epoch. `on_train_end` waits for the last image, so every
-    image is stored before `fit` returns, and re-raises a logging error there.
+    Each step's picture goes to the image chart (`contract.PROFILE_IMAGE`) and, under
+    a name that sorts, to `contract.PROFILE_EPOCH_IMAGES`; when training ends, every
+    step's profile goes into `contract.PROFILE_ALL_EPOCHS_IMAGE`. Drawing and logging
+    happen on one worker thread, so training does not wait for them: PNG and WebP
+    encoding and the store's writes release the GIL and overlap the next epoch.
+    `on_train_end` waits for the last picture, so every one is stored before `fit`
+    returns, and re-raises a logging error there.
     """
 
     def __init__(
@@ -121,7 +181,11 @@ class ProfileImageLogger(keras.callbacks.Callback):
         super().__init__()
         self.log, self.profile = log, profile
         self.label = label
-        self.seconds: list[float] = []  # per logged image: render + upload, on the worker
+        # seconds on the worker: per step (render, chart entry, sorted copy), of which the
+        # sorted copy; and the all-epochs picture (draw and store)
+        self.seconds: list[float] = []
+        self.copy_seconds: list[float] = []
+        self.all_epochs_seconds: float | None = None
         self.plot = ProfilePlot()  # used by the worker thread only
         self._logged: set[int] = set()
         self._init: Sequence[float] | None = None
@@ -149,29 +213,53 @@ class ProfileImageLogger(keras.callbacks.Callback):
         init = self.profile(0)
         self._init = list(init) if init is not None and len(init) else None
 
+    def _norms(self, step: int) -> list[float] | None:
+        norms = self.profile(step)
+        return list(norms) if norms is not None and len(norms) else None  # a copy, for later
+
     def _log(self, step: int) -> None:
         if step in self._logged:
             return
-        norms = self.profile(step)
-        if norms is None or len(norms) == 0:
+        norms = self._norms(step)
+        if norms is None:
             return
         self._logged.add(step)
-        norms = list(norms)  # a copy: the worker draws it later
         if step == 0:
             self._init = norms  # drawn in grey under every later step
         init = self._init if step else None
         title = f"{self.label} {'initialisation' if step == 0 else f'epoch {step}'}".strip()
-        if self._worker is None:
-            self._worker = _DaemonWorker("profile-image")
-        self._pending.append(self._worker.submit(self._draw_and_log, step, norms, init, title))
+        name = epoch_file(step, (self.params or {}).get("epochs") or step)
+        self._submit(self._draw_and_log, step, norms, init, title, name)
 
     def _draw_and_log(
-        self, step: int, norms: list[float], init: list[float] | None, title: str
+        self, step: int, norms: list[float], init: list[float] | None, title: str, name: str
     ) -> None:
         start = time.perf_counter()
         image = self.plot.render(norms, init, title)
         self.log.image(image, contract.PROFILE_IMAGE, step)
-        self.seconds.append(time.perf_counter() - start)
+        copied = time.perf_counter()
+        self.log.image_file(image, name)
+        end = time.perf_counter()
+        self.seconds.append(end - start)
+        self.copy_seconds.append(end - copied)
+
+    def _log_all_epochs(self) -> None:
+        """Every logged step's profile (a resumed run's earlier ones too) in one picture."""
+        profiles = {step: norms for step in sorted(self._logged) if (norms := self._norms(step))}
+        if profiles:
+            what = "gradient norm per layer at every epoch"
+            title = f"{self.label}: {what}" if self.label else what.capitalize()
+            self._submit(self._draw_all_epochs, profiles, title)
+
+    def _draw_all_epochs(self, profiles: dict[int, list[float]], title: str) -> None:
+        start = time.perf_counter()
+        self.log.image_file(all_epochs_image(profiles, title), contract.PROFILE_ALL_EPOCHS_IMAGE)
+        self.all_epochs_seconds = time.perf_counter() - start
+
+    def _submit(self, fn: Callable, *args) -> None:
+        if self._worker is None:
+            self._worker = _DaemonWorker("profile-image")
+        self._pending.append(self._worker.submit(fn, *args))
 
     def flush(self) -> None:
         """Wait until every submitted image is stored; re-raise the first error."""
@@ -192,6 +280,7 @@ class ProfileImageLogger(keras.callbacks.Callback):
         self._log(int(epoch) + 1)
 
     def on_train_end(self, logs: dict | None = None) -> None:
+        self._log_all_epochs()  # after every step's picture, on the same worker
         self.flush()
 
 

@@ -67,6 +67,10 @@ class RunLog:
         """An image chart entry (`key` at `step`), stored before this returns."""
         with_retry(self.client.log_image, self.run_id, image, key=key, step=step, synchronous=True)
 
+    def image_file(self, image: Any, name: str) -> None:
+        """An image artifact at `name` (a path in the run's artifacts), not a chart entry."""
+        with_retry(self.client.log_image, self.run_id, image, artifact_file=name)
+
     def figure(self, figure: Any, name: str) -> None:
         """A matplotlib figure as an image artifact (`landscape.png`)."""
         with_retry(self.client.log_figure, self.run_id, figure, name)

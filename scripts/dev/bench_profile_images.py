@@ -1,12 +1,16 @@
-"""What does the per-epoch gradient-profile image cost? Its time beside the epoch's, one run.
+"""What do the gradient-profile images cost? Their time beside the epoch's, one run.
 
 Trains CIFAR ResNets on the digits with the real callbacks (epoch clock,
 GradientRecorder, ProfileImageLogger) logging to a fresh SQLite store, and
-prints, per depth, the median epoch (training + validation) and the median image
-(render with Agg + `log_image` upload, timed on the logger's worker thread, where
-it overlaps the next epoch), and their ratio: what the images would cost if
-they were drawn on the training thread. What they cost a run is part 1 of
-`scripts/dev/bench.py` (the "on (step)" and "on (step, no images)" rows).
+prints, per depth, the median epoch (training + validation), the median step's
+images (render with Agg, the image chart's `log_image`, and the copy under a name
+that sorts, `grad_profile_epochs/epoch_NNN.png`), of which the copy, and their
+ratio to the epoch; then the picture of every epoch drawn when training ends.
+All are timed on the logger's worker thread, where the per-step ones overlap the
+next epoch: the ratio is what they would cost if drawn on the training thread;
+`fit` waits for the last step's images and the all-epochs picture. What they cost
+a run is part 1 of `scripts/dev/bench.py` (the "on (step)" and "on (step, no
+images)" rows).
 
     python scripts/dev/bench_profile_images.py --depths 20 56 --epochs 4
 """
@@ -66,7 +70,9 @@ def one_depth(client: MlflowClient, experiment_id: str, data, depth: int, args) 
         str(len(recorder.layer_names)),
         f"{1000 * epoch:.0f}",
         f"{1000 * image:.0f}",
+        f"{1000 * statistics.median(images.copy_seconds):.0f}",
         f"{100 * image / epoch:.1f}",
+        f"{1000 * images.all_epochs_seconds:.0f}",
     ]
 
 
@@ -81,7 +87,8 @@ def main() -> None:
         client = MlflowClient(f"sqlite:///{Path(tmp) / 'mlflow.db'}")
         experiment_id = client.create_experiment("bench", artifact_location=str(Path(tmp) / "a"))
         rows = [one_depth(client, experiment_id, data, d, args) for d in args.depths]
-    for row in [["depth", "layers", "epoch ms", "image ms", "image/epoch %"], *rows]:
+    head = ["depth", "layers", "epoch ms", "step's images ms", "of which copy ms"]
+    for row in [[*head, "images/epoch %", "all epochs ms"], *rows]:
         print(" | ".join(row))
 
 

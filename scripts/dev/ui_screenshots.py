@@ -8,8 +8,8 @@ project's `mlflow.db`), then captures, in Model training mode: the latest sweep'
 finding (its saved view, as charts and as the table: `make ui`'s links; the view and
 the runs' summaries are added first where missing, as `scripts/ui_links.py` does), the
 runs table, the sweep's parent run (its description holds the findings), the parent's
-report (markdown and HTML) in the artifact viewer, and one training run's page
-and charts. Needs Chromium
+report (markdown and HTML) in the artifact viewer, and one training run's page,
+charts and picture of every epoch's gradient profile. Needs Chromium
 (Debian: `apt-get install chromium`). The screenshots docs/ui.md shows come from the
 browser test instead (`RESNET_EXP_UPDATE_SCREENSHOTS=1 pytest tests/test_ui_browser.py`),
 over a small study made for them; this script takes the same views of a real study.
@@ -95,6 +95,10 @@ def pages(client: MlflowClient, base: str, experiment: str) -> dict[str, str]:
         out["4_training_run"] = run_url(base, eid, run)
         out["5_training_run_charts"] = (
             f"{base}/#/experiments/{eid}/runs/{run}/model-metrics?{MODEL_TRAINING}"
+        )
+        picture = f"artifacts/{contract.PROFILE_ALL_EPOCHS_IMAGE}"
+        out["6_training_run_profile_all_epochs"] = (
+            f"{base}/#/experiments/{eid}/runs/{run}/{picture}?{MODEL_TRAINING}"
         )
     return out
 

@@ -1,4 +1,4 @@
-"""pyproject.toml installs one TensorFlow build on every platform the README lists."""
+"""pyproject.toml installs one TensorFlow build on every platform docs/install.md lists."""
 
 from __future__ import annotations
 

@@ -135,3 +135,25 @@ def wait_for_an_epoch(client: MlflowClient, process: subprocess.Popen, timeout_s
         time.sleep(1)
     process.kill()
     pytest.fail("the run never logged an epoch")
+
+
+def assert_tables_fit_mlflows_viewer(markdown: str) -> int:
+    """Every table of a report within `report.MAX_COLUMNS` and `MAX_HEADER` (MLflow's viewer
+    cuts longer headers), each followed by a legend line; returns how many tables."""
+    from resnet_exp.analysis.report import MAX_COLUMNS, MAX_HEADER
+
+    lines = markdown.splitlines()
+    heads = [i for i, line in enumerate(lines) if line.startswith("|") and i + 1 < len(lines)
+             and set(lines[i + 1].replace("|", "").replace(":", "")) == {"-"}]  # fmt: skip
+    checked = 0
+    for i in heads:
+        headers = [h.strip() for h in lines[i].strip().strip("|").split("|")]
+        if headers == ["", ""]:  # the report's header block: a key-value list, not a table
+            continue
+        checked += 1
+        assert len(headers) <= MAX_COLUMNS, headers
+        assert max(map(len, headers)) <= MAX_HEADER, headers
+        after = [line for line in lines[i + 2 :] if not line.startswith("|")]
+        legend = next((line for line in after if line.strip()), "")
+        assert legend.startswith("_"), (headers, legend)  # `_head_: meaning; ...`
+    return checked

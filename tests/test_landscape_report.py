@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_tables_fit_mlflows_viewer
 from fake_study import log_fake_study
 from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
@@ -254,6 +255,8 @@ def test_figures_and_section_regenerate_from_a_store(client, tmp_path):
             assert (out / f"{name}{suffix}").stat().st_size > 1000, name
     report = (out / "report.md").read_text()
     assert "## Block lesions" in report
+    # the summary, lesion and landscape tables all fit MLflow's markdown viewer
+    assert assert_tables_fit_mlflows_viewer(report) == 3
     section = report[report.index("## Curvature and loss landscape") :]
     for name in ("landscape_contours", "landscape_slices", "curvature_depth"):
         assert f"({name}.png)" in section

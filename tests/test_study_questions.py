@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_tables_fit_mlflows_viewer
 from fake_study import log_run
 
 from resnet_exp.analysis import figures, load_study
@@ -71,6 +72,7 @@ def _ablation(fixup_val_56: float) -> pd.DataFrame:
 
 def test_skip_or_bn_says_it_is_the_skip_when_the_numbers_do():
     lines = skip_or_bn_section(_ablation(fixup_val_56=5.5), chance=90.0)
+    assert assert_tables_fit_mlflows_viewer("\n".join(lines)) == 1
     text = "\n".join(lines)
     assert lines[0] == "## Skip or batch norm?"
     assert "plain nets with BN train worse with depth (2.0% at depth 8 to 40.0% at" in text

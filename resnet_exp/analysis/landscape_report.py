@@ -39,7 +39,7 @@ import pandas as pd
 
 from resnet_exp import contract
 from resnet_exp.analysis.load import Study, load_run_artifacts
-from resnet_exp.analysis.report import NOISE_SDS, fmt, markdown_table, nested, pooled
+from resnet_exp.analysis.report import NOISE_SDS, fmt, legend, markdown_table, nested, pooled
 from resnet_exp.analysis.summary import (
     arch_order,
     condition_columns,
@@ -198,7 +198,16 @@ def landscape_table(data: LandscapeData) -> pd.DataFrame:
         table[f"{column}_sd"] = groups[column].std(ddof=1)
     se = runs.assign(var=runs["trace_stderr_end"] ** 2).groupby(keys)["var"]
     table["trace_end_se"] = np.sqrt(se.sum(min_count=1)) / se.count()
+    for when in ("init", "end"):  # False when some seed's estimate did not converge
+        flags = runs.get(f"top_eig_converged_{when}", pd.Series(np.nan, index=runs.index))
+        unconverged = runs.assign(no=flags.notna() & ~_is_true(flags)).groupby(keys)["no"]
+        table[f"top_eig_{when}_converged"] = ~unconverged.any()
     return table.reset_index()
+
+
+def _is_true(flags: pd.Series) -> pd.Series:
+    """`top_eig_converged` as booleans, however the CSV reader typed it."""
+    return flags.astype(str).str.lower().isin(["true", "1", "1.0"])
 
 
 # ---------------------------------------------------------------- verdicts
@@ -472,10 +481,18 @@ def _initialisation(data: LandscapeData) -> str | None:
     runs = data.per_run.dropna(subset=["top_eig_init"]) if "top_eig_init" in data.per_run else None
     if runs is None or runs.empty:
         return None
+    if "top_eig_converged_init" in runs:  # an unconverged estimate's sign is not measured
+        flags = runs["top_eig_converged_init"]
+        runs = runs[flags.isna() | _is_true(flags)]
+    left_out = len(data.per_run.dropna(subset=["top_eig_init"])) - len(runs)
+    if runs.empty:
+        return None
     negative = int((runs["top_eig_init"] < 0).sum())
     text = (
         f"At initialisation the eigenvalue of largest magnitude is negative in {negative} of "
-        f"{len(runs)} nets" + (" (the loss curves down: a saddle)" if negative else "")
+        f"{len(runs)} nets"
+        + (" (the loss curves down: a saddle)" if negative else "")
+        + (f", {left_out} more not converged" if left_out else "")
     )
     growth = []
     for arch in arch_order(runs["arch"]):
@@ -524,12 +541,13 @@ def _measurement_notes(data: LandscapeData) -> list[str]:
             f"functions, compare them with care."
         )
     converged = data.curvature.get("top_eig_converged", none).dropna()
-    failed = int((~converged.astype(str).str.lower().isin(["true", "1", "1.0"])).sum())
+    failed = int((~_is_true(converged)).sum())
     if failed:
         out.append(
-            f"{failed} of {len(converged)} top-eigenvalue estimates did not converge within "
-            "`curvature.iterations` (`top_eig_converged` in `curvature.csv`): their "
-            "magnitude may be too small."
+            f"{failed} of {len(converged)} top-eigenvalue estimates (marked {UNCONVERGED} in "
+            "the table) did not converge within `curvature.iterations`: power iteration "
+            "oscillates when eigenvalues of opposite signs have similar magnitudes, so even "
+            "the sign of such an estimate is not measured; raise `curvature.iterations`."
         )
     return out
 
@@ -545,6 +563,17 @@ def _with_spread(mean: pd.Series, spread: pd.Series) -> list[str]:
     ]
 
 
+UNCONVERGED = "(n.c.)"  # a top eigenvalue whose power iteration did not converge
+
+
+def _eigenvalues(t: pd.DataFrame, when: str) -> list[str]:
+    """The mean top eigenvalue at `when`, with its sd, marked where it did not converge."""
+    spread = t.get(f"top_eig_{when}_sd", pd.Series(np.nan, index=t.index))
+    values = _with_spread(t[f"top_eig_{when}"], spread)
+    done = t.get(f"top_eig_{when}_converged", pd.Series(True, index=t.index))
+    return [v if ok else f"{v} {UNCONVERGED}" for v, ok in zip(values, done, strict=True)]
+
+
 def landscape_markdown_table(table: pd.DataFrame) -> list[str]:
     """The table as markdown lines, without a condition column when there is one condition."""
     if table.empty:
@@ -558,17 +587,27 @@ def landscape_markdown_table(table: pd.DataFrame) -> list[str]:
             "depth": t["depth"],
             "net": t["arch"],
             "seeds": t["seeds"],
-            "top eig. init": t["top_eig_init"].map(_g),
-            "top eig. end": _with_spread(t["top_eig_end"], t["top_eig_end_sd"]),
-            "trace end": _with_spread(t["trace_end"], trace_spread),
+            "eig, init": _eigenvalues(t, "init"),
+            "eig, end": _eigenvalues(t, "end"),
+            "trace, end": _with_spread(t["trace_end"], trace_spread),
             "sharpness": _with_spread(t["sharpness"], t["sharpness_sd"]),
             "non-convex": [_format("nonconvexity", v) for v in t["nonconvexity"]],
-            "centre loss": t["centre_loss"].map(_g),
+            "loss": t["centre_loss"].map(_g),
         }
     )
     if (table["condition"] == "").all():
         frame = frame.drop(columns="condition")
-    return markdown_table(frame, text=("condition", "net")).split("\n")
+    return [*markdown_table(frame, text=("condition", "net")).split("\n"), "", LANDSCAPE_LEGEND]
+
+
+LANDSCAPE_LEGEND = legend(
+    ("eig", f"the Hessian's eigenvalue of largest magnitude, at initialisation and after "
+     f"training ({UNCONVERGED}: power iteration did not converge)"),
+    ("trace, end", "the Hessian's trace after training"),
+    ("sharpness", "the loss rise half a span from the trained weights"),
+    ("non-convex", "the share of the surface that curves down"),
+    ("loss", "the subset's loss at the trained weights, the surface's centre"),
+)  # fmt: skip
 
 
 FIGURE_TITLES = {

@@ -25,7 +25,7 @@ import pandas as pd
 
 from resnet_exp import contract
 from resnet_exp.analysis.load import Study, load_run_artifacts
-from resnet_exp.analysis.report import fmt, markdown_table, nested
+from resnet_exp.analysis.report import fmt, legend, markdown_table, nested
 from resnet_exp.analysis.summary import (
     arch_order,
     arch_parts,
@@ -237,19 +237,31 @@ def lesion_markdown_table(table: pd.DataFrame) -> list[str]:
             "depth": t["depth"],
             "net": t["arch"],
             "seeds": t["seeds"],
-            "intact acc.": t["intact_accuracy"].map(_pct),
-            "mean drop (pts)": t["mean_drop"].map(_pts),
-            "worst drop (pts)": t["max_drop"].map(_pts),
+            "intact": t["intact_accuracy"].map(_pct),
+            "mean drop": t["mean_drop"].map(_pts),
+            "worst drop": t["max_drop"].map(_pts),
             "worst block": t["worst_block"],
-            "downsampling drop (pts)": t["downsampling_drop"].map(_pts),
-            "acc. at largest k": k,
-            "‖F‖/‖x‖ init": t["branch_init"].map(lambda v: fmt(v, ".2f")),
-            "‖F‖/‖x‖ end": t["branch_end"].map(lambda v: fmt(v, ".2f")),
+            "down. drop": t["downsampling_drop"].map(_pts),
+            "max k": k,
+            "F/x, init": t["branch_init"].map(lambda v: fmt(v, ".2f")),
+            "F/x, end": t["branch_end"].map(lambda v: fmt(v, ".2f")),
         }
     )
     if (table["condition"] == "").all():
         frame = frame.drop(columns="condition")
-    return markdown_table(frame, text=("condition", "net", "worst block")).split("\n")
+    lines = markdown_table(frame, text=("condition", "net", "worst block")).split("\n")
+    return [*lines, "", LESION_LEGEND]
+
+
+LESION_LEGEND = legend(
+    ("intact", "validation accuracy with every block"),
+    ("mean drop", "accuracy lost (points) deleting one same-shape block, mean over them"),
+    ("worst drop", "the largest such loss, at _worst block_"),
+    ("down. drop", "the mean loss deleting one downsampling block"),
+    ("max k", "accuracy with the largest k random same-shape blocks deleted at once"),
+    ("F/x", "‖F(x)‖/‖x‖, a block's branch over its input, mean over blocks, at initialisation "
+     "and at the end"),
+)  # fmt: skip
 
 
 FIGURE_TITLES = {

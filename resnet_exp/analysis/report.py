@@ -92,6 +92,16 @@ def markdown_table(frame: pd.DataFrame, text: Collection[str]) -> str:
     return "\n".join([head, rule, *rows])
 
 
+# Every table of a report keeps to these (GRADIENT_HEADERS says why; at about 900 px, 12
+# columns leave 9-11 characters each) and spells its short headers out in a legend line.
+MAX_COLUMNS, MAX_HEADER = 12, 11
+
+
+def legend(*entries: tuple[str, str]) -> str:
+    """The line under a table that spells out its short headers: `_head_: meaning; ...`."""
+    return "; ".join(f"_{head}_: {meaning}" for head, meaning in entries) + "."
+
+
 def nested(heading: str, sentences: list[str]) -> list[str]:
     """`sentences` as sub-bullets of a bold `heading`; as they are without a heading."""
     if not (heading and sentences):
@@ -124,7 +134,7 @@ def summary_table(table: pd.DataFrame) -> str:
     for column, header in GRADIENT_HEADERS.items():
         out[header] = table[column].map(fmt_num)
     out["runs"] = [_runs_cell(row) for _, row in table.iterrows()]
-    legend = [
+    notes = [
         f"{', '.join(f'_{e} %_' for e in errors)}: final error in percent, mean ± sd "
         "over seeds, at the last epoch with a finite value",
         "_first_, _last_: ‖∂L/∂W‖₂ of the first and of the last weight layer, geometric "
@@ -134,11 +144,11 @@ def summary_table(table: pd.DataFrame) -> str:
         "(_failed_: FAILED or KILLED; _running_)",
     ]
     if "BN" in out:
-        legend.append("_BN_: batch norm")
+        notes.append("_BN_: batch norm")
     if shared:
-        legend.append(f"Every row: {', '.join(shared)}")
+        notes.append(f"Every row: {', '.join(shared)}")
     table_text = markdown_table(out, text=("model", "net", "BN"))
-    return f"{table_text}\n\n{'. '.join(legend)}."
+    return f"{table_text}\n\n{'. '.join(notes)}."
 
 
 def _runs_cell(row: pd.Series) -> str:

@@ -29,6 +29,7 @@ from resnet_exp.analysis.report import (
     error_change,
     fmt_error,
     fmt_num,
+    legend,
     markdown_table,
     pooled,
 )
@@ -112,8 +113,11 @@ def _error_grid(table: pd.DataFrame, nets: list[tuple[bool, str]]) -> list[str]:
         ratio = table[(table["batch_norm"] == bn) & (table["arch"] == arch)].sort_values("depth")
         init = f"{fmt_num(ratio['ratio_init'].iloc[0])} to {fmt_num(ratio['ratio_init'].iloc[-1])}"
         rows.append([net_name(arch, bn), *cells, init])
-    columns = ["net", *[f"depth {int(d)}" for d in depths], "first/last at init"]
-    return markdown_table(pd.DataFrame(rows, columns=columns), text=("net",)).splitlines()
+    columns = ["net", *[f"depth {int(d)}" for d in depths], "ratio, init"]
+    table = markdown_table(pd.DataFrame(rows, columns=columns), text=("net",)).splitlines()
+    meaning = "training error, %, mean ± sd over seeds"
+    ratio = "first/last gradient ratio at initialisation, shallowest to deepest net"
+    return [*table, "", legend(("depth N", meaning), ("ratio, init", ratio))]
 
 
 def _answer(verdicts: dict[tuple[bool, str], tuple[str, str]]) -> list[str]:

@@ -257,3 +257,21 @@ def test_an_interrupted_sweep_leaves_its_parent_killed_not_running(make_cfg, par
     assert parent.info.status == "RUNNING"
     sweep_parent.close_if_interrupted()  # what atexit runs when the launcher dies mid-sweep
     assert client.get_run(parent.info.run_id).info.status == "KILLED"
+
+
+def test_a_sqlite_stores_artifacts_live_beside_it_whatever_the_working_folder(
+    tmp_path, monkeypatch, make_cfg
+):
+    """Not in `./mlruns` of wherever a run was launched (MLflow's default): beside the file."""
+    from resnet_exp.run.job import run_job
+
+    store = tmp_path / "store"
+    store.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    outcome = run_job(make_cfg(*TINY, "trainer.epochs=1", f"tracking.uri={uri}"))
+    artifact_uri = MlflowClient(uri).get_run(outcome.run_id).info.artifact_uri
+    assert artifact_uri.startswith((store / "mlruns").as_uri()), artifact_uri
+    assert not (elsewhere / "mlruns").exists()

@@ -62,8 +62,20 @@ def with_retry(fn: Callable[..., T], *args: Any, attempts: int = 12, **kwargs: A
     raise AssertionError("unreachable")
 
 
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its artifacts: `mlruns/` beside the
+    database file, so that they stay with their store whichever folder a run, a sweep or a
+    benchmark is launched from (MLflow's default is `./mlruns` of the launching process).
+    None for other stores: a tracking server says where its artifacts go."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    return (database.resolve().parent / "mlruns").as_uri()
+
+
 def ensure_experiment(client: MlflowClient, name: str) -> str:
-    """The experiment's id, creating it (and the store's schema) if needed."""
+    """The experiment's id, creating it (and the store's schema) if needed; a SQLite store's
+    new experiment keeps its artifacts beside the database (`artifact_location`)."""
 
     def get_or_create() -> str:
         experiment = client.get_experiment_by_name(name)
@@ -72,7 +84,9 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
                 client.restore_experiment(experiment.experiment_id)
             return experiment.experiment_id
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(
+                name, artifact_location=artifact_location(client.tracking_uri)
+            )
         except MlflowException as err:
             if "already exists" in str(err).lower():
                 return client.get_experiment_by_name(name).experiment_id

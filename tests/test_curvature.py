@@ -356,3 +356,48 @@ def test_bad_arguments_are_refused(dense_case):
         HessianProbe(model, x, y, mode="sideways")
     with pytest.raises(ValueError, match="samples"):
         hutchinson_trace(Matrix(np.eye(2)), samples=1)
+
+
+# ---------------------------------------------------------------- a probe and a recorder over a run
+
+
+def test_a_reused_probe_reports_the_batch_loss_at_the_current_weights(dense_batch):
+    """A run measures at several epochs through one probe: each measurement's batch loss is
+    that of the weights as they are then, not of the first measurement's."""
+    from resnet_exp.recording.curvature import measure_curvature
+
+    model = dense_net()
+    x, y = dense_batch
+    probe = HessianProbe(model, x, y)
+    first = measure_curvature(probe, iterations=2, samples=2)
+    for variable in model.trainable_variables:
+        variable.assign(1.5 * variable.numpy())
+    second = measure_curvature(probe, iterations=2, samples=2)
+    expected = float(stateless_loss(model, flat_weights(model), x, y))
+    assert second.loss == pytest.approx(expected, rel=1e-5)
+    assert second.loss != pytest.approx(first.loss, rel=1e-3)  # the weights moved the loss
+    assert probe.traces == 1
+
+
+def test_a_run_measured_every_epoch_is_not_measured_again_after_training(dense_batch):
+    """With every=1 the last epoch is measured at its end: `finish` adds no second row for it
+    (and no second set of metrics), and a later step is measured."""
+    from types import SimpleNamespace
+
+    from resnet_exp.recording.curvature_recorder import CurvatureRecorder
+
+    model = dense_net()
+    model.compile(optimizer="sgd", loss=LOSS)
+    x, y = dense_batch
+    settings = SimpleNamespace(
+        iterations=2, rtol=1e-3, top_k=1, samples=2, density_runs=0, lanczos_steps=3,
+        every=1, bn_mode="auto",
+    )  # fmt: skip
+    logged = []
+    recorder = CurvatureRecorder(x, y, settings, sink=lambda m, step: logged.append(step))
+    model.fit(x, y, batch_size=16, epochs=2, callbacks=[recorder], verbose=0)
+    assert recorder.finish(2, model) == {}
+    assert [row["epoch"] for row in recorder.rows] == [0, 1, 2]
+    assert logged == [1, 2] and sorted(recorder.history) == [0, 1, 2]
+    assert recorder.finish(3, model)  # a step not measured yet is
+    assert [row["epoch"] for row in recorder.rows] == [0, 1, 2, 3]

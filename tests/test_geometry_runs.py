@@ -141,3 +141,41 @@ def test_the_preset_then_make_figures_answers_from_the_store(tracking_uri, clien
     assert len(runs) == 4
     for run in runs:  # the report's table quotes each run's logged sharpness
         assert f"{run.data.metrics[contract.LANDSCAPE_SHARPNESS]:.3g}" in report
+
+
+def test_a_run_with_the_slice_only_logs_no_surface(make_cfg, client):
+    """landscape.surface=false: the 1D slice and its sharpness, and none of the surface (its
+    table, non-convexity or picture)."""
+    landscape = [o for o in GEOMETRY if o.startswith("landscape.")]
+    outcome = run_job(make_cfg(*TINY, "trainer.epochs=1", *landscape, "landscape.surface=false"))
+    assert outcome.status == "FINISHED"
+    run_id = outcome.run_id
+    assert _steps(client, run_id, contract.LANDSCAPE_SHARPNESS) == [1]
+    assert contract.LANDSCAPE_NONCONVEXITY not in client.get_run(run_id).data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert contract.LANDSCAPE_1D_ARTIFACT in artifacts
+    assert not artifacts & {contract.LANDSCAPE_2D_ARTIFACT, contract.LANDSCAPE_IMAGE}
+    assert len(_csv(client, run_id, contract.LANDSCAPE_1D_ARTIFACT)) == 5
+
+
+def test_an_unconverged_top_eigenvalue_is_marked_in_the_report_table(make_cfg, client):
+    """One power iteration cannot converge: curvature.csv says so, and the report's table marks
+    that run's eigenvalues at initialisation and after training as not converged."""
+    from resnet_exp.analysis.landscape_report import (
+        UNCONVERGED,
+        landscape_markdown_table,
+        landscape_table,
+        load_landscape,
+    )
+    from resnet_exp.analysis.load import load_study
+
+    curvature = [o for o in GEOMETRY if o.startswith("curvature.")]
+    cfg = make_cfg(*TINY, "trainer.epochs=1", *curvature, "curvature.iterations=1")
+    outcome = run_job(cfg)
+    assert outcome.status == "FINISHED"
+    table = _csv(client, outcome.run_id, contract.CURVATURE_ARTIFACT)
+    assert table["epoch"].tolist() == [0, 1] and not table["top_eig_converged"].any()
+    study = load_study(cfg.tracking.experiment, tracking_uri=client.tracking_uri)
+    lines = landscape_markdown_table(landscape_table(load_landscape(study)))
+    (row,) = [line for line in lines[2:] if line.startswith("|")]  # the run's row
+    assert row.count(UNCONVERGED) == 2  # its eigenvalue at initialisation and after training

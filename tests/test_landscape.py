@@ -231,3 +231,25 @@ def test_nonconvexity_of_known_surfaces():
     # a bowl that flattens past its rim: non-convex outside |alpha| = 1 / sqrt(3) only
     rim = landscape_nonconvexity(_surface(lambda a, b: np.tanh(3 * a**2) + b**2, span=1.0))
     assert 0.0 < rim < 1.0
+
+
+def test_filter_normalize_rescales_each_filter_without_changing_its_direction():
+    """Each filter of the result is the same filter of the random direction times one positive
+    factor (Li et al.'s d_i ||w_i|| / ||d_i||), not re-drawn or rescaled piece by piece."""
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(3, 3, 2, 4)).astype(np.float32)
+    weights[..., 2] *= 10.0  # filters of different sizes
+    direction = rng.standard_normal(weights.shape)
+    result = filter_normalize(direction, weights).astype(np.float64)
+    for o in range(weights.shape[-1]):
+        d, r = direction[..., o].ravel(), result[..., o].ravel()
+        factor = np.linalg.norm(weights[..., o]) / np.linalg.norm(d)
+        np.testing.assert_allclose(r, factor * d, rtol=1e-5, atol=1e-6)
+
+
+def test_a_valley_flat_along_one_direction_is_convex():
+    """A small positive curvature (under rtol of the largest) is not non-convexity, nor is a
+    negative one within that tolerance (float32 noise); a clearly negative one is."""
+    assert landscape_nonconvexity(_surface(lambda a, b: a**2 + 1e-3 * b**2)) == 0.0
+    assert landscape_nonconvexity(_surface(lambda a, b: a**2 - 1e-3 * b**2)) == 0.0
+    assert landscape_nonconvexity(_surface(lambda a, b: a**2 - 0.1 * b**2)) == 1.0

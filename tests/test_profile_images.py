@@ -180,3 +180,31 @@ def test_a_store_error_is_raised_when_fit_ends(client, monkeypatch):
     images = ProfileImageLogger.from_recorder(RunLog(client, run_id), recorder)
     with pytest.raises(OSError, match="disk full"):
         _tiny_fit([recorder, images], epochs=1)
+
+
+def test_a_long_runs_copies_are_padded_to_its_epochs_from_the_first():
+    """In a run of 1,500 epochs the copies of steps 0 .. 999 are padded to four digits too, so
+    that the folder lists step 999 before step 1,000."""
+    store = _Store()
+    images = ProfileImageLogger(store, lambda step: INIT)
+    images.set_params({"epochs": 1500})
+    images.on_train_begin()
+    for epoch in (8, 998, 999):  # steps 9, 999 and 1000
+        images.on_epoch_end(epoch)
+    images.flush()
+    folder = contract.PROFILE_EPOCH_IMAGES
+    names = [name for name in store.files if name.startswith(f"{folder}/")]
+    assert names == [f"{folder}/epoch_{step:04d}.png" for step in (0, 9, 999, 1000)]
+    assert names == sorted(names)
+
+
+def test_the_all_epochs_picture_draws_the_initialisation():
+    """The initialisation's profile is a dashed black line over the epochs': the picture with it
+    has many more near-black pixels than the same epochs without it."""
+
+    def black(image: np.ndarray) -> int:
+        return int((image.max(axis=-1) < 60).sum())
+
+    with_init = all_epochs_image({0: LATER, 1: EARLY, 2: INIT}, "d8-plain")
+    without = all_epochs_image({1: EARLY, 2: INIT}, "d8-plain")
+    assert black(with_init) > black(without) + 300

@@ -55,6 +55,12 @@ REPORT = [
     "tests/test_lesion_report.py",
     REPORT_NUMBERS,
 ]
+# Issues 18 and 20: curvature, loss landscapes, their report, the profile pictures.
+GEOMETRY_RUNS = "tests/test_geometry_runs.py"
+CURVATURE = ["tests/test_curvature.py", GEOMETRY_RUNS]
+LANDSCAPE = ["tests/test_landscape.py"]
+GEOMETRY_REPORT = ["tests/test_landscape_report.py"]
+PROFILE = ["tests/test_profile_images.py"]
 
 
 @dataclass(frozen=True)
@@ -688,6 +694,128 @@ BUGS = [
         'values[key.lstrip("+~")] = value.strip().lower()',
         'values[key.lstrip("+~")] = value.strip()',
         ["tests/test_sweep_units.py"],
+    ),
+    # Issues 18 and 20: the Hessian's estimates and when a run measures them
+    bug(
+        "power iteration's eigenvalue is |Hv| (its sign lost)",
+        "resnet_exp/recording/curvature.py",
+        "            new = float(v @ w)\n",
+        "            new = float(np.linalg.norm(w))\n",
+        CURVATURE,
+    ),
+    bug(
+        "Hutchinson draws Gaussian vectors, not Rademacher ones",
+        "resnet_exp/recording/curvature.py",
+        "        v = _rademacher(rng, op.size)\n        values[i] = v @ op.matvec(v)",
+        "        v = rng.standard_normal(op.size)\n        values[i] = v @ op.matvec(v)",
+        CURVATURE,
+    ),
+    bug(
+        "the trace's standard error divides by n, not sqrt(n)",
+        "resnet_exp/recording/curvature.py",
+        "stderr=float(values.std(ddof=1) / np.sqrt(samples)),",
+        "stderr=float(values.std(ddof=1) / samples),",
+        CURVATURE,
+    ),
+    bug(
+        "a reused probe reports the batch loss of its first measurement",
+        "resnet_exp/recording/curvature.py",
+        "    probe.loss = None  # the batch's loss at the weights as they are now\n",
+        "",
+        CURVATURE,
+    ),
+    bug(
+        "an epoch's curvature is recorded at the epoch's index, not its number",
+        "resnet_exp/recording/curvature_recorder.py",
+        "            metrics = self.measure(epoch + 1)",
+        "            metrics = self.measure(epoch)",
+        CURVATURE,
+    ),
+    bug(
+        "bn_mode=auto inverted: training mode after step 0, inference mode at it",
+        "resnet_exp/recording/curvature_recorder.py",
+        'return mode == "training" or (mode == "auto" and step == 0)',
+        'return mode == "training" or (mode == "auto" and step > 0)',
+        CURVATURE,
+    ),
+    bug(
+        "the measurement after training repeats an epoch already measured",
+        "resnet_exp/recording/curvature_recorder.py",
+        "        if step in self.history or not _finite(model):",
+        "        if not _finite(model):",
+        CURVATURE,
+    ),
+    # the loss landscape's directions, grid and summaries
+    bug(
+        "filter norms taken over the kernel's first axis",
+        "resnet_exp/recording/landscape.py",
+        "filters_w, filters_d = w.reshape(-1, w.shape[-1]), d.reshape(-1, w.shape[-1])",
+        "filters_w, filters_d = w.reshape(w.shape[0], -1), d.reshape(w.shape[0], -1)",
+        LANDSCAPE,
+    ),
+    bug(
+        "biases and BN parameters get a nonzero direction (only scalars are left out)",
+        "resnet_exp/recording/landscape.py",
+        "    return len(shape) <= 1\n",
+        "    return len(shape) == 0\n",
+        LANDSCAPE,
+    ),
+    bug(
+        "the grid's half-width is grid / 2: the centre is off the grid",
+        "resnet_exp/recording/landscape.py",
+        "    half = grid // 2\n",
+        "    half = grid / 2\n",
+        LANDSCAPE,
+    ),
+    bug(
+        "sharpness with the sign flipped",
+        "resnet_exp/recording/landscape.py",
+        "return float((left + right) / 2 - centre)",
+        "return float(centre - (left + right) / 2)",
+        LANDSCAPE,
+    ),
+    bug(
+        "the non-convexity threshold's sign flipped (small positive curvature counts)",
+        "resnet_exp/recording/landscape.py",
+        "return float(np.mean(low[interior] < -rtol * scale))",
+        "return float(np.mean(low[interior] < rtol * scale))",
+        LANDSCAPE,
+    ),
+    bug(
+        "the run ignores landscape.surface (always draws the surface)",
+        "resnet_exp/training/fit.py",
+        "        surface=bool(settings.surface),\n",
+        "",
+        [GEOMETRY_RUNS],
+    ),
+    # the report's section and figures, the profile pictures
+    bug(
+        "the table's unconverged flag read from curvature.csv's name (never set)",
+        "resnet_exp/analysis/landscape_report.py",
+        'flags = runs.get(f"top_eig_converged_{when}", pd.Series(np.nan, index=runs.index))',
+        'flags = runs.get("top_eig_converged", pd.Series(np.nan, index=runs.index))',
+        [*GEOMETRY_REPORT, GEOMETRY_RUNS],
+    ),
+    bug(
+        "contour levels evenly spaced, not log-spaced",
+        "resnet_exp/analysis/landscape_figures.py",
+        "return np.geomspace(low, high, n + 2)[1:-1]",
+        "return np.linspace(low, high, n + 2)[1:-1]",
+        GEOMETRY_REPORT,
+    ),
+    bug(
+        "epoch copies padded to the step's digits, not the run's epochs",
+        "resnet_exp/recording/profile_images.py",
+        'name = epoch_file(step, (self.params or {}).get("epochs") or step)',
+        "name = epoch_file(step, step)",
+        PROFILE,
+    ),
+    bug(
+        "the all-epochs picture leaves out the initialisation",
+        "resnet_exp/recording/profile_images.py",
+        "    if 0 in profiles:\n",
+        "    if 0 in epochs:\n",
+        PROFILE,
     ),
 ]
 

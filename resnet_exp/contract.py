@@ -47,6 +47,7 @@ LESION_TIME = "lesion_time_s"
 # curvature (`curvature.enabled`): at step 0, every `curvature.every` epochs, and the last step
 HESSIAN_TOP_EIG = "hessian_top_eig"  # top Hessian eigenvalue of the data loss, power iteration
 HESSIAN_TOP_EIG_ITERATIONS = "hessian_top_eig_iterations"  # Hessian-vector products it took
+HESSIAN_TOP_EIG_RESIDUAL = "hessian_top_eig_residual"  # |Hv - λv|: an eigenvalue is this close
 HESSIAN_TRACE = "hessian_trace"  # Hutchinson's estimate
 HESSIAN_TRACE_STDERR = "hessian_trace_stderr"  # its standard error
 HESSIAN_BATCH_LOSS = "hessian_batch_loss"  # the data loss on the curvature batch
@@ -54,6 +55,7 @@ CURVATURE_TIME = "curvature_time_s"
 CURVATURE_METRICS = (
     HESSIAN_TOP_EIG,
     HESSIAN_TOP_EIG_ITERATIONS,
+    HESSIAN_TOP_EIG_RESIDUAL,
     HESSIAN_TRACE,
     HESSIAN_TRACE_STDERR,
     HESSIAN_BATCH_LOSS,
@@ -122,6 +124,7 @@ CURVATURE_COLUMNS = [
     "top_eig",
     "top_eig_iterations",
     "top_eig_converged",
+    "top_eig_residual",
     "trace",
     "trace_stderr",
     "batch_loss",

@@ -237,6 +237,20 @@ def test_power_iteration_stops_at_the_iteration_cap(dense_case):
     assert not result.converged[0]
 
 
+def test_the_residual_bounds_the_distance_to_an_eigenvalue():
+    """Stopped early, the estimate is off, but an eigenvalue lies within its residual; at
+    convergence the residual is small. Opposite signs of similar size: the hard case."""
+    spectrum = np.array([4.0, -3.8, 1.0, 0.5, -0.2, 0.1])
+    q, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((6, 6)))
+    operator = Matrix(q @ np.diag(spectrum) @ q.T)
+    for iterations in (2, 5, 20):
+        top = power_iteration(operator, iterations=iterations, rtol=0.0, seed=3)
+        nearest = np.min(np.abs(spectrum - top.top))
+        assert nearest <= top.residuals[0] + 1e-12, (iterations, top.top, top.residuals)
+    done = power_iteration(operator, iterations=5000, rtol=1e-12, seed=3)
+    assert done.top == pytest.approx(4.0, rel=1e-6) and done.residuals[0] < 1e-3
+
+
 def test_trace_is_within_three_standard_errors_of_the_exact_trace(dense_case):
     model, x, y, hessian, _ = dense_case
     result = hessian_trace(model, x, y, samples=50, seed=0)

@@ -94,6 +94,27 @@ def test_a_run_without_them_logs_none_of_it(make_cfg, client):
 
 
 @pytest.mark.parametrize(
+    "family",
+    [
+        ["model=mlp", "model.depth=6", "model.width=16"],
+        ["model=vgg", "model.depth=11"],
+        ["model.residual_init=fixup", "model.batch_norm=false"],
+    ],
+    ids=["mlp", "vgg-11", "resnet-fixup-no-bn"],
+)
+def test_the_same_switches_work_for_every_family_and_normalisation(make_cfg, client, family):
+    """A net without batch norm has one mode (bn_mode is then moot); an MLP has Dense
+    filters; VGG pools. Each logs both lenses, with finite numbers."""
+    light = [o for o in GEOMETRY if "density" not in o and "lanczos" not in o]
+    outcome = run_job(make_cfg(*TINY, *family, "trainer.epochs=1", *light))
+    assert outcome.status == "FINISHED"
+    metrics = client.get_run(outcome.run_id).data.metrics
+    for key in (contract.HESSIAN_TOP_EIG, contract.HESSIAN_TRACE, contract.LANDSCAPE_SHARPNESS):
+        assert np.isfinite(metrics[key]), key
+    assert len(_csv(client, outcome.run_id, contract.LANDSCAPE_2D_ARTIFACT)) == 25
+
+
+@pytest.mark.parametrize(
     ("override", "message"),
     [
         ("landscape.grid=4", "landscape.grid=4: must be odd"),

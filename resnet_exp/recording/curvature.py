@@ -307,12 +307,15 @@ class TopEigenvalues:
     For a trained net the top one is positive (a minimum's sharpest direction);
     power iteration finds the largest |eigenvalue|, which PyHessian reports too.
     `iterations[i]` is the number of Hessian-vector products eigenvalue i took,
-    `converged[i]` whether it met the tolerance before `max_iterations`.
+    `converged[i]` whether it met the tolerance before `max_iterations`, and
+    `residuals[i]` = |Hv - λv| at its last product: H is symmetric, so some eigenvalue
+    (of the deflated operator) lies within that distance of λ, converged or not.
     """
 
     eigenvalues: np.ndarray
     iterations: np.ndarray
     converged: np.ndarray
+    residuals: np.ndarray
     eigenvectors: np.ndarray  # (k, size), unit norm
     seconds: float
 
@@ -375,6 +378,7 @@ class Curvature:
         return {
             contract.HESSIAN_TOP_EIG: self.top.top,
             contract.HESSIAN_TOP_EIG_ITERATIONS: float(self.top.iterations[0]),
+            contract.HESSIAN_TOP_EIG_RESIDUAL: float(self.top.residuals[0]),
             contract.HESSIAN_TRACE: self.trace.trace,
             contract.HESSIAN_TRACE_STDERR: self.trace.stderr,
             contract.HESSIAN_BATCH_LOSS: self.loss,
@@ -394,6 +398,7 @@ class Curvature:
                     self.top.top,
                     int(self.top.iterations[0]),
                     bool(self.top.converged[0]),
+                    float(self.top.residuals[0]),
                     self.trace.trace,
                     self.trace.stderr,
                     self.loss,
@@ -434,14 +439,15 @@ def power_iteration(
         raise ValueError(f"k and iterations must be >= 1, got k={k}, iterations={iterations}")
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
-    values, counts, done, vectors = [], [], [], []
+    values, counts, done, vectors, residuals = [], [], [], [], []
     for _ in range(k):
         v = _orthogonalise(rng.standard_normal(op.size), vectors)
         v /= np.linalg.norm(v)
-        value, converged, used = np.nan, False, 0
+        value, converged, used, residual = np.nan, False, 0, np.nan
         for used in range(1, iterations + 1):  # noqa: B007 (the count is the result)
             w = _orthogonalise(op.matvec(v), vectors)
             new = float(v @ w)
+            residual = float(np.linalg.norm(w - new * v))  # v is a unit vector
             converged = abs(new - value) <= rtol * abs(new)  # False while value is nan
             value = new
             norm = np.linalg.norm(w)
@@ -452,6 +458,7 @@ def power_iteration(
             if converged:
                 break
         values.append(value)
+        residuals.append(residual)
         counts.append(used)
         done.append(converged)
         vectors.append(v)
@@ -460,6 +467,7 @@ def power_iteration(
         eigenvalues=np.asarray(values)[order],
         iterations=np.asarray(counts)[order],
         converged=np.asarray(done)[order],
+        residuals=np.asarray(residuals)[order],
         eigenvectors=np.asarray(vectors)[order],
         seconds=time.perf_counter() - started,
     )

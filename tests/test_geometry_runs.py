@@ -182,12 +182,8 @@ def test_a_run_with_the_slice_only_logs_no_surface(make_cfg, client):
 def test_an_unconverged_top_eigenvalue_is_marked_in_the_report_table(make_cfg, client):
     """One power iteration cannot converge: curvature.csv says so, and the report's table marks
     that run's eigenvalues at initialisation and after training as not converged."""
-    from resnet_exp.analysis.landscape_report import (
-        UNCONVERGED,
-        landscape_markdown_table,
-        landscape_table,
-        load_landscape,
-    )
+    from resnet_exp.analysis.landscape_data import landscape_table, load_landscape
+    from resnet_exp.analysis.landscape_report import UNCONVERGED, landscape_markdown_table
     from resnet_exp.analysis.load import load_study
 
     curvature = [o for o in GEOMETRY if o.startswith("curvature.")]

@@ -14,13 +14,9 @@ from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
 
 from resnet_exp import contract
+from resnet_exp.analysis.landscape_data import LandscapeData, landscape_table
 from resnet_exp.analysis.landscape_figures import LEVELS_PER_DECADE, contour_levels, draw_contour
-from resnet_exp.analysis.landscape_report import (
-    LandscapeData,
-    compare,
-    landscape_findings,
-    landscape_table,
-)
+from resnet_exp.analysis.landscape_report import compare, landscape_findings
 
 # ---------------------------------------------------------------- verdicts on hand-built runs
 

@@ -168,12 +168,9 @@ def _question_sections(
     (`lesion_report`), and curvature and loss landscapes when runs logged them
     (`landscape_report`), the last two with their figures. Returns (the first two, all of
     them): the first two also go into the parent run's description."""
+    from resnet_exp.analysis.landscape_data import has_landscape_data, load_landscape
     from resnet_exp.analysis.landscape_figures import draw_landscape_figures
-    from resnet_exp.analysis.landscape_report import (
-        has_landscape_data,
-        landscape_section,
-        load_landscape,
-    )
+    from resnet_exp.analysis.landscape_report import landscape_section
     from resnet_exp.analysis.lesion_figures import draw_lesion_figures
     from resnet_exp.analysis.lesion_report import has_lesion_data, lesion_section, load_lesions
     from resnet_exp.analysis.placement import placement_section

@@ -55,7 +55,7 @@ from resnet_exp.analysis.figures import (
     theme,
     what_is_drawn,
 )
-from resnet_exp.analysis.landscape_report import LandscapeData
+from resnet_exp.analysis.landscape_data import LandscapeData
 
 LEVELS_PER_DECADE = 2  # Li et al.'s figures show about a dozen lines over a basin
 MIN_LEVELS, MAX_LEVELS = 6, 30  # a flat surface still draws some; a wild one, not a smear

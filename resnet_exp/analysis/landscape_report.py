@@ -1,13 +1,6 @@
-"""Curvature and loss landscapes, read back from MLflow, and what they show (issue 18).
-
-The training side (`resnet_exp.recording.curvature`, `resnet_exp.recording.landscape`) logs
-per run the Hessian's top eigenvalue and trace (metrics at step 0, every
-`curvature.every` epochs and the last step; `curvature.csv` adds how batch norm ran
-and whether power iteration converged), and around the trained weights the loss
-along one filter-normalised direction (`landscape_1d.csv`), over a plane
-(`landscape_2d.csv`), and their sharpness and non-convex fraction (metrics, once).
-This module stacks them over a study's runs and turns them into the report's
-"Curvature and loss landscape" section; the figures are in `landscape_figures`.
+"""What a study's curvature and loss landscapes show (issue 18): the report's "Curvature and
+loss landscape" section, its sentences computed from the numbers `landscape_data` reads
+back from MLflow; the figures are in `landscape_figures`.
 
 The question is whether the skip keeps the surface smooth as depth grows. Two
 published answers are checked against the numbers, never assumed:
@@ -31,29 +24,21 @@ between seeds is unknown, and the sentence says so.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import pandas as pd
 
-from resnet_exp import contract
-from resnet_exp.analysis.load import Study, load_run_artifacts
+from resnet_exp.analysis.landscape_data import (
+    MEASURES,
+    LandscapeData,
+    converged_flags,
+    landscape_table,
+)
 from resnet_exp.analysis.report import NOISE_SDS, fmt, legend, markdown_table, nested, pooled
-from resnet_exp.analysis.summary import (
-    arch_order,
-    condition_columns,
-    condition_label,
-    with_condition,
-)
+from resnet_exp.analysis.summary import arch_order, condition_label
 
-# The section is drawn when a run logged one of these.
-SECTION_METRICS = (
-    contract.HESSIAN_TOP_EIG,
-    contract.HESSIAN_TRACE,
-    contract.LANDSCAPE_SHARPNESS,
-    contract.LANDSCAPE_NONCONVEXITY,
-)
 # A ratio below 1.5 between two nets is not called a difference: one random direction
 # (sharpness), one batch (eigenvalue, trace) and one seed move these numbers by tens of
 # percent, and a factor is what a log axis shows. Also the report's gradient-ratio factor.
@@ -67,25 +52,6 @@ NONCONVEX_POINTS = 0.10
 # those of a point on a slope, not of a minimum, and Li et al. and Yao et al. measured
 # minima. Such nets are named, so a trend that rests on them is read as what it is.
 UNTRAINED_LOSS_FRACTION = 0.5
-_RUN_COLUMNS = ["run_id", "run_name", "model", "depth", "arch", "seed", "condition", "batch_norm"]
-_CURVATURE = {  # metric -> column (curvature.csv's names)
-    contract.HESSIAN_TOP_EIG: "top_eig",
-    contract.HESSIAN_TRACE: "trace",
-    contract.HESSIAN_TRACE_STDERR: "trace_stderr",
-    contract.HESSIAN_BATCH_LOSS: "batch_loss",
-}
-_LANDSCAPE = {
-    contract.LANDSCAPE_SHARPNESS: "sharpness",
-    contract.LANDSCAPE_NONCONVEXITY: "nonconvexity",
-    contract.LANDSCAPE_CENTRE_LOSS: "centre_loss",
-}
-_CSV_EXTRAS = ["bn_mode", "top_eig_converged"]  # what curvature.csv adds to the metrics
-MEASURES = {  # per-run column -> its words in the findings
-    "sharpness": "sharpness",
-    "nonconvexity": "non-convex fraction",
-    "top_eig_end": "top eigenvalue after training",
-    "trace_end": "trace after training",
-}
 LANDSCAPE_MEASURES = ("sharpness", "nonconvexity")  # Li et al.'s claim
 HESSIAN_MEASURES = ("top_eig_end", "trace_end")  # Yao et al.'s
 _BN_WORDS = {
@@ -94,120 +60,6 @@ _BN_WORDS = {
     "similar": "similar",
     "noise": "within the noise",
 }
-
-
-@dataclass
-class LandscapeData:
-    """Per-run curvature and landscape numbers, each row with the run's depth, arch, seed
-    and condition."""
-
-    curvature: pd.DataFrame  # one row per (run, measured epoch); bn_mode etc. where logged
-    per_run: pd.DataFrame  # one row per run: *_init, *_end, sharpness, nonconvexity
-    slices: pd.DataFrame  # landscape_1d.csv rows
-    surfaces: pd.DataFrame  # landscape_2d.csv rows
-    conditions: list[str]
-    condition_columns: list[str] = field(default_factory=list)
-
-
-def has_landscape_data(study: Study) -> bool:
-    """True when some run logged curvature or landscape metrics (the section is drawn only
-    then)."""
-    return any(m in study.epochs.columns for m in SECTION_METRICS)
-
-
-def _logged(study: Study, metric: str) -> bool:
-    return metric in study.epochs and study.epochs[metric].notna().any()
-
-
-def load_landscape(study: Study) -> LandscapeData:
-    """The curvature metrics of every usable run, its landscape numbers and artifacts."""
-    columns = condition_columns(study.usable)
-    runs = with_condition(study.usable, columns).reindex(columns=_RUN_COLUMNS)
-    wanted = [*_CURVATURE, *_LANDSCAPE]
-    ep = study.epochs.reindex(columns=study.epochs.columns.union(wanted, sort=False))
-
-    curvature = ep.loc[ep[list(_CURVATURE)].notna().any(axis=1), ["run_id", "epoch", *_CURVATURE]]
-    curvature = runs.merge(curvature.rename(columns=_CURVATURE), on="run_id")
-    if not curvature.empty:
-        csv = load_run_artifacts(
-            study,
-            contract.CURVATURE_ARTIFACT,
-            {"epoch", *_CSV_EXTRAS},
-            what="batch-norm mode and convergence notes of the curvature table",
-        )
-        if not csv.empty:
-            csv = csv[["run_id", "epoch", *_CSV_EXTRAS]].astype({"epoch": "int64"})
-            curvature = curvature.merge(csv, on=["run_id", "epoch"], how="left")
-    curvature = curvature.reindex(columns=curvature.columns.union(_CSV_EXTRAS, sort=False))
-
-    landscape = ep.loc[ep[contract.LANDSCAPE_SHARPNESS].notna(), ["run_id", "epoch", *_LANDSCAPE]]
-    landscape = landscape.sort_values("epoch").drop_duplicates("run_id", keep="last")
-    per_run = runs.merge(_init_and_end(curvature), on="run_id", how="left").merge(
-        landscape.drop(columns="epoch").rename(columns=_LANDSCAPE), on="run_id", how="left"
-    )
-    per_run = per_run.dropna(subset=[*MEASURES, "top_eig_init"], how="all")
-
-    def load(metric: str, name: str, columns: list[str], what: str) -> pd.DataFrame:
-        """Artifact `name` with its runs' columns; not read when no run logged `metric`."""
-        if not _logged(study, metric):
-            return pd.DataFrame()
-        frame = load_run_artifacts(study, name, set(columns), what=what)
-        return runs.merge(frame, on="run_id") if not frame.empty else pd.DataFrame()
-
-    slices = load(
-        contract.LANDSCAPE_SHARPNESS,
-        contract.LANDSCAPE_1D_ARTIFACT,
-        contract.LANDSCAPE_1D_COLUMNS,
-        "landscape slices figure",
-    )
-    surfaces = load(
-        contract.LANDSCAPE_NONCONVEXITY,
-        contract.LANDSCAPE_2D_ARTIFACT,
-        ["alpha", "beta", "loss"],
-        "landscape contours figure",
-    )
-    conditions = sorted(set(per_run["condition"])) if not per_run.empty else [""]
-    return LandscapeData(curvature, per_run, slices, surfaces, conditions, columns)
-
-
-def _init_and_end(curvature: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: the curvature columns at initialisation (`*_init`) and at its last
-    measured epoch after it (`*_end`)."""
-    values = ["top_eig", "trace", "trace_stderr", "batch_loss", "bn_mode", "top_eig_converged"]
-    last = curvature.groupby("run_id")["epoch"].transform("max")
-    init = curvature[curvature["epoch"] == 0].set_index("run_id")[values]
-    end = curvature[(curvature["epoch"] == last) & (last > 0)].set_index("run_id")[values]
-    both = init.add_suffix("_init").join(end.add_suffix("_end"), how="outer")
-    return both.reset_index()
-
-
-# ---------------------------------------------------------------- per-configuration numbers
-
-
-def landscape_table(data: LandscapeData) -> pd.DataFrame:
-    """One row per (condition, depth, arch): means over seeds, sds between them (`*_sd`,
-    NaN with one seed), and the trace's standard error of that mean (`trace_end_se`)."""
-    runs = data.per_run
-    if runs.empty:
-        return pd.DataFrame()
-    keys = ["condition", "depth", "arch"]
-    groups = runs.groupby(keys)
-    table = groups.agg(seeds=("run_id", "nunique"))
-    for column in ("top_eig_init", "trace_init", *MEASURES, "centre_loss"):
-        table[column] = groups[column].mean()
-        table[f"{column}_sd"] = groups[column].std(ddof=1)
-    se = runs.assign(var=runs["trace_stderr_end"] ** 2).groupby(keys)["var"]
-    table["trace_end_se"] = np.sqrt(se.sum(min_count=1)) / se.count()
-    for when in ("init", "end"):  # False when some seed's estimate did not converge
-        flags = runs.get(f"top_eig_converged_{when}", pd.Series(np.nan, index=runs.index))
-        unconverged = runs.assign(no=flags.notna() & ~_is_true(flags)).groupby(keys)["no"]
-        table[f"top_eig_{when}_converged"] = ~unconverged.any()
-    return table.reset_index()
-
-
-def _is_true(flags: pd.Series) -> pd.Series:
-    """`top_eig_converged` as booleans, however the CSV reader typed it."""
-    return flags.astype(str).str.lower().isin(["true", "1", "1.0"])
 
 
 # ---------------------------------------------------------------- verdicts
@@ -483,7 +335,7 @@ def _initialisation(data: LandscapeData) -> str | None:
         return None
     if "top_eig_converged_init" in runs:  # an unconverged estimate's sign is not measured
         flags = runs["top_eig_converged_init"]
-        runs = runs[flags.isna() | _is_true(flags)]
+        runs = runs[flags.isna() | converged_flags(flags)]
     left_out = len(data.per_run.dropna(subset=["top_eig_init"])) - len(runs)
     if runs.empty:
         return None
@@ -541,7 +393,7 @@ def _measurement_notes(data: LandscapeData) -> list[str]:
             f"functions, compare them with care."
         )
     converged = data.curvature.get("top_eig_converged", none).dropna()
-    failed = int((~_is_true(converged)).sum())
+    failed = int((~converged_flags(converged)).sum())
     if failed:
         out.append(
             f"{failed} of {len(converged)} top-eigenvalue estimates (marked {UNCONVERGED} in "

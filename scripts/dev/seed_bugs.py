@@ -791,7 +791,7 @@ BUGS = [
     # the report's section and figures, the profile pictures
     bug(
         "the table's unconverged flag read from curvature.csv's name (never set)",
-        "resnet_exp/analysis/landscape_report.py",
+        "resnet_exp/analysis/landscape_data.py",
         'flags = runs.get(f"top_eig_converged_{when}", pd.Series(np.nan, index=runs.index))',
         'flags = runs.get("top_eig_converged", pd.Series(np.nan, index=runs.index))',
         [*GEOMETRY_REPORT, GEOMETRY_RUNS],

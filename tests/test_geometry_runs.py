@@ -97,7 +97,7 @@ def test_a_run_without_them_logs_none_of_it(make_cfg, client):
     "family",
     [
         ["model=mlp", "model.depth=6", "model.width=16"],
-        ["model=vgg", "model.depth=11"],
+        pytest.param(["model=vgg", "model.depth=11"], marks=pytest.mark.slow),  # 25 s
         ["model.residual_init=fixup", "model.batch_norm=false"],
     ],
     ids=["mlp", "vgg-11", "resnet-fixup-no-bn"],

@@ -352,6 +352,15 @@ def ui_line_chart(
     }
 
 
+def ui_scatter_chart(uuid: str, section: str, x_key: str, y_key: str) -> dict:
+    """A scatter chart of two metrics' latest values, a point per run in its colour (MLflow
+    3.17's RunsChartsScatterCardConfig: axes as {key, type}, no log scale)."""
+    card = _ui_chart("SCATTER", uuid, section, y_key, None)
+    del card["displayName"], card["metricKey"]
+    axis = {"type": "METRIC"}
+    return card | {"xaxis": axis | {"key": x_key}, "yaxis": axis | {"key": y_key}}
+
+
 def ui_image_chart(uuid: str, section: str, key: str) -> dict:
     """An image card of a logged image key (`log_image(key=, step=)`), a step slider per run,
     without the `param=value` lines the UI otherwise prints above every image

@@ -278,7 +278,10 @@ def test_a_study_view_holds_the_finding(client):
     assert state["runsHiddenMode"] == "SHOW_ALL"
     first, *others = state["compareRunSections"]
     assert first["name"] == "Finding" and others[0]["name"] == "Model metrics"
-    *plots, image = state["compareRunCharts"]
+    *plots, scatter, image = state["compareRunCharts"]
+    assert (scatter["type"], scatter["xaxis"]["key"], scatter["yaxis"]["key"]) == (
+        "SCATTER", contract.DEPTH_METRIC, contract.INIT_GRAD_RATIO,
+    )  # fmt: skip
     charts = [(c["type"], c["metricKey"], c.get("scaleType")) for c in plots]
     assert charts == [
         ("BAR", contract.INIT_GRAD_RATIO, None),

@@ -307,8 +307,8 @@ def test_the_charts_link_opens_on_the_finding_with_every_run(study, browser):
 
     def charts(driver):
         shown = charts.last = driver.execute_script(CHARTS_JS)
-        first = shown["cards"][: len(bars) + 1]
-        drawn = len(first) == len(bars) + 1 and all(c["traces"] for c in first)
+        first = shown["cards"][: len(bars) + 2]  # the bars, the line, the scatter
+        drawn = len(first) == len(bars) + 2 and all(c["traces"] for c in first)
         return shown if shown["sections"] and drawn and shown["runs"] else None
 
     shown = _open(browser, _link(study["links"], "charts"), charts, "the Finding charts")
@@ -331,6 +331,19 @@ def test_the_charts_link_opens_on_the_finding_with_every_run(study, browser):
     line = cards[len(bars)]
     assert line["yaxis"] == "log", "grad_first_last_ratio per epoch on a log axis"
     assert {t["name"] for t in line["traces"]} == set(listed), "every run's line is drawn"
+    # then depth against the ratio at initialisation, a point per run
+    scatter = cards[len(bars) + 1]
+    assert scatter["title"] == "depth vs. init_grad_first_last_ratio", scatter["title"]
+    points = sorted(
+        (float(x), round(float(y), 6))
+        for t in scatter["traces"] or []
+        for x, y in zip(t["x"] or [], t["y"] or [], strict=True)
+    )
+    expected = sorted(
+        (float(s["depth"]), round(float(s["init_grad_first_last_ratio"]), 6))
+        for s in study["summaries"].values()
+    )
+    assert points == expected, "every run's (depth, ratio at init) is a point"
     colors = {r.info.run_name: r.data.tags[contract.RUN_COLOR] for r in runs.values()}
     for name, color in colors.items():  # plain red, residual blue
         red, blue = int(color[1:3], 16), int(color[5:7], 16)

@@ -125,8 +125,8 @@ def training_runs_filter(sweep_id: str | None) -> str:
 
 def study_view_state(sweep_id: str | None, with_test: bool = False) -> dict:
     """The runs page's state for a study: finding columns, depth order, its training runs
-    only, all plotted; charts: bars of the summaries, the ratio per epoch (log y), then the
-    gradient-profile images."""
+    only, all plotted; charts: bars of the summaries, the ratio per epoch (log y), depth vs
+    the ratio at initialisation, then the gradient-profile images."""
     section = f"finding-{sweep_id or 'all'}"
     bars = list(FINDING_BARS) + ([contract.FINAL_TEST_ERROR] if with_test else [])
     charts = [compat.ui_bar_chart(f"{section}-{key}", section, key) for key in bars]
@@ -137,6 +137,15 @@ def study_view_state(sweep_id: str | None, with_test: bool = False) -> dict:
             contract.GRAD_RATIO,
             title=f"{contract.GRAD_RATIO} per epoch (log)",
             log_y=True,
+        )
+    )
+    # depth against the ratio at initialisation, a point per run: the finding in one chart
+    charts.append(
+        compat.ui_scatter_chart(
+            f"{section}-depth-{contract.INIT_GRAD_RATIO}",
+            section,
+            contract.DEPTH_METRIC,
+            contract.INIT_GRAD_RATIO,
         )
     )
     # each run's gradient profile per epoch, without the parameter lines over the image

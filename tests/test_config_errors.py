@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
-from conftest import run_train
+from conftest import ROOT, TRAIN, run_train
 
 BAD = {
     "model.depth=21": ["model.depth=21", "6n+2", "8, 14, 20"],
@@ -45,7 +47,15 @@ def unopened_store(tmp_path, monkeypatch):
     return path
 
 
-@pytest.mark.parametrize("args", list(BAD))
+# What a user types, end to end, in a subprocess (2-3 s each): one of each kind in the fast
+# tier, the rest with the slow tests. Every case also runs in-process, below.
+END_TO_END_FAST = {"model.depth=21", "model.dept=8", "model.depth= 8", "--config-name nosuch"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [a if a in END_TO_END_FAST else pytest.param(a, marks=pytest.mark.slow) for a in BAD],
+)
 def test_bad_config_is_one_clear_line(args, unopened_store):
     result = run_train(*args.split())
     assert result.returncode != 0
@@ -56,6 +66,24 @@ def test_bad_config_is_one_clear_line(args, unopened_store):
         assert fragment in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
     assert not unopened_store.exists()  # the store was never even opened
+
+
+@pytest.mark.parametrize("args", list(BAD))
+def test_the_command_line_check_says_it_in_one_line(args, unopened_store, monkeypatch, capsys):
+    """The entry point's check itself, in-process: every case, exit status 2, one line."""
+    from resnet_exp.run.command_line import validate_or_exit
+
+    monkeypatch.setattr(sys, "argv", [str(TRAIN), *args.split()])
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as stopped:
+        validate_or_exit(every_job=False)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("config error: "), err
+    for fragment in BAD[args]:
+        assert fragment in lines[0]
+    assert not unopened_store.exists()
 
 
 def test_bad_value_deep_in_a_sweep_stops_the_whole_sweep_before_it_starts(unopened_store):

@@ -169,6 +169,7 @@ def test_first_and_last_layers_are_still_named_for_the_gradient_recorder(
         assert np.all(grads[:-1] == 0)
 
 
+@pytest.mark.slow  # 19 s of training: the measurement, end to end
 def test_without_batch_norm_skipinit_and_fixup_train_a_deep_resnet_the_standard_one_cannot():
     """ResNet-32 without BN, SGD lr 0.05 (momentum 0.9), 96 steps of 32 on 256 digits.
 

@@ -119,6 +119,7 @@ def test_a_server_that_dies_mid_run_ends_the_run_in_one_line(tmp_path):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow  # two subprocess runs that train (11 s)
 def test_tracking_uri_on_the_command_line_beats_the_environment(tmp_path):
     """`tracking.uri=` typed on the command line wins over `MLFLOW_TRACKING_URI`: the run
     lands in the store the user named, and the environment's (dead) server is never asked."""

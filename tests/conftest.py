@@ -108,6 +108,17 @@ def run_train(*args: str, env: dict | None = None, cwd: Path | None = None, time
     )
 
 
+def run_make_figures(*args: str, cwd: Path | None = None, timeout: int = 600):
+    """Run `scripts/make_figures.py` as a user would, in a subprocess."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_figures.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+    )
+
+
 def runs_of(client: MlflowClient, experiment: str = "resnet-exp"):
     exp = client.get_experiment_by_name(experiment)
     return [] if exp is None else client.search_runs([exp.experiment_id])

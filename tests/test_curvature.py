@@ -14,9 +14,6 @@ from resnet_exp.recording.curvature import (
     HessianProbe,
     exact_moments_twin,
     hessian_curvature,
-    hessian_spectral_density,
-    hessian_top_eigenvalues,
-    hessian_trace,
     hutchinson_trace,
     lanczos_density,
     power_iteration,
@@ -214,7 +211,7 @@ def test_product_matches_the_explicit_hessian(dense_case):
 def test_top_eigenvalue_matches_eigvalsh(dense_case):
     model, x, y, _, eigenvalues = dense_case
     largest = eigenvalues[np.argmax(np.abs(eigenvalues))]
-    result = hessian_top_eigenvalues(model, x, y, iterations=500, rtol=1e-6)
+    result = power_iteration(HessianProbe(model, x, y), iterations=500, rtol=1e-6)
     assert result.top == pytest.approx(largest, rel=1e-3)
     assert result.converged[0]
     assert 1 < result.iterations[0] < 500
@@ -224,7 +221,7 @@ def test_top_eigenvalue_matches_eigvalsh(dense_case):
 def test_top_k_by_deflation_match_eigvalsh(dense_case):
     model, x, y, _, eigenvalues = dense_case
     expected = eigenvalues[np.argsort(-np.abs(eigenvalues))][:3]
-    result = hessian_top_eigenvalues(model, x, y, k=3, iterations=2000, rtol=1e-7)
+    result = power_iteration(HessianProbe(model, x, y), k=3, iterations=2000, rtol=1e-7)
     np.testing.assert_allclose(result.eigenvalues, expected, rtol=1e-2)
     vectors = result.eigenvectors
     np.testing.assert_allclose(vectors @ vectors.T, np.eye(3), atol=1e-6)
@@ -232,7 +229,7 @@ def test_top_k_by_deflation_match_eigvalsh(dense_case):
 
 def test_power_iteration_stops_at_the_iteration_cap(dense_case):
     model, x, y, _, _ = dense_case
-    result = hessian_top_eigenvalues(model, x, y, iterations=3, rtol=0.0)
+    result = power_iteration(HessianProbe(model, x, y), iterations=3, rtol=0.0)
     assert result.iterations[0] == 3
     assert not result.converged[0]
 
@@ -253,19 +250,19 @@ def test_the_residual_bounds_the_distance_to_an_eigenvalue():
 
 def test_trace_is_within_three_standard_errors_of_the_exact_trace(dense_case):
     model, x, y, hessian, _ = dense_case
-    result = hessian_trace(model, x, y, samples=50, seed=0)
+    result = hutchinson_trace(HessianProbe(model, x, y), samples=50, seed=0)
     assert result.stderr > 0
     assert abs(result.trace - np.trace(hessian)) <= 3 * result.stderr
     assert result.values.shape == (50,)
     assert result.size == hessian.shape[0]
-    again = hessian_trace(model, x, y, samples=50, seed=0)
+    again = hutchinson_trace(HessianProbe(model, x, y), samples=50, seed=0)
     assert again.trace == result.trace  # seeded
 
 
 def test_density_integrates_to_one_and_its_mean_is_trace_over_n(dense_case):
     model, x, y, hessian, eigenvalues = dense_case
     n = hessian.shape[0]
-    result = hessian_spectral_density(model, x, y, runs=20, steps=n, seed=0)
+    result = lanczos_density(HessianProbe(model, x, y), runs=20, steps=n, seed=0)
     nodes = result.nodes
     assert list(nodes.columns) == DENSITY_COLUMNS
     assert nodes["weight"].sum() == pytest.approx(1.0, abs=1e-9)

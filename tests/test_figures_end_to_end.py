@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
-from conftest import ROOT, TINY, run_train, runs_of
+from conftest import TINY, run_make_figures, run_train, runs_of
 
 pytestmark = pytest.mark.slow
 
@@ -30,20 +27,7 @@ def test_sweep_then_make_figures_writes_everything_and_logs_it(tracking_uri, cli
     )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     out = tmp_path / "report"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "make_figures.py"),
-            "--experiment",
-            "resnet-exp",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=600,
-    )
+    result = run_make_figures("--experiment", "resnet-exp", "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in FIGURES:
         for suffix in (".png", ".svg"):

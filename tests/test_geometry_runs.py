@@ -4,14 +4,12 @@ that a run without them logs none of it."""
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, TINY, run_train, runs_of
+from conftest import TINY, run_make_figures, run_train, runs_of
 
 from resnet_exp import contract
 from resnet_exp.config.schema import ConfigError, check_config
@@ -147,11 +145,7 @@ def test_the_preset_then_make_figures_answers_from_the_store(tracking_uri, clien
     )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     out = tmp_path / "report"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_figures.py"),
-         "--experiment", "landscape_study", "--out", str(out)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600,
-    )  # fmt: skip
+    result = run_make_figures("--experiment", "landscape_study", "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("landscape_contours", "landscape_slices", "curvature_depth"):
         assert (out / f"{name}.png").stat().st_size > 1000, name

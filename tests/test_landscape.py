@@ -17,8 +17,6 @@ from resnet_exp.recording.landscape import (
     landscape_nonconvexity,
     landscape_sharpness,
     loss_landscape,
-    loss_slice,
-    loss_surface,
     model_directions,
     surface_curvatures,
     with_curvatures,
@@ -117,7 +115,7 @@ def test_directions_are_seeded_and_the_first_does_not_depend_on_the_count(model)
 
 def test_centre_is_the_models_own_loss_and_accuracy(model, subset):
     x, y = subset
-    result = loss_slice(model, x, y, grid=5, span=0.5, batch_size=16)
+    result = LandscapeProbe(model, x, y, batch_size=16).slice(grid=5, span=0.5)
     centre = result.frame[result.frame["alpha"] == 0.0].iloc[0]
     predicted = model(x, training=False).numpy()  # inference mode: the moving statistics
     direct = float(np.mean(keras.losses.sparse_categorical_crossentropy(y, predicted)))
@@ -169,12 +167,12 @@ def test_the_grid_is_traced_once_and_leaves_the_model_bit_identical(model, subse
 def test_landscape_slice_is_the_surfaces_middle_row(model, subset):
     x, y = subset
     both = loss_landscape(model, x, y, grid=5, span=1.0, seed=4)
-    alone = loss_slice(model, x, y, grid=5, span=1.0, seed=4)
+    alone = LandscapeProbe(model, x, y, seed=4).slice(grid=5, span=1.0)
     np.testing.assert_allclose(both.slice.frame["alpha"], alone.frame["alpha"])
     np.testing.assert_allclose(both.slice.frame["loss"], alone.frame["loss"], rtol=1e-6)
     assert both.slice.sharpness == pytest.approx(alone.sharpness, rel=1e-5, abs=1e-7)
     assert both.centre_loss == pytest.approx(float(alone.frame["loss"].iloc[2]), rel=1e-6)
-    surface = loss_surface(model, x, y, grid=5, span=1.0, seed=4)
+    surface = LandscapeProbe(model, x, y, seed=4).surface(grid=5, span=1.0)
     assert both.surface.nonconvexity == surface.nonconvexity
     metrics = both.metrics()
     assert {"landscape_sharpness", "landscape_nonconvexity", "landscape_time_s"} <= set(metrics)

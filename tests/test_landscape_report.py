@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 
 from resnet_exp import contract
 from resnet_exp.analysis.landscape_data import LandscapeData, landscape_table
-from resnet_exp.analysis.landscape_figures import LEVELS_PER_DECADE, contour_levels, draw_contour
 from resnet_exp.analysis.landscape_report import compare, landscape_findings
+from resnet_exp.recording.landscape_image import LEVELS_PER_DECADE, contour_levels, draw_contour
 
 # ---------------------------------------------------------------- verdicts on hand-built runs
 

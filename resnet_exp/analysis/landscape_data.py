@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from resnet_exp import contract
-from resnet_exp.analysis.load import Study, load_run_artifacts
+from resnet_exp.analysis.load import Study, load_run_artifacts, runs_artifact
 from resnet_exp.analysis.summary import condition_columns, with_condition
 
 # The section is drawn when a run logged one of these.
@@ -68,10 +68,6 @@ def has_landscape_data(study: Study) -> bool:
     return any(m in study.epochs.columns for m in SECTION_METRICS)
 
 
-def _logged(study: Study, metric: str) -> bool:
-    return metric in study.epochs and study.epochs[metric].notna().any()
-
-
 def load_landscape(study: Study) -> LandscapeData:
     """The curvature metrics of every usable run, its landscape numbers and artifacts."""
     columns = condition_columns(study.usable)
@@ -100,24 +96,21 @@ def load_landscape(study: Study) -> LandscapeData:
     )
     per_run = per_run.dropna(subset=[*MEASURES, "top_eig_init"], how="all")
 
-    def load(metric: str, name: str, columns: list[str], what: str) -> pd.DataFrame:
-        """Artifact `name` with its runs' columns; not read when no run logged `metric`."""
-        if not _logged(study, metric):
-            return pd.DataFrame()
-        frame = load_run_artifacts(study, name, set(columns), what=what)
-        return runs.merge(frame, on="run_id") if not frame.empty else pd.DataFrame()
-
-    slices = load(
+    slices = runs_artifact(
+        study,
+        runs,
         contract.LANDSCAPE_SHARPNESS,
         contract.LANDSCAPE_1D_ARTIFACT,
         contract.LANDSCAPE_1D_COLUMNS,
-        "landscape slices figure",
+        what="landscape slices figure",
     )
-    surfaces = load(
+    surfaces = runs_artifact(
+        study,
+        runs,
         contract.LANDSCAPE_NONCONVEXITY,
         contract.LANDSCAPE_2D_ARTIFACT,
         ["alpha", "beta", "loss"],
-        "landscape contours figure",
+        what="landscape contours figure",
     )
     conditions = sorted(set(per_run["condition"])) if not per_run.empty else [""]
     return LandscapeData(curvature, per_run, slices, surfaces, conditions, columns)

@@ -36,7 +36,15 @@ from resnet_exp.analysis.landscape_data import (
     converged_flags,
     landscape_table,
 )
-from resnet_exp.analysis.report import NOISE_SDS, fmt, legend, markdown_table, nested, pooled
+from resnet_exp.analysis.report import (
+    NOISE_SDS,
+    fmt,
+    legend,
+    markdown_table,
+    nested,
+    pooled,
+    question_section,
+)
 from resnet_exp.analysis.summary import arch_order, condition_label
 
 # A ratio below 1.5 between two nets is not called a difference: one random direction
@@ -473,9 +481,8 @@ FIGURE_TITLES = {
 def landscape_section(data: LandscapeData, figures: dict[str, object]) -> list[str]:
     """The report's "Curvature and loss landscape" section, as markdown lines."""
     table = landscape_table(data)
-    lines = [
-        "## Curvature and loss landscape: does the skip keep the surface smooth as depth grows?",
-        "",
+    return question_section(
+        "Curvature and loss landscape: does the skip keep the surface smooth as depth grows?",
         "The Hessian of the data loss on a fixed batch: its top eigenvalue (power iteration) "
         "and trace (Hutchinson), at initialisation and after training. Around the trained "
         "weights, the loss along filter-normalised random directions (Li et al. 2018): "
@@ -485,13 +492,8 @@ def landscape_section(data: LandscapeData, figures: dict[str, object]) -> list[s
         "finite-difference Hessian has an eigenvalue below -1% of the largest on the "
         "surface). Values are means over seeds (± sd between seeds; for the trace with one "
         "seed, ± Hutchinson's standard error).",
-        "",
-        *[s if s.startswith("  - ") else f"- {s}" for s in landscape_findings(data, table)],
-        "",
-        *landscape_markdown_table(table),
-        "",
-    ]
-    for name, title in FIGURE_TITLES.items():
-        lines += [f"### {title}", ""]
-        lines += [f"![{title}]({name}.png)" if name in figures else "_Not drawn: no data._", ""]
-    return lines
+        landscape_findings(data, table),
+        landscape_markdown_table(table),
+        FIGURE_TITLES,
+        figures,
+    )

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from resnet_exp import contract
-from resnet_exp.analysis.load import Study, load_run_artifacts
-from resnet_exp.analysis.report import fmt, legend, markdown_table, nested
+from resnet_exp.analysis.load import Study, runs_artifact
+from resnet_exp.analysis.report import fmt, legend, markdown_table, nested, question_section
 from resnet_exp.analysis.summary import (
     arch_order,
     arch_parts,
@@ -71,21 +71,19 @@ def load_lesions(study: Study) -> LesionData:
     """Read the three artifacts of every usable run that has them."""
     runs = with_condition(study.usable, condition_columns(study.usable))[_RUN_COLUMNS]
 
-    def load(metric: str, name: str, columns: list[str], what: str) -> pd.DataFrame:
-        """Artifact `name` with its runs' columns; not read when no run logged `metric`."""
-        if metric not in study.epochs or study.epochs[metric].isna().all():
-            return pd.DataFrame()
-        frame = load_run_artifacts(study, name, set(columns), what=what)
-        return runs.merge(frame, on="run_id", how="inner") if not frame.empty else pd.DataFrame()
-
+    load = partial(runs_artifact, study, runs)
     lesioned = contract.LESION_INTACT_ACCURACY
-    single = load(lesioned, contract.LESION_ARTIFACT, contract.LESION_COLUMNS, "lesion figures")
-    multi = load(lesioned, contract.LESION_K_ARTIFACT, contract.LESION_K_COLUMNS, "k-lesion figure")
+    single = load(
+        lesioned, contract.LESION_ARTIFACT, contract.LESION_COLUMNS, what="lesion figures"
+    )
+    multi = load(
+        lesioned, contract.LESION_K_ARTIFACT, contract.LESION_K_COLUMNS, what="k-lesion figure"
+    )
     branches = load(
         contract.BRANCH_RATIO_MEAN,
         contract.BRANCH_ARTIFACT,
         contract.BRANCH_COLUMNS,
-        "branch-magnitude figure",
+        what="branch-magnitude figure",
     )
     if not single.empty:
         single["intact_accuracy"] = single["accuracy"] + single["drop"]
@@ -274,22 +272,16 @@ FIGURE_TITLES = {
 def lesion_section(data: LesionData, figures: dict[str, object]) -> list[str]:
     """The report's "Block lesions" section, as markdown lines."""
     table = lesion_table(data)
-    lines = [
-        "## Block lesions: does a residual net fall back to a shallower one?",
-        "",
+    return question_section(
+        "Block lesions: does a residual net fall back to a shallower one?",
         "After training, each block is deleted in turn (replaced by its shortcut path: the "
         "identity, or the option A/B shortcut where the shape changes; a plain block by the same "
         "path), and the net is evaluated on the validation set with its trained weights and "
         "batch-norm statistics; then k random same-shape blocks are deleted at once. Drops are "
         "in percentage points of validation accuracy, averaged over the same-shape blocks; "
         "downsampling blocks are reported apart.",
-        "",
-        *[f"- {s}" if not s.startswith("  - ") else s for s in lesion_findings(data, table)],
-        "",
-        *lesion_markdown_table(table),
-        "",
-    ]
-    for name, title in FIGURE_TITLES.items():
-        lines += [f"### {title}", ""]
-        lines += [f"![{title}]({name}.png)" if name in figures else "_Not drawn: no data._", ""]
-    return lines
+        lesion_findings(data, table),
+        lesion_markdown_table(table),
+        FIGURE_TITLES,
+        figures,
+    )

@@ -510,3 +510,20 @@ def load_grad_profiles(study: Study) -> pd.DataFrame:
         return profiles
     profiles = profiles.astype({"epoch": "int64", "layer_index": "int64"})
     return study.usable.merge(profiles, on="run_id", how="inner")
+
+
+def logged(study: Study, metric: str) -> bool:
+    """True when some run of the study logged `metric` (a finite value at some step)."""
+    return metric in study.epochs and study.epochs[metric].notna().any()
+
+
+def runs_artifact(
+    study: Study, runs: pd.DataFrame, metric: str, name: str, columns: list[str], *, what: str
+) -> pd.DataFrame:
+    """CSV artifact `name` of the `runs` that have it (`load_run_artifacts`), joined to their
+    columns (depth, arch, condition, ...); empty, and not read, when no run logged `metric`
+    (a study without lesions or landscapes downloads nothing for them)."""
+    if not logged(study, metric):
+        return pd.DataFrame()
+    frame = load_run_artifacts(study, name, set(columns), what=what)
+    return runs.merge(frame, on="run_id") if not frame.empty else pd.DataFrame()

@@ -102,6 +102,25 @@ def legend(*entries: tuple[str, str]) -> str:
     return "; ".join(f"_{head}_: {meaning}" for head, meaning in entries) + "."
 
 
+def question_section(
+    heading: str,
+    intro: str,
+    findings: list[str],
+    table: list[str],
+    titles: dict[str, str],
+    figures: Collection[str],
+) -> list[str]:
+    """A study question's section of the report, as markdown lines: the heading, what was
+    measured, the findings as bullets (`nested` sub-bullets kept), the table, then each
+    figure of `titles` that was drawn (in `figures`), or that it was not."""
+    bullets = [s if s.startswith("  - ") else f"- {s}" for s in findings]
+    lines = [f"## {heading}", "", intro, "", *bullets, "", *table, ""]
+    for name, title in titles.items():
+        drawn = f"![{title}]({name}.png)" if name in figures else "_Not drawn: no data._"
+        lines += [f"### {title}", "", drawn, ""]
+    return lines
+
+
 def nested(heading: str, sentences: list[str]) -> list[str]:
     """`sentences` as sub-bullets of a bold `heading`; as they are without a heading."""
     if not (heading and sentences):

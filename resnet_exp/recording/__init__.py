@@ -1,2 +1,3 @@
 """Measurements taken on a net during and after training: gradient norms per layer,
-residual-branch magnitudes, block lesions, and the per-epoch gradient-profile images."""
+residual-branch magnitudes, block lesions, the Hessian's curvature and the loss landscape,
+and the gradient-profile and landscape pictures."""

@@ -193,7 +193,8 @@ class HessianProbe:
 
     `size` is the number of trainable parameters; `traces` counts how often the
     product was traced (1 after the first call, whatever follows); `loss` is the
-    batch's loss at the weights, from the first product.
+    batch's loss at the weights of the latest product (the probe reads the weights at
+    each call, so a probe reused after training reports the trained net's loss).
     """
 
     def __init__(
@@ -287,8 +288,7 @@ class HessianProbe:
             *tf.nest.flatten([self.x, self.y]),
         )
         self.products += 1
-        if self.loss is None:
-            self.loss = float(loss)
+        self.loss = float(loss)
         return product.numpy().astype(np.float64)
 
     def split(self, v: np.ndarray) -> list[np.ndarray]:
@@ -553,109 +553,18 @@ def lanczos_density(
     )
 
 
-# ---------------------------------------------------------------- one call per measurement
-
-
-def hessian_top_eigenvalues(
-    model: keras.Model,
-    x: Any,
-    y: Any,
-    loss: Any = None,
-    *,
-    k: int = 1,
-    iterations: int = 100,
-    rtol: float = 1e-3,
-    training: bool = False,
-    seed: int = 0,
-) -> TopEigenvalues:
-    """`power_iteration` on a new `HessianProbe`; `seconds` includes its trace."""
-    return _timed(
-        model, x, y, loss, training,
-        lambda probe: power_iteration(probe, k=k, iterations=iterations, rtol=rtol, seed=seed),
-    )  # fmt: skip
-
-
-def hessian_trace(
-    model: keras.Model,
-    x: Any,
-    y: Any,
-    loss: Any = None,
-    *,
-    samples: int = 20,
-    training: bool = False,
-    seed: int = 0,
-) -> TraceEstimate:
-    """`hutchinson_trace` on a new `HessianProbe`; `seconds` includes its trace."""
-    return _timed(
-        model, x, y, loss, training,
-        lambda probe: hutchinson_trace(probe, samples=samples, seed=seed),
-    )  # fmt: skip
-
-
-def hessian_spectral_density(
-    model: keras.Model,
-    x: Any,
-    y: Any,
-    loss: Any = None,
-    *,
-    runs: int = 1,
-    steps: int = 50,
-    training: bool = False,
-    seed: int = 0,
-) -> SpectralDensity:
-    """`lanczos_density` on a new `HessianProbe`; `seconds` includes its trace."""
-    return _timed(
-        model, x, y, loss, training,
-        lambda probe: lanczos_density(probe, runs=runs, steps=steps, seed=seed),
-    )  # fmt: skip
-
-
-def _timed(model: keras.Model, x: Any, y: Any, loss: Any, training: bool, measure: Any) -> Any:
-    """`measure` on a new `HessianProbe`, its `seconds` counting the probe's trace too."""
-    started = time.perf_counter()
-    result = measure(HessianProbe(model, x, y, loss, training=training))
-    return replace(result, seconds=time.perf_counter() - started)
+# ---------------------------------------------------------------- one call
 
 
 def hessian_curvature(
-    model: keras.Model,
-    x: Any,
-    y: Any,
-    loss: Any = None,
-    *,
-    iterations: int = 20,
-    rtol: float = 1e-3,
-    top_k: int = 1,
-    samples: int = 20,
-    density_runs: int = 0,
-    lanczos_steps: int = 50,
-    training: bool = False,
-    seed: int = 0,
+    model: keras.Model, x: Any, y: Any, loss: Any = None, *, training: bool = False, **settings
 ) -> Curvature:
-    """Top eigenvalue(s), trace and (with `density_runs` > 0) the SLQ density on one batch,
-    sharing one traced Hessian-vector product.
-
-    Cost: at most `top_k * iterations + samples + density_runs * lanczos_steps`
-    Hessian-vector products on the batch, plus one trace. Measured (`python
-    scripts/dev/bench_curvature.py --depths 20 56 --repeats 2`, 1 thread): a product
-    costs about 1.5x a training step's CPU time per example, and tracing plus the
-    first call about 16 products' worth, so 20 iterations and 20 samples on 256
-    examples took 16-17x the CPU time of one epoch (1,437 examples, batch 128) at
-    depths 20 and 56 (10x in wall time). The parts use seeds derived from `seed`,
-    so each is reproducible alone.
+    """`measure_curvature` on a new `HessianProbe` (`settings`: its keywords); `seconds`
+    includes the probe's trace. One algorithm alone: `power_iteration(HessianProbe(...))`,
+    `hutchinson_trace`, `lanczos_density`.
     """
     started = time.perf_counter()
-    probe = HessianProbe(model, x, y, loss, training=training)
-    result = measure_curvature(
-        probe,
-        iterations=iterations,
-        rtol=rtol,
-        top_k=top_k,
-        samples=samples,
-        density_runs=density_runs,
-        lanczos_steps=lanczos_steps,
-        seed=seed,
-    )
+    result = measure_curvature(HessianProbe(model, x, y, loss, training=training), **settings)
     return replace(result, seconds=time.perf_counter() - started)
 
 
@@ -670,10 +579,20 @@ def measure_curvature(
     lanczos_steps: int = 50,
     seed: int = 0,
 ) -> Curvature:
-    """`hessian_curvature` on an existing probe: a run measuring at several epochs traces its
-    product once (the probe reads the weights at each call) instead of once per epoch."""
+    """Top eigenvalue(s), trace and (with `density_runs` > 0) the SLQ density on the probe's
+    batch at the weights as they are now. A run measuring at several epochs reuses one probe,
+    so its product is traced once (the probe reads the weights at each call).
+
+    Cost: at most `top_k * iterations + samples + density_runs * lanczos_steps`
+    Hessian-vector products on the batch. Measured (`python
+    scripts/dev/bench_curvature.py --depths 20 56 --repeats 2`, 1 thread): a product
+    costs about 1.5x a training step's CPU time per example, and tracing plus the
+    first call about 16 products' worth, so 20 iterations and 20 samples on 256
+    examples took 16-17x the CPU time of one epoch (1,437 examples, batch 128) at
+    depths 20 and 56 (10x in wall time). The parts use seeds derived from `seed`,
+    so each is reproducible alone.
+    """
     started = time.perf_counter()
-    probe.loss = None  # the batch's loss at the weights as they are now
     top = power_iteration(probe, k=top_k, iterations=iterations, rtol=rtol, seed=seed)
     trace = hutchinson_trace(probe, samples=samples, seed=seed + 1)
     density = None

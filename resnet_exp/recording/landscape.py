@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -357,42 +357,7 @@ class LandscapeProbe:
         )
 
 
-# ---------------------------------------------------------------- one call per measurement
-
-
-def loss_slice(
-    model: keras.Model,
-    x: Any,
-    y: Any,
-    loss: Any = None,
-    *,
-    grid: int = 21,
-    span: float = 1.0,
-    **probe: Any,
-) -> LossSlice:
-    """The 1D slice along a filter-normalised random direction; `probe` are `LandscapeProbe`'s
-    keywords (seed, include_bias_bn, batch_size); `seconds` includes the directions and the
-    trace."""
-    started = time.perf_counter()
-    result = LandscapeProbe(model, x, y, loss, **probe).slice(grid, span)
-    return replace(result, seconds=time.perf_counter() - started)
-
-
-def loss_surface(
-    model: keras.Model,
-    x: Any,
-    y: Any,
-    loss: Any = None,
-    *,
-    grid: int = 21,
-    span: float = 1.0,
-    **probe: Any,
-) -> LossSurface:
-    """The 2D surface over two filter-normalised random directions; `probe` as for
-    `loss_slice`; `seconds` includes the directions and the trace."""
-    started = time.perf_counter()
-    result = LandscapeProbe(model, x, y, loss, **probe).surface(grid, span)
-    return replace(result, seconds=time.perf_counter() - started)
+# ---------------------------------------------------------------- one call
 
 
 def loss_landscape(

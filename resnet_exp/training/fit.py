@@ -25,6 +25,7 @@ from resnet_exp.recording.branches import BranchRecorder
 from resnet_exp.recording.curvature_recorder import CurvatureRecorder
 from resnet_exp.recording.gradients import GradientRecorder, StepGradientRecorder
 from resnet_exp.recording.landscape import loss_landscape
+from resnet_exp.recording.landscape_image import landscape_figure
 from resnet_exp.recording.lesions import lesion_examples, lesion_study
 from resnet_exp.recording.profile_images import ProfileImageLogger
 from resnet_exp.tracking.naming import run_name
@@ -286,10 +287,6 @@ def _landscape(
     cfg: DictConfig, model: keras.Model, data: Dataset, log: RunLog, step: int, title: str
 ) -> None:
     """The loss around the trained `model` (never modified) on a fixed training subset."""
-    from matplotlib.figure import Figure  # no pyplot: no window, no global state
-
-    from resnet_exp.analysis.landscape_figures import draw_contour
-
     settings = cfg.landscape
     x, y = probe_batch(data, int(settings.examples), int(cfg.seed))
     result = loss_landscape(
@@ -306,9 +303,5 @@ def _landscape(
     log.table(result.slice.frame, contract.LANDSCAPE_1D_ARTIFACT)
     if result.surface is not None:
         log.table(result.surface.frame, contract.LANDSCAPE_2D_ARTIFACT)
-        figure = Figure(figsize=(5.4, 4.2), dpi=100, layout="constrained")
-        lines = draw_contour(figure.add_subplot(), result.surface.frame, title=title)
-        if lines is not None:
-            figure.colorbar(lines, label="loss (log-spaced levels)")
-        log.figure(figure, contract.LANDSCAPE_IMAGE)
+        log.figure(landscape_figure(result.surface.frame, title), contract.LANDSCAPE_IMAGE)
     log.metrics(result.metrics(), step=step)

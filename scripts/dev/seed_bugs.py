@@ -720,8 +720,8 @@ BUGS = [
     bug(
         "a reused probe reports the batch loss of its first measurement",
         "resnet_exp/recording/curvature.py",
-        "    probe.loss = None  # the batch's loss at the weights as they are now\n",
-        "",
+        "        self.loss = float(loss)\n",
+        "        if self.loss is None:\n            self.loss = float(loss)\n",
         CURVATURE,
     ),
     bug(
@@ -798,7 +798,7 @@ BUGS = [
     ),
     bug(
         "contour levels evenly spaced, not log-spaced",
-        "resnet_exp/analysis/landscape_figures.py",
+        "resnet_exp/recording/landscape_image.py",
         "return np.geomspace(low, high, n + 2)[1:-1]",
         "return np.linspace(low, high, n + 2)[1:-1]",
         GEOMETRY_REPORT,
